@@ -1,0 +1,11 @@
+"""Composition root: create the FunctionApp and register one blueprint per trigger family.
+
+Nothing here reads settings or builds clients; services are built on first use inside an
+invocation (shared/runtime.py).
+"""
+import azure.functions as func
+
+from admin import http as admin_http
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+app.register_functions(admin_http.bp)

@@ -1,0 +1,46 @@
+"""Every app setting the code or a binding uses is in local.settings.json.sample, and the reverse."""
+import json
+import pathlib
+import re
+
+from function_app import app
+from shared.settings import HOST_AND_SDK_SETTINGS, SCHEDULED_STREAMS, schedule_setting_name
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def settings_named_in_code() -> set[str]:
+    text = (ROOT / "shared" / "settings.py").read_text()
+    names = set(re.findall(r'"(PCSYNC_[A-Z0-9_]+)"', text)) | {"AzureWebJobsStorage"}
+    names |= {schedule_setting_name(s) for s in SCHEDULED_STREAMS}
+    return names
+
+
+def settings_named_in_bindings(functions) -> set[str]:
+    names = set()
+    for function in functions:
+        for binding in json.loads(function.get_function_json())["bindings"]:
+            for value in binding.values():
+                if isinstance(value, str):
+                    names |= set(re.findall(r"%([A-Za-z0-9_]+)%", value))
+            if binding.get("connection"):
+                names.add(binding["connection"])
+    return names
+
+
+def test_sample_and_code_name_the_same_settings(registered_functions):
+    sample = json.loads((ROOT / "local.settings.json.sample").read_text())["Values"]
+    used = settings_named_in_code() | settings_named_in_bindings(registered_functions.values())
+    assert used - set(sample) == set(), "used by the code but missing from local.settings.json.sample"
+    assert set(sample) - used - set(HOST_AND_SDK_SETTINGS) == set(), "in the sample but read by nothing"
+
+
+def test_no_module_but_settings_reads_the_environment():
+    offenders = []
+    for path in ROOT.glob("*/**/*.py"):
+        rel = path.relative_to(ROOT)
+        if rel.parts[0] in ("tests", "simulator", "benchmarks", ".venv", "node_modules") or rel.name == "settings.py":
+            continue
+        if re.search(r"os\.environ|os\.getenv", path.read_text()):
+            offenders.append(str(rel))
+    assert offenders in ([], ["shared/runtime.py"]), offenders
