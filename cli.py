@@ -127,7 +127,7 @@ def _optional_registrars() -> list[Callable]:
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as exc:
-            if exc.name != module_name:
+            if exc.name not in (module_name, module_name.split(".")[0]):
                 raise
             continue
         registrars.append(module.register)
