@@ -1,0 +1,128 @@
+"""All mutable simulator state behind one re-entrant lock (the server is threaded)."""
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from simulator.clock import SimulatorClock
+from simulator.config import SimulatorConfig
+from simulator.data import Agreement, Customer, Invoice, Subscription, World, WorldFactory
+from simulator.line_items import InvoiceTotals, LineItemStream, StreamContext, invoice_stream_counts
+
+
+@dataclass
+class AuthCode:
+    code: str
+    client_id: str
+    redirect_uri: str
+    scopes: list[str]
+    code_challenge: str | None
+    code_challenge_method: str
+    nonce: str | None
+    mfa: bool
+    issued_at: dt.datetime
+    redeemed: bool = False
+
+
+@dataclass
+class RefreshTokenRecord:
+    client_id: str
+    user_oid: str
+    mfa: bool
+    issued_at: dt.datetime
+    last_used: dt.datetime
+    revoked: bool = False
+
+
+@dataclass
+class CallCounter:
+    count: int = 0
+    throttled: int = 0
+    faulted: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+
+
+class SimulatorState:
+    def __init__(self, config: SimulatorConfig, clock: SimulatorClock):
+        self.lock = threading.RLock()
+        self.config = config
+        self.clock = clock
+        self.factory = WorldFactory(config, clock.now())
+        world: World = self.factory.build()
+        self.partner = world.partner
+        self.app = world.app
+        self.user = world.user
+        self.customers: "OrderedDict[str, Customer]" = OrderedDict((c.id, c) for c in world.customers)
+        self.subscriptions: dict[str, "OrderedDict[str, Subscription]"] = {c.id: OrderedDict() for c in world.customers}
+        for sub in world.subscriptions:
+            self.subscriptions[sub.customer_id][sub.id.lower()] = sub
+        self.agreements: dict[str, list[Agreement]] = {}
+        for agreement in world.agreements:
+            self.agreements.setdefault(agreement.customer_id, []).append(agreement)
+        self.invoices: "OrderedDict[str, Invoice]" = OrderedDict((i.id, i) for i in world.invoices)
+        # Line items reference the seeded customers and subscriptions only, so they never change
+        # when tests add or remove customers later (keeps invoice totals stable).
+        self.line_item_customers = tuple(world.customers)
+        self.line_item_subscriptions = tuple(world.subscriptions)
+        self.invoice_totals = InvoiceTotals()
+
+        self.auth_codes: dict[str, AuthCode] = {}
+        self.refresh_tokens: dict[str, RefreshTokenRecord] = {}
+        self.secrets: dict[str, list[dict]] = {}
+        self.webhook_registration: dict | None = None
+        self.webhook_deliveries: list[dict] = []
+        self.webhook_validations: dict[str, dict] = {}
+        self.export_operations: dict[str, dict] = {}
+        self.export_manifests: dict[str, dict] = {}
+        self.calls: dict[str, CallCounter] = {}
+
+    # ---- lookups (callers hold no lock; these take it) ----------------------------------
+    def customer(self, customer_id: str) -> Customer | None:
+        with self.lock:
+            return self.customers.get(customer_id.lower())
+
+    def subscription(self, customer_id: str, subscription_id: str) -> Subscription | None:
+        with self.lock:
+            return self.subscriptions.get(customer_id.lower(), {}).get(subscription_id.lower())
+
+    def invoice(self, invoice_id: str) -> Invoice | None:
+        # Partner Center also accepts the "OneTime-"/"Recurring-" prefixed ids its links use.
+        for prefix in ("OneTime-", "Recurring-"):
+            if invoice_id.lower().startswith(prefix.lower()):
+                invoice_id = invoice_id[len(prefix):]
+        with self.lock:
+            return self.invoices.get(invoice_id.upper())
+
+    # ---- line items ---------------------------------------------------------------------
+    def invoice_stream(self, invoice: Invoice, kind: str) -> LineItemStream:
+        ctx = StreamContext(seed=self.config.seed, key=invoice.id, invoice_number=invoice.id,
+                            partner=self.partner, customers=self.line_item_customers,
+                            subscriptions=self.line_item_subscriptions, period_start=invoice.period_start,
+                            period_end=invoice.period_end, currency=invoice.currency)
+        return LineItemStream(kind, invoice_stream_counts(invoice).get(kind, 0), ctx)
+
+    def unbilled_stream(self, kind: str, period: str, currency: str) -> LineItemStream:
+        today = self.clock.now()
+        start = today.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        if period == "previous":
+            start = (start - dt.timedelta(days=1)).replace(day=1)
+        end = (start + dt.timedelta(days=32)).replace(day=1) - dt.timedelta(seconds=1)
+        ctx = StreamContext(seed=self.config.seed, key=f"unbilled-{period}-{currency.upper()}", invoice_number="",
+                            partner=self.partner, customers=self.line_item_customers,
+                            subscriptions=self.line_item_subscriptions, period_start=start, period_end=end,
+                            currency=currency.upper())
+        return LineItemStream(kind, self.config.line_items_per_invoice, ctx)
+
+    def invoice_total_cents(self, invoice: Invoice) -> int:
+        return self.invoice_totals.total_cents(invoice, self.invoice_stream)
+
+    # ---- call accounting ----------------------------------------------------------------
+    def record_call(self, key: str, status: int, throttled: bool = False, faulted: bool = False) -> None:
+        with self.lock:
+            counter = self.calls.setdefault(key, CallCounter())
+            counter.count += 1
+            counter.throttled += int(throttled)
+            counter.faulted += int(faulted)
+            counter.statuses[str(status)] = counter.statuses.get(str(status), 0) + 1

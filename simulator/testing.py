@@ -1,0 +1,268 @@
+"""Helpers for tests and tools: start the simulator in-process or as a subprocess and drive
+its control API.
+
+    with start_simulator(customers=5) as sim:
+        sim.control.advance_clock(days=91)
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+import requests
+
+from simulator.config import SimulatorConfig
+from simulator.server import SimulatorServer
+
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def trusting_session(ca_bundle: str) -> requests.Session:
+    """A requests.Session that trusts the simulator's CA. trust_env=False matters: this machine
+    sets REQUESTS_CA_BUNDLE, which would silently override session.verify."""
+    session = requests.Session()
+    session.verify = ca_bundle
+    session.trust_env = False
+    return session
+
+
+class ControlError(RuntimeError):
+    def __init__(self, status: int, body):
+        super().__init__(f"control API answered {status}: {body}")
+        self.status, self.body = status, body
+
+
+class SimulatorControl:
+    """Thin client for /_sim/. Every method returns the decoded JSON (or None for 204)."""
+
+    def __init__(self, control_url: str, ca_bundle: str):
+        self.base = control_url.rstrip("/")
+        self.session = trusting_session(ca_bundle)
+
+    def request(self, method: str, path: str, json_body=None, params=None):
+        response = self.session.request(method, f"{self.base}{path}", json=json_body, params=params, timeout=30)
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = response.text
+            raise ControlError(response.status_code, body)
+        if response.status_code == 204 or not response.content:
+            return None
+        content_type = response.headers.get("Content-Type", "")
+        return response.json() if "json" in content_type else response.content
+
+    # health and truth
+    def health(self) -> dict:
+        return self.request("GET", "/health")
+
+    def customers(self) -> list[dict]:
+        return self.request("GET", "/truth/customers")["items"]
+
+    def subscriptions(self, customer_id: str | None = None) -> list[dict]:
+        return self.request("GET", "/truth/subscriptions", params={"customer": customer_id} if customer_id else None)["items"]
+
+    def agreements(self) -> list[dict]:
+        return self.request("GET", "/truth/agreements")["items"]
+
+    def invoices(self) -> list[dict]:
+        return self.request("GET", "/truth/invoices")["items"]
+
+    # mutations
+    def add_customer(self, **fields) -> dict:
+        """fields: companyName, domain, id, country (all optional)."""
+        return self.request("POST", "/customers", fields)
+
+    def delete_customer(self, customer_id: str) -> None:
+        self.request("DELETE", f"/customers/{customer_id}")
+
+    def add_subscription(self, customer_id: str, **fields) -> dict:
+        """fields: nce (bool), quantity, status, days_ago, term_duration, billing_cycle,
+        cancellation_allowed_until (ISO)."""
+        return self.request("POST", f"/customers/{customer_id}/subscriptions", fields)
+
+    def update_subscription(self, customer_id: str, subscription_id: str, **changes) -> dict:
+        """changes: quantity, status, autoRenewEnabled, friendlyName, cancellationAllowedUntilDate."""
+        return self.request("PATCH", f"/subscriptions/{customer_id}/{subscription_id}", changes)
+
+    def delete_subscription(self, customer_id: str, subscription_id: str) -> None:
+        self.request("DELETE", f"/subscriptions/{customer_id}/{subscription_id}")
+
+    def add_invoice(self, kind: str = "G", line_items: int | None = None) -> dict:
+        body = {"kind": kind}
+        if line_items is not None:
+            body["line_items"] = line_items
+        return self.request("POST", "/invoices", body)
+
+    # clock, calls, faults
+    def now(self) -> str:
+        return self.request("GET", "/clock")["now"]
+
+    def advance_clock(self, days: float = 0, seconds: float = 0) -> str:
+        return self.request("POST", "/clock", {"advance_days": days, "advance_seconds": seconds})["now"]
+
+    def set_clock(self, iso_time: str) -> str:
+        return self.request("POST", "/clock", {"now": iso_time})["now"]
+
+    def calls(self) -> dict:
+        return self.request("GET", "/calls")
+
+    def reset_calls(self) -> None:
+        self.request("POST", "/calls/reset")
+
+    def faults(self) -> dict:
+        return self.request("GET", "/faults")
+
+    def set_faults(self, **knobs) -> dict:
+        return self.request("PUT", "/faults", knobs)
+
+    # identities
+    def integration_user(self) -> dict:
+        return self.request("GET", "/users/integration")
+
+    def set_integration_user(self, roles: list[str] | None = None, mfa_registered: bool | None = None) -> dict:
+        body = {}
+        if roles is not None:
+            body["roles"] = roles
+        if mfa_registered is not None:
+            body["mfa_registered"] = mfa_registered
+        return self.request("POST", "/users/integration", body)
+
+    def revoke_refresh_tokens(self) -> int:
+        return self.request("POST", "/tokens/revoke")["revoked"]
+
+    def app_permissions(self) -> dict:
+        return self.request("GET", "/app/permissions")
+
+    def set_app_permissions(self, graph_application: list[str] | None = None,
+                            graph_delegated: list[str] | None = None) -> dict:
+        body = {}
+        if graph_application is not None:
+            body["graph_application"] = graph_application
+        if graph_delegated is not None:
+            body["graph_delegated"] = graph_delegated
+        return self.request("POST", "/app/permissions", body)
+
+    def sign_in(self, auth_uri: str, mfa: bool | str = True) -> str:
+        """Complete the sign-in page for an msal auth_uri; returns the redirect URL
+        (with code and state, or with error=access_denied when mfa="decline")."""
+        choice = "decline" if mfa == "decline" else ("true" if mfa else "false")
+        return self.request("GET", f"/entra/signin?auth_uri={quote(auth_uri, safe='')}&mfa={choice}")["redirect"]
+
+    # webhooks
+    def send_webhook(self, event_name: str, resource_uri: str, **extra) -> dict:
+        return self.request("POST", "/webhooks/send", {"EventName": event_name, "ResourceUri": resource_uri, **extra})
+
+    def webhook_deliveries(self) -> list[dict]:
+        return self.request("GET", "/webhooks/deliveries")
+
+    def webhook_certificate_pem(self) -> bytes:
+        return self.request("GET", "/webhook-cert.cer")
+
+    def close(self) -> None:
+        self.session.close()
+
+
+@dataclass
+class RunningSimulator:
+    partner_center_url: str
+    authority_host: str
+    graph_url: str
+    key_vault_url: str
+    control_url: str
+    ca_bundle: str
+    tenant_id: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    integration_user: str
+    port: int
+    control: SimulatorControl = field(init=False, repr=False)
+    process: subprocess.Popen | None = field(default=None, repr=False)   # set by start_simulator_process
+    _stopper: object = field(default=None, repr=False)
+
+    def __post_init__(self):
+        self.control = SimulatorControl(self.control_url, self.ca_bundle)
+
+    def session(self) -> requests.Session:
+        """A fresh requests.Session that trusts the simulator's CA (trust_env=False)."""
+        return trusting_session(self.ca_bundle)
+
+    def stop(self) -> None:
+        if self._stopper is not None:
+            stopper, self._stopper = self._stopper, None
+            self.control.close()
+            stopper()
+
+    def __enter__(self) -> "RunningSimulator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _config(config: SimulatorConfig | None, knobs: dict) -> SimulatorConfig:
+    base = config or SimulatorConfig()
+    return base.with_changes(**knobs) if knobs else base
+
+
+def start_simulator(config: SimulatorConfig | None = None, **knobs) -> RunningSimulator:
+    """Start in this process on a background thread (port 0 unless configured)."""
+    server = SimulatorServer(_config(config, knobs)).start_background()
+    return RunningSimulator(**server.info(), _stopper=server.stop)
+
+
+def _cli_args(config: SimulatorConfig) -> list[str]:
+    args = []
+    for name in ("host", "port", "seed", "customers", "subscriptions_per_customer", "nce_fraction", "invoices",
+                 "line_items_per_invoice", "rate_limit_per_minute", "latency_ms", "latency_jitter_ms", "fault_5xx",
+                 "fault_429", "fault_reset", "fault_truncate", "write_202", "export_running_polls",
+                 "export_retry_after_seconds", "export_items_per_blob"):
+        args += [f"--{name.replace('_', '-')}", str(getattr(config, name))]
+    args += ["--fault-services", ",".join(config.fault_services)]
+    if config.customer_rate_limit_per_minute:
+        args += ["--customer-rate-limit-per-minute", str(config.customer_rate_limit_per_minute)]
+    if config.start_time:
+        args += ["--start-time", config.start_time]
+    if config.verbose:
+        args.append("--verbose")
+    return args
+
+
+def start_simulator_process(config: SimulatorConfig | None = None, *, python: str | None = None,
+                            startup_timeout: float = 30.0, **knobs) -> RunningSimulator:
+    """Run ``python -m simulator`` as a subprocess; the returned object has ``.process``."""
+    config = _config(config, knobs)
+    process = subprocess.Popen([python or sys.executable, "-m", "simulator", *_cli_args(config)],
+                               cwd=_REPO_ROOT, stdout=subprocess.PIPE, stderr=None, text=True)
+    deadline = time.monotonic() + startup_timeout
+    line = ""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 0.2)
+        if ready:
+            line = process.stdout.readline()
+            break
+        if process.poll() is not None:
+            break
+    if not line:
+        process.kill()
+        process.wait(5)
+        raise RuntimeError(f"simulator did not start (exit code {process.poll()})")
+
+    def stop() -> None:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        process.stdout.close()
+
+    return RunningSimulator(**json.loads(line), process=process, _stopper=stop)
