@@ -6,6 +6,8 @@ invocation (shared/runtime.py).
 import azure.functions as func
 
 from admin import http as admin_http
+from auth import http as auth_http
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(admin_http.bp)
+app.register_functions(auth_http.bp)

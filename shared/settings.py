@@ -42,6 +42,8 @@ class Settings:
     key_vault_url: str = ""
     client_id: str = ""
     client_secret_name: str = "pcsync-client-secret"
+    # when set, the app authenticates with this Key Vault certificate secret (PEM) instead of the secret
+    client_certificate_name: str = ""
     redirect_uri: str = ""
     partner_center_url: str = DEFAULT_PARTNER_CENTER_URL
     authority_host: str = DEFAULT_AUTHORITY_HOST
@@ -77,6 +79,7 @@ class Settings:
             key_vault_url=key_vault_url.rstrip("/"),
             client_id=text("PCSYNC_CLIENT_ID"),
             client_secret_name=text("PCSYNC_CLIENT_SECRET_NAME", "pcsync-client-secret"),
+            client_certificate_name=text("PCSYNC_CLIENT_CERTIFICATE_NAME"),
             redirect_uri=text("PCSYNC_REDIRECT_URI"),
             partner_center_url=urls["PCSYNC_PARTNER_CENTER_URL"].rstrip("/"),
             authority_host=urls["PCSYNC_AUTHORITY_HOST"].rstrip("/"),

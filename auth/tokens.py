@@ -1,0 +1,303 @@
+"""Tokens for Partner Center (App+User, from the stored refresh token) and Graph (app-only).
+
+Concurrency and the newest refresh token
+----------------------------------------
+Entra ID rotates the refresh token on every redemption but does not revoke the one that was
+redeemed (it stays valid until its own 90-day inactivity window ends). So the danger is not two
+workers redeeming the same token; it is a worker redeeming, or writing back, an *older* token
+than the newest one, which would let the newest one idle out. We therefore:
+
+* serialize refreshes per provider inside a process with a lock (one TokenProvider per provider
+  per process, see ``token_provider_for``), so threads share one access token and one rotation;
+* never keep a refresh token in memory between refreshes: every refresh reads the latest Key
+  Vault version right before redeeming it and writes the rotated token as a new version right
+  after, so across processes the token redeemed is always the newest one stored;
+* if Entra refuses the token we read, re-read Key Vault once: when a newer version appeared
+  meanwhile (another worker rotated it, or an admin consented again) we redeem that instead of
+  declaring the consent lost.
+
+A cross-process lock (blob lease) would add a storage round trip to every refresh and a failure
+mode of its own, for no gain given the rotation semantics above.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+import requests
+from msal.exceptions import MsalServiceError
+
+from shared.errors import ConsentRequired
+from shared.logging import get_logger, redact, register_secret
+from shared.providers import ProviderConnection
+
+from .entra import (
+    ClientFactory,
+    ConfidentialClient,
+    IdentityProviderUnavailable,
+    TokenRequestFailed,
+    LazySecrets,
+    build_client,
+    describe_error,
+    error_codes,
+    graph_scope,
+    partner_center_scope,
+    register_token_result,
+)
+
+log = get_logger(__name__)
+
+REFRESH_TOKEN_LIFETIME = timedelta(days=90)  # Entra's inactivity window for refresh tokens
+ACCESS_TOKEN_MARGIN = timedelta(minutes=5)  # refresh this long before the access token expires
+BLOCKED_STATUSES = ("expired", "revoked")
+
+AADSTS_EXPIRED = 700082  # refresh token unused for 90 days
+AADSTS_REVOKED = 50173  # grant revoked (password reset, sessions revoked)
+AADSTS_MFA_AGAIN = (50076, 50079)  # MFA or Conditional Access re-challenge
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
+
+
+RECONSENT = "An administrator must open a new consent link and sign in as the integration user (with MFA)."
+
+
+def classify_token_error(result: dict[str, Any]) -> tuple[str, str] | None:
+    """``(consent status, message)`` when an msal error result means the stored consent is
+    unusable, ``None`` when it is some other failure (configuration, transient)."""
+    error = result.get("error")
+    if error not in ("invalid_grant", "interaction_required"):
+        return None
+    codes = set(error_codes(result))
+    if AADSTS_EXPIRED in codes:
+        return "expired", ("The stored consent expired: its refresh token was not used for 90 days "
+                           f"(AADSTS{AADSTS_EXPIRED}). " + RECONSENT)
+    if AADSTS_REVOKED in codes:
+        return "revoked", ("The stored consent was revoked by Entra ID, for example after the integration "
+                           f"user's password was reset or their sessions revoked (AADSTS{AADSTS_REVOKED}). "
+                           + RECONSENT)
+    challenged = codes.intersection(AADSTS_MFA_AGAIN)
+    if challenged:
+        return "expired", ("Entra ID requires the integration user to complete multi-factor authentication "
+                           f"again (AADSTS{min(challenged)}). " + RECONSENT)
+    return "revoked", f"Entra ID no longer accepts the stored consent ({describe_error(result)}). " + RECONSENT
+
+
+def blocked_status(provider: ProviderConnection) -> str | None:
+    """``expired``/``revoked`` when the stored consent is known to be unusable, else None.
+
+    A new consent link moves the provider to ``pending`` but keeps ``consent_error`` until the
+    consent succeeds, so a provider whose consent was lost stays blocked while the admin signs
+    in again; a ``pending`` re-consent of a working provider (no error) keeps working.
+    """
+    if provider.consent_status in BLOCKED_STATUSES:
+        return provider.consent_status
+    if provider.consent_status == "pending" and provider.consent_error:
+        return "revoked" if "revoked" in provider.consent_error.lower() else "expired"
+    return None
+
+
+@dataclass(frozen=True)
+class _CachedToken:
+    value: str
+    expires_at: datetime
+
+
+class TokenProvider:
+    """Access tokens for one provider connection. Thread-safe; keep one per provider per process."""
+
+    def __init__(
+        self,
+        *,
+        provider: ProviderConnection,
+        settings: Any,
+        providers: Any,
+        secrets: Any,
+        client_for_tenant: ClientFactory,
+        clock: Clock = utc_now,
+        runtime: Any = None,
+    ):
+        self.provider_id = provider.id
+        self.tenant_id = provider.tenant_id
+        self.secret_name = provider.refresh_token_secret_name
+        self.runtime = runtime
+        self._settings = settings
+        self._providers = providers
+        self._secrets = secrets
+        self._client_for_tenant = client_for_tenant
+        self._clock = clock
+        self._client: ConfidentialClient | None = None
+        self._cached: _CachedToken | None = None
+        self._lock = threading.Lock()  # one refresh at a time
+        self._client_lock = threading.Lock()
+
+    # -- public ---------------------------------------------------------------------------
+
+    def access_token(self, *, force_refresh: bool = False) -> str:
+        """A Partner Center App+User access token, refreshed ~5 minutes before it expires.
+
+        Raises ConsentRequired when the stored consent is unusable (without calling Entra when
+        the provider is already marked expired or revoked), IdentityProviderUnavailable when
+        Entra keeps failing, TokenRequestFailed for configuration problems.
+        """
+        if not force_refresh:
+            cached = self._usable_cached()
+            if cached:
+                return cached
+        with self._lock:
+            if not force_refresh:
+                cached = self._usable_cached()  # another thread may have refreshed meanwhile
+                if cached:
+                    return cached
+            return self._refresh()
+
+    def graph_token(self, *, force_refresh: bool = False) -> str:
+        """An app-only Microsoft Graph token (``/.default``: the app's granted application
+        permissions, e.g. PartnerBilling.Read.All). msal caches it until shortly before expiry;
+        ``force_refresh`` asks Entra through a new client (so newly granted roles show up)."""
+        scopes = [graph_scope(self._settings)]
+        if force_refresh:
+            result = self._call(lambda _: self._client_for_tenant(self.tenant_id).acquire_token_for_client(scopes))
+        else:
+            result = self._call(lambda client: client.acquire_token_for_client(scopes))
+        if "access_token" not in result:
+            raise TokenRequestFailed(
+                f"Entra ID refused an app-only Graph token for provider {self.provider_id} "
+                f"({describe_error(result)}): check the app's client secret or certificate.",
+                error=result.get("error"), codes=error_codes(result),
+            )
+        register_secret(result["access_token"])
+        return result["access_token"]
+
+    def invalidate(self) -> None:
+        """Drop the cached access token (e.g. after Partner Center answered 401)."""
+        with self._lock:
+            self._cached = None
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _usable_cached(self) -> str | None:
+        cached = self._cached
+        if cached and self._clock() < cached.expires_at - ACCESS_TOKEN_MARGIN:
+            return cached.value
+        return None
+
+    def _client_instance(self) -> ConfidentialClient:
+        with self._client_lock:
+            if self._client is None:
+                self._client = self._client_for_tenant(self.tenant_id)
+            return self._client
+
+    def _call(self, request: Callable[[ConfidentialClient], dict[str, Any]]) -> dict[str, Any]:
+        """One msal call; transport retries already happened in the session (auth/entra.py)."""
+        try:
+            return request(self._client_instance())
+        except (requests.RequestException, MsalServiceError) as exc:
+            log.warning("token endpoint unavailable for provider %s: %s", self.provider_id, type(exc).__name__)
+            raise IdentityProviderUnavailable(
+                f"Entra ID token endpoint failed for provider {self.provider_id} ({type(exc).__name__}); "
+                "try again later"
+            ) from None
+
+    def _refresh(self) -> str:
+        provider: ProviderConnection = self._providers.get_provider(self.provider_id)
+        blocked = blocked_status(provider)
+        if blocked:
+            # Marked once by whoever saw invalid_grant; do not ask Entra again until re-consent.
+            raise ConsentRequired(self.provider_id, blocked,
+                                  provider.consent_error or f"Consent for provider {self.provider_id} is "
+                                  f"{blocked}. " + RECONSENT)
+        refresh_token = self._read_refresh_token()
+        result = self._redeem(refresh_token)
+        if "access_token" not in result and classify_token_error(result):
+            newer = self._read_refresh_token()
+            if newer != refresh_token:
+                log.info("refresh token for provider %s changed in Key Vault meanwhile; using the newest",
+                         self.provider_id)
+                refresh_token, result = newer, self._redeem(newer)
+        if "access_token" not in result:
+            self._fail(result)
+
+        now = self._clock()
+        rotated = result.get("refresh_token")
+        if rotated and rotated != refresh_token:  # an identical token would only add a version
+            self._secrets.set_secret(self.secret_name, rotated)
+        self._providers.update_status(
+            self.provider_id,
+            last_token_refresh=_iso(now),
+            refresh_token_expires_at=_iso(now + REFRESH_TOKEN_LIFETIME),
+        )
+        token = result["access_token"]
+        expires_in = int(result.get("expires_in") or 3600)
+        self._cached = _CachedToken(token, now + timedelta(seconds=expires_in))
+        log.debug("access token refreshed for provider %s, valid %s s", self.provider_id, expires_in)
+        return token
+
+    def _read_refresh_token(self) -> str:
+        refresh_token = self._secrets.find_secret(self.secret_name)
+        if not refresh_token:
+            raise ConsentRequired(self.provider_id, "none",
+                                  f"No consent is stored for provider {self.provider_id}. " + RECONSENT)
+        register_secret(refresh_token)
+        return refresh_token
+
+    def _redeem(self, refresh_token: str) -> dict[str, Any]:
+        scopes = [partner_center_scope(self._settings)]
+        result = self._call(lambda client: client.acquire_token_by_refresh_token(refresh_token, scopes))
+        register_token_result(result)
+        return result
+
+    def _fail(self, result: dict[str, Any]) -> None:
+        self._cached = None
+        consent = classify_token_error(result)
+        if consent is None:
+            log.warning("token refresh failed for provider %s: %s", self.provider_id, describe_error(result))
+            raise TokenRequestFailed(
+                f"Entra ID refused the token request for provider {self.provider_id} ({describe_error(result)}). "
+                "Check the app registration's client id and its secret or certificate.",
+                error=result.get("error"), codes=error_codes(result),
+            )
+        status, message = consent
+        log.warning("consent for provider %s is %s: %s", self.provider_id, status, describe_error(result))
+        self._providers.update_status(self.provider_id, consent_status=status, consent_error=redact(message))
+        raise ConsentRequired(self.provider_id, status, message)
+
+
+# -- one TokenProvider per provider per process ------------------------------------------------
+
+_token_providers: dict[str, TokenProvider] = {}
+_factory_lock = threading.Lock()
+
+
+def token_provider_for(runtime: Any, provider: ProviderConnection) -> TokenProvider:
+    """The process's TokenProvider for ``provider`` (rebuilt when the runtime or tenant changes)."""
+    with _factory_lock:
+        existing = _token_providers.get(provider.id)
+        if existing is not None and existing.runtime is runtime and existing.tenant_id == provider.tenant_id:
+            return existing
+        created = TokenProvider(
+            provider=provider,
+            settings=runtime.settings,
+            providers=runtime.providers,
+            secrets=LazySecrets(runtime),
+            client_for_tenant=lambda tenant: build_client(runtime.settings, runtime.secrets, tenant),
+            runtime=runtime,
+        )
+        _token_providers[provider.id] = created
+        return created
+
+
+def forget_token_provider(provider_id: str) -> None:
+    """Drop the cached TokenProvider (after a new consent, so no stale state survives)."""
+    with _factory_lock:
+        _token_providers.pop(provider_id, None)
+

@@ -1,0 +1,247 @@
+"""Verify Connectivity: one named check per permission the sync needs, each with evidence (an
+HTTP status or error code) and a fix in plain words. The report is stored on the provider row.
+
+The few Partner Center GETs here are deliberately not made through the sync's client: a check
+must show the raw answer (401 vs 403, the ApiFault code), not a retried or translated one.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import requests
+
+from shared.errors import Conflict, ConsentRequired, NotFound
+from shared.logging import get_logger
+from shared.providers import ProviderConnection, validate_provider_id
+from shared.settings import SettingsError
+
+from .entra import IdentityProviderUnavailable, TokenRequestFailed, http_session, unverified_claims
+from .tokens import TokenProvider, token_provider_for
+
+log = get_logger(__name__)
+
+GRAPH_BILLING_ROLE = "PartnerBilling.Read.All"
+PC_TIMEOUT = (5, 30)
+USER_MANAGEMENT = "in Partner Center (Account settings > User management)"
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    evidence: str
+    fix: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "passed": self.passed, "evidence": self.evidence, "fix": self.fix}
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    provider_id: str
+    checked_at: str
+    checks: tuple[Check, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def check(self, name: str) -> Check:
+        return next(c for c in self.checks if c.name == name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "providerId": self.provider_id,
+            "passed": self.passed,
+            "checkedAt": self.checked_at,
+            "checks": [c.to_json() for c in self.checks],
+        }
+
+
+def _fault_code(response: requests.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if isinstance(body, dict):
+        code = body.get("code") or body.get("errorCode")
+        if isinstance(body.get("error"), dict):
+            code = code or body["error"].get("code")
+        return str(code) if code not in (None, "") else None
+    return None
+
+
+# Partner Center answers per check: (fix for 401, fix for 403)
+_PC_FIXES = {
+    "organization_profile": (
+        "Partner Center refused the App+User token. Make sure MFA triggers on every sign-in of the "
+        "integration user, then consent again.",
+        f"Give the integration user a Partner Center role {USER_MANAGEMENT}, e.g. Sales Agent.",
+    ),
+    "customers_read": (
+        "Partner Center refused the App+User token. Make sure MFA triggers on every sign-in, then consent again.",
+        f"Give the integration user the Sales Agent role {USER_MANAGEMENT}.",
+    ),
+    "invoices_read": (
+        "Partner Center refused the App+User token. Make sure MFA triggers on every sign-in, then consent again.",
+        f"Give the integration user the Billing Admin role {USER_MANAGEMENT}.",
+    ),
+}
+
+
+class VerifyService:
+    def __init__(
+        self,
+        *,
+        settings: Any,
+        providers: Any,
+        token_provider_for: Callable[[ProviderConnection], TokenProvider],
+        session: requests.Session | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ):
+        self._settings = settings
+        self._providers = providers
+        self._token_provider_for = token_provider_for
+        self._session = session
+        self._clock = clock
+
+    @classmethod
+    def for_runtime(cls, runtime: Any, **options: Any) -> "VerifyService":
+        return cls(
+            settings=runtime.settings,
+            providers=runtime.providers,
+            token_provider_for=lambda provider: token_provider_for(runtime, provider),
+            **options,
+        )
+
+    def verify(self, provider_id: str) -> VerifyReport:
+        validate_provider_id(provider_id)
+        provider = self._providers.get_provider(provider_id)  # NotFound -> 404
+        tokens = self._token_provider_for(provider)
+        session = self._session or http_session(self._settings, retries=0)
+        correlation_id = str(uuid.uuid4())
+
+        checks: list[Check] = []
+        token, token_check = self._token_refresh(tokens)
+        checks.append(token_check)
+        claims = unverified_claims(token)
+        checks.append(self._mfa_claim(token, claims))
+        checks.append(self._tenant_matches(provider, token, claims))
+        for name, path in (
+            ("organization_profile", "/v1/profiles/organization"),
+            ("customers_read", "/v1/customers?size=1"),
+            ("invoices_read", "/v1/invoices?size=1"),
+        ):
+            checks.append(self._partner_center_get(session, name, path, token, correlation_id))
+        if provider.cost_management:
+            checks.append(self._graph_billing(tokens))
+
+        report = VerifyReport(provider_id, self._clock().isoformat(timespec="seconds"), tuple(checks))
+        self._providers.update_status(
+            provider_id, verify_result=json.dumps(report.to_json()), verified_at=report.checked_at
+        )
+        log.info("verify for provider %s: %s", provider_id,
+                 ", ".join(f"{c.name}={'ok' if c.passed else 'FAIL'}" for c in checks))
+        return report
+
+    # -- the checks -------------------------------------------------------------------------
+
+    @staticmethod
+    def _token_refresh(tokens: TokenProvider) -> tuple[str | None, Check]:
+        name = "token_refresh"
+        try:
+            return tokens.access_token(force_refresh=True), Check(name, True, "access token issued")
+        except ConsentRequired as exc:
+            return None, Check(name, False, f"consent {exc.status}", str(exc))
+        except TokenRequestFailed as exc:
+            return None, Check(name, False, " ".join(filter(None, [exc.error] + [f"AADSTS{c}" for c in exc.codes])),
+                               "Check the app registration: client id, and the client secret or certificate "
+                               "stored in Key Vault.")
+        except IdentityProviderUnavailable:
+            return None, Check(name, False, "Entra ID unreachable", "Try again later; check network access to "
+                               "Entra ID from the Function App.")
+        except (NotFound, Conflict, SettingsError) as exc:
+            return None, Check(name, False, type(exc).__name__, str(exc))
+
+    @staticmethod
+    def _mfa_claim(token: str | None, claims: dict[str, Any]) -> Check:
+        name = "mfa_claim"
+        if token is None:
+            return Check(name, False, "skipped: no access token", "Fix token_refresh first.")
+        amr = [str(a) for a in claims.get("amr") or []]
+        if "mfa" in amr:
+            return Check(name, True, "amr=" + ",".join(amr))
+        return Check(name, False, "amr=" + (",".join(amr) or "(none)"),
+                     "Enable MFA for the integration user so that it triggers on every sign-in, then consent again.")
+
+    @staticmethod
+    def _tenant_matches(provider: ProviderConnection, token: str | None, claims: dict[str, Any]) -> Check:
+        name = "tenant_matches"
+        if token is None:
+            return Check(name, False, "skipped: no access token", "Fix token_refresh first.")
+        tid = str(claims.get("tid") or "")
+        if tid.lower() == str(provider.tenant_id).lower():
+            return Check(name, True, f"tid={tid}")
+        return Check(name, False, f"tid={tid or '(none)'}",
+                     f"The provider's tenant id is {provider.tenant_id} but the integration user signed in to "
+                     f"tenant {tid or 'unknown'}: correct the provider's tenant id or consent with a user of "
+                     "the partner tenant.")
+
+    def _partner_center_get(
+        self, session: requests.Session, name: str, path: str, token: str | None, correlation_id: str
+    ) -> Check:
+        if token is None:
+            return Check(name, False, "skipped: no access token", "Fix token_refresh first.")
+        url = self._settings.partner_center_url.rstrip("/") + path
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Accept": "application/json",
+            "MS-RequestId": str(uuid.uuid4()),
+            "MS-CorrelationId": correlation_id,
+        }
+        try:
+            response = session.get(url, headers=headers, timeout=PC_TIMEOUT)
+        except requests.RequestException as exc:
+            return Check(name, False, f"connection failed: {type(exc).__name__}",
+                         f"Check that {self._settings.partner_center_url} is reachable from the Function App.")
+        code = _fault_code(response) if response.status_code >= 400 else None
+        evidence = f"HTTP {response.status_code}" + (f", code {code}" if code else "")
+        if response.status_code == 200:
+            return Check(name, True, evidence)
+        unauthorized, forbidden = _PC_FIXES[name]
+        if response.status_code == 401:
+            fix = unauthorized
+        elif response.status_code == 403:
+            fix = forbidden
+        elif response.status_code == 429 or response.status_code >= 500:
+            fix = "Partner Center is busy or failing; run Verify Connectivity again in a few minutes."
+        else:
+            fix = f"Unexpected answer from Partner Center for {path}; see the evidence."
+        return Check(name, False, evidence, fix)
+
+    @staticmethod
+    def _graph_billing(tokens: TokenProvider) -> Check:
+        name = "graph_billing_permission"
+        fix = (f"In Entra ID, add the Microsoft Graph application permission {GRAPH_BILLING_ROLE} to the app "
+               "registration and grant admin consent in the partner tenant.")
+        try:
+            token = tokens.graph_token(force_refresh=True)
+        except TokenRequestFailed as exc:
+            return Check(name, False, " ".join(filter(None, [exc.error] + [f"AADSTS{c}" for c in exc.codes])),
+                         "Check the app registration's client secret or certificate; " + fix)
+        except IdentityProviderUnavailable:
+            return Check(name, False, "Entra ID unreachable", "Try again later.")
+        except (NotFound, Conflict, SettingsError) as exc:
+            return Check(name, False, type(exc).__name__, str(exc))
+        roles = [str(r) for r in unverified_claims(token).get("roles") or []]
+        if GRAPH_BILLING_ROLE in roles:
+            return Check(name, True, f"roles include {GRAPH_BILLING_ROLE}")
+        return Check(name, False, "roles=" + (",".join(roles) or "(none)"), fix)
