@@ -7,7 +7,11 @@ import azure.functions as func
 
 from admin import http as admin_http
 from auth import http as auth_http
+from sync import queues as sync_queues
+from sync import timers as sync_timers
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(admin_http.bp)
 app.register_functions(auth_http.bp)
+app.register_functions(sync_timers.bp)
+app.register_functions(sync_queues.bp)

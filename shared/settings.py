@@ -49,6 +49,10 @@ class Settings:
     authority_host: str = DEFAULT_AUTHORITY_HOST
     graph_url: str = DEFAULT_GRAPH_URL
     ca_bundle: str | None = None
+    # Partner Center call budget per partner tenant, and per partner+customer (None = same as
+    # the partner budget); kept below the documented 500 requests/minute so a run sees no 429s.
+    calls_per_minute: int = 450
+    customer_calls_per_minute: int | None = None
     schedules: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_SCHEDULES))
 
     @classmethod
@@ -74,8 +78,18 @@ class Settings:
             stream: text(schedule_setting_name(stream), DEFAULT_SCHEDULES[stream])
             for stream in SCHEDULED_STREAMS
         }
+        def positive_int(name: str, default: int | None) -> int | None:
+            raw = text(name)
+            if not raw:
+                return default
+            if not raw.isdigit() or int(raw) < 1:
+                raise SettingsError(f"{name} must be a whole number of calls per minute, got {raw!r}")
+            return int(raw)
+
         return cls(
             storage_connection=storage,
+            calls_per_minute=positive_int("PCSYNC_CALLS_PER_MINUTE", 450),
+            customer_calls_per_minute=positive_int("PCSYNC_CUSTOMER_CALLS_PER_MINUTE", None),
             key_vault_url=key_vault_url.rstrip("/"),
             client_id=text("PCSYNC_CLIENT_ID"),
             client_secret_name=text("PCSYNC_CLIENT_SECRET_NAME", "pcsync-client-secret"),

@@ -35,3 +35,10 @@ def test_sovereign_cloud_urls_are_taken_as_given():
     })
     assert settings.partner_center_url == "https://partner.partnercenterapi.microsoftonline.cn"
     assert settings.authority_host == "https://login.chinacloudapi.cn"
+
+
+def test_call_budget_settings():
+    settings = Settings.from_environment({"PCSYNC_STORAGE": "x", "PCSYNC_CALLS_PER_MINUTE": "300"})
+    assert settings.calls_per_minute == 300 and settings.customer_calls_per_minute is None
+    with pytest.raises(SettingsError, match="PCSYNC_CUSTOMER_CALLS_PER_MINUTE"):
+        Settings.from_environment({"PCSYNC_STORAGE": "x", "PCSYNC_CUSTOMER_CALLS_PER_MINUTE": "-5"})

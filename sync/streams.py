@@ -1,0 +1,233 @@
+"""One declarative Stream per Partner Center resource type.
+
+A stream says *what* to read and *how to store it*: name, table, path, paging style, key,
+parent, and the kept fields that become flat table columns. The engine owns the request loop,
+diffing and writing; streams have no I/O.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from shared.partner_center import PageRequest, Paginator, as_bool, as_enum, as_int, as_text, get_path, paginator_for
+from shared.tables import escape_key
+
+# Edm.String holds 64 KiB of UTF-16, i.e. 32,768 code units; keep room for nothing else.
+MAX_RAW_UTF16_UNITS = 32_000
+
+
+def utf16_units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+@dataclass(frozen=True)
+class Column:
+    """A kept field: ``name`` is the table column, ``path`` the JSON path (case-insensitive)."""
+
+    name: str
+    path: tuple[str, ...]
+    convert: Callable[[Any], Any] = as_text
+
+    def value(self, item: Mapping[str, Any]) -> Any:
+        return self.convert(get_path(item, *self.path))
+
+
+def col(name: str, path: str | None = None, convert: Callable[[Any], Any] = as_text) -> Column:
+    return Column(name, tuple((path or name).split(".")), convert)
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A column computed from the whole item (e.g. ``isNce``)."""
+
+    name: str
+    compute: Callable[[Mapping[str, Any]], Any]
+
+
+def _agreement_key(item: Mapping[str, Any]) -> str | None:
+    """Agreements have no id. Their identity is what the service keeps unique per customer:
+    type + template + contact (a second agreement with identical details is refused, 600061)."""
+    explicit = get_path(item, "id")
+    if explicit:
+        return str(explicit)
+    parts = [
+        get_path(item, "type") or get_path(item, "agreementType"),
+        get_path(item, "templateId"),
+        get_path(item, "primaryContact", "firstName"),
+        get_path(item, "primaryContact", "lastName"),
+        get_path(item, "primaryContact", "email"),
+        get_path(item, "primaryContact", "phoneNumber"),
+    ]
+    if not any(parts):
+        return None
+    text = "|".join("" if p is None else str(p).strip().lower() for p in parts)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def _default_key(item: Mapping[str, Any]) -> str | None:
+    value = get_path(item, "id")
+    return None if value in (None, "") else str(value)
+
+
+@dataclass(frozen=True)
+class Stream:
+    name: str
+    table: str
+    path: str  # may contain {customer_id}
+    paging: str  # "none" | "offset" | "seek"
+    columns: tuple[Column, ...]
+    derived: tuple[Derived, ...] = ()
+    params: Mapping[str, str] = field(default_factory=dict)
+    parent: str | None = None  # name of the parent stream (rows partitioned per parent id)
+    page_size: int | None = None
+    key: Callable[[Mapping[str, Any]], str | None] = _default_key
+    requires_user: bool = False  # App+User token needed (agreements)
+
+    # -- request side ------------------------------------------------------------------------
+
+    def first_request(self, *, customer_id: str | None = None) -> PageRequest:
+        if self.parent and not customer_id:
+            raise ValueError(f"stream {self.name!r} needs a customer id")
+        params = dict(self.params)
+        if self.page_size and self.paging in ("seek", "offset"):
+            params["size"] = str(self.page_size)
+        if self.paging == "offset":
+            params.setdefault("offset", "0")
+        return PageRequest.of(self.path.format(customer_id=customer_id or ""), params)
+
+    def paginator(self, *, customer_id: str | None = None) -> Paginator:
+        return paginator_for(self.paging, self.first_request(customer_id=customer_id))
+
+    # -- storage side ------------------------------------------------------------------------
+
+    def partition_key(self, provider_id: str, customer_id: str | None = None) -> str:
+        """Provider-level rows under ``provider_id``; per-customer rows under
+        ``provider_id|customer_id`` (escaped), so a purge by prefix finds both."""
+        if self.parent:
+            return escape_key(f"{provider_id}|{customer_id}")
+        return escape_key(provider_id)
+
+    def build_row(self, item: Mapping[str, Any], *, provider_id: str, customer_id: str | None = None) -> dict[str, Any] | None:
+        """The table entity for one item, or None when the item has no usable key."""
+        key = self.key(item)
+        if not key:
+            return None
+        row: dict[str, Any] = {
+            "PartitionKey": self.partition_key(provider_id, customer_id),
+            "RowKey": escape_key(key),
+            "id": key,
+            "provider_id": provider_id,
+        }
+        if customer_id is not None:
+            row["customer_id"] = customer_id
+        for column in self.columns:
+            value = column.value(item)
+            if value is not None:
+                row[column.name] = value
+        for extra in self.derived:
+            value = extra.compute(item)
+            if value is not None:
+                row[extra.name] = value
+        raw = json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        if utf16_units(raw) <= MAX_RAW_UTF16_UNITS:
+            row["raw"] = raw
+            row["raw_truncated"] = False
+        else:
+            row["raw_truncated"] = True
+        row["content_hash"] = content_hash(row)
+        return row
+
+
+HASH_EXCLUDED = frozenset({"PartitionKey", "RowKey", "content_hash", "removed", "removed_at", "updated_at", "Timestamp"})
+
+
+def content_hash(row: Mapping[str, Any]) -> str:
+    """Hash of the kept columns and raw JSON: the only thing compared to skip unchanged rows."""
+    payload = {k: v for k, v in row.items() if k not in HASH_EXCLUDED}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _is_nce(item: Mapping[str, Any]) -> bool:
+    return ":" in str(get_path(item, "offerId") or "")
+
+
+CUSTOMERS = Stream(
+    name="customers",
+    table="customers",
+    path="/customers",
+    paging="seek",
+    page_size=500,  # the service caps customer pages at 500
+    columns=(
+        col("companyName", "companyProfile.companyName"),
+        col("domain", "companyProfile.domain"),
+        col("tenantId", "companyProfile.tenantId"),
+        col("commerceId"),
+        col("relationshipToPartner", convert=as_enum),
+        col("associatedPartnerId"),
+    ),
+)
+
+SUBSCRIPTIONS = Stream(
+    name="subscriptions",
+    table="subscriptions",
+    path="/customers/{customer_id}/subscriptions",
+    paging="none",
+    parent="customers",
+    columns=(
+        col("offerId"),
+        col("offerName"),
+        col("friendlyName"),
+        col("quantity", convert=as_int),
+        col("unitType"),
+        col("status", convert=as_enum),
+        col("autoRenewEnabled", convert=as_bool),
+        col("billingCycle", convert=as_enum),
+        col("billingType", convert=as_enum),
+        col("termDuration"),
+        col("creationDate"),
+        col("effectiveStartDate"),
+        col("commitmentEndDate"),
+        col("cancellationAllowedUntilDate"),
+        col("parentSubscriptionId"),
+        col("entitlementId"),
+        col("orderId"),
+        col("isTrial", convert=as_bool),
+        col("etag", "attributes.etag"),
+    ),
+    derived=(Derived("isNce", _is_nce),),
+)
+
+AGREEMENTS = Stream(
+    name="agreements",
+    table="agreements",
+    path="/customers/{customer_id}/agreements",
+    params={"agreementType": "MicrosoftCustomerAgreement"},
+    paging="none",
+    parent="customers",
+    requires_user=True,
+    key=_agreement_key,
+    columns=(
+        col("type"),
+        col("templateId"),
+        col("dateAgreed"),
+        col("agreementLink"),
+        col("userId"),
+        col("contactFirstName", "primaryContact.firstName"),
+        col("contactLastName", "primaryContact.lastName"),
+        col("contactEmail", "primaryContact.email"),
+        col("contactPhone", "primaryContact.phoneNumber"),
+    ),
+)
+
+STREAMS: dict[str, Stream] = {s.name: s for s in (CUSTOMERS, SUBSCRIPTIONS, AGREEMENTS)}
+CUSTOMER_STREAMS: tuple[Stream, ...] = tuple(s for s in STREAMS.values() if s.parent == "customers")
+
+
+def get_stream(name: str) -> Stream:
+    try:
+        return STREAMS[name]
+    except KeyError:
+        raise ValueError(f"unknown stream {name!r}; known: {', '.join(STREAMS)}") from None

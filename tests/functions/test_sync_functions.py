@@ -1,0 +1,79 @@
+"""The registered sync functions, called the way the host calls them (Azurite + simulator)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from azure.functions.queue import QueueMessage
+from azure.functions.timer import TimerRequest
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy
+
+from devservices import register_and_consent
+from shared.tables import escape_key
+
+pytestmark = pytest.mark.integration
+
+PROVIDER_ID = "fn-partner"
+
+
+@pytest.fixture
+def consented(sim_runtime, simulator):
+    outcome = register_and_consent(sim_runtime, simulator, PROVIDER_ID, name="Functions partner")
+    assert outcome.succeeded, outcome.message
+    simulator.control.set_faults(fault_5xx=0, fault_429=0, fault_reset=0, fault_truncate=0)
+    return sim_runtime
+
+
+def queued_messages(runtime, queue="sync-customer") -> list[dict]:
+    client = QueueClient.from_connection_string(runtime.settings.storage_connection, queue,
+                                                message_decode_policy=TextBase64DecodePolicy())
+    return [json.loads(m.content) for m in client.receive_messages(max_messages=32, visibility_timeout=60)]
+
+
+def test_bindings(registered_functions):
+    timer = json.loads(registered_functions["sync_customers_timer"].get_function_json())["bindings"][0]
+    assert timer["type"] == "timerTrigger" and timer["schedule"] == "%PCSYNC_SCHEDULE_CUSTOMERS%"
+    assert timer["runOnStartup"] is False
+    queue = json.loads(registered_functions["sync_customer_queue"].get_function_json())["bindings"][0]
+    assert (queue["type"], queue["queueName"], queue["connection"]) == ("queueTrigger", "sync-customer", "PCSYNC_STORAGE")
+
+
+def test_timer_syncs_customers_and_fans_out_then_queue_syncs_a_customer(registered_functions, consented, simulator, caplog):
+    runtime = consented
+    timer = registered_functions["sync_customers_timer"].get_user_function()
+    with caplog.at_level("WARNING"):
+        timer(TimerRequest(past_due=True))
+    assert "past_due" in caplog.text
+
+    truth = {c["id"] for c in simulator.control.customers()}
+    rows = list(runtime.tables.table("customers").list_entities(partition_key=escape_key(PROVIDER_ID)))
+    assert {r["id"] for r in rows} == truth
+    messages = queued_messages(runtime)
+    assert {m["customer"] for m in messages} == truth if len(truth) <= 32 else len(messages) == 32
+    assert all(m["provider"] == PROVIDER_ID and m["correlationId"] for m in messages)
+
+    queue_fn = registered_functions["sync_customer_queue"].get_user_function()
+    message = messages[0]
+    queue_fn(QueueMessage(id="m1", body=json.dumps(message).encode(), dequeue_count=1))
+    subs = list(runtime.tables.table("subscriptions").list_entities(
+        partition_key=escape_key(f"{PROVIDER_ID}|{message['customer']}")))
+    assert {s["id"] for s in subs} == {s["id"] for s in simulator.control.subscriptions(message["customer"])}
+    runs = list(runtime.tables.table("syncruns").list_entities(partition_key=PROVIDER_ID))
+    assert sorted(r["stream"] for r in runs) == ["agreements", "customers", "subscriptions"]
+    assert {r["outcome"] for r in runs} == {"succeeded"}
+
+
+@pytest.mark.parametrize("body", [b"not json", b'{"provider": "fn-partner"}', b'["x"]', b'{"provider": 1, "customer": 2}'])
+def test_bad_queue_messages_are_logged_and_dropped(registered_functions, runtime, body, caplog):
+    queue_fn = registered_functions["sync_customer_queue"].get_user_function()
+    with caplog.at_level("ERROR"):
+        queue_fn(QueueMessage(id="bad", body=body, dequeue_count=1))  # no exception: retrying cannot help
+    assert "rejected" in caplog.text
+    assert list(runtime.tables.table("syncruns").list_entities()) == []
+
+
+def test_queue_message_for_an_unknown_provider_is_dropped(registered_functions, runtime):
+    queue_fn = registered_functions["sync_customer_queue"].get_user_function()
+    queue_fn(QueueMessage(id="m", body=b'{"provider": "nobody", "customer": "abc"}', dequeue_count=1))
+    assert list(runtime.tables.table("syncruns").list_entities()) == []
