@@ -1,18 +1,21 @@
 """`make demo`: the local end-to-end run on Azurite + the simulator.
 
-Starts Azurite and the simulator, registers a provider connection and shows it, then runs each
-feature that exists against the simulator. The last line printed is one JSON object summarising
-what happened, so scripts can check it.
+Starts Azurite and the Partner Center simulator, configures pcsync the way a partner would
+(app settings pointing at the simulator, the app's client secret in the simulated Key Vault),
+registers a provider connection, runs the consent flow (answering the simulator's sign-in page
+as the integration user, with MFA), verifies connectivity, syncs customers, subscriptions and
+agreements, and syncs again to show that nothing unchanged is rewritten. The last line printed
+is one JSON object summarising what happened, so scripts can check it.
 """
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import sys
 from typing import Any
 
-from devservices import running_azurite
-from shared.runtime import Runtime, set_runtime
-from shared.settings import Settings
+from devservices import register_and_consent, running_azurite
 
 PROVIDER_ID = "microsoft-us"
 
@@ -21,35 +24,101 @@ def step(title: str) -> None:
     print(f"\n== {title}", flush=True)
 
 
-def create_provider(runtime: Runtime, tenant_id: str) -> dict[str, Any]:
-    from admin import providers_service
+def configure_environment(sim, storage: str) -> dict[str, str]:
+    """The app settings a partner would put in local.settings.json for the simulator."""
+    env = {
+        "PCSYNC_STORAGE": storage,
+        "PCSYNC_KEY_VAULT_URL": sim.key_vault_url,
+        "PCSYNC_CLIENT_ID": sim.client_id,
+        "PCSYNC_CLIENT_SECRET_NAME": "pcsync-client-secret",
+        "PCSYNC_REDIRECT_URI": "http://localhost:7071/api/consent/callback",
+        "PCSYNC_PARTNER_CENTER_URL": sim.partner_center_url,
+        "PCSYNC_AUTHORITY_HOST": sim.authority_host,
+        "PCSYNC_GRAPH_URL": sim.graph_url,
+        "PCSYNC_CA_BUNDLE": sim.ca_bundle,
+        # read by azure-identity's DefaultAzureCredential to reach the simulated Key Vault
+        "AZURE_TENANT_ID": sim.tenant_id,
+        "AZURE_CLIENT_ID": sim.client_id,
+        "AZURE_CLIENT_SECRET": sim.client_secret,
+    }
+    os.environ.update(env)
+    return env
 
-    provider, _ = providers_service.put_provider(runtime.providers, PROVIDER_ID, {
-        "name": "Microsoft US Partner Center",
-        "countryCode": "US",
-        "currencyCode": "USD",
-        "tenantId": tenant_id,
-        "billingStartDay": 1,
-        "resellerRelationshipUrl": "https://admin.microsoft.com/Adminportal/Home?invType=ResellerRelationship",
-        "costManagement": True,
-        "usageMismatchTolerance": "0.5%",
-        "azureSpecializations": ["kubernetes"],
-    })
-    return provider.to_json()
+
+def count_rows(runtime, tables: list[str]) -> dict[str, int]:
+    return {name: sum(1 for row in runtime.tables.table(name).list_entities(select=["RowKey", "removed"])
+                      if not row.get("removed")) for name in tables}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--customers", type=int, default=40, help="simulated customers (default 40)")
+    args = parser.parse_args(argv)
+
+    from shared.logging import install_redaction
+    from shared.runtime import Runtime, get_runtime, set_runtime
+    from shared.settings import Settings
+    from simulator.testing import start_simulator
+
+    install_redaction()
     summary: dict[str, Any] = {}
-    with running_azurite() as storage:
-        step("Azurite started (tables and queues in memory)")
-        settings = Settings.from_environment({"PCSYNC_STORAGE": storage})
-        runtime = Runtime.from_settings(settings)
-        set_runtime(runtime)
+    with running_azurite() as storage, start_simulator(customers=args.customers, subscriptions_per_customer=3) as sim:
+        step(f"Azurite (in memory) and the simulator at {sim.partner_center_url}")
+        configure_environment(sim, storage)
+        set_runtime(None)
+        runtime = get_runtime()  # the same lazy construction the functions use, from the environment
+        runtime.secrets.set_secret(runtime.settings.client_secret_name, sim.client_secret)
+        print(f"app client secret stored in Key Vault as {runtime.settings.client_secret_name!r}")
 
         step("Provider connection")
-        provider = create_provider(runtime, "3b33e682-00c3-41ee-9dd2-a548adf56438")
-        print(json.dumps(runtime.providers.get_provider(PROVIDER_ID).to_json(), indent=2))
-        summary["provider"] = provider["id"]
+        from admin import providers_service
+
+        provider, _ = providers_service.put_provider(runtime.providers, PROVIDER_ID, {
+            "name": "Microsoft US Partner Center",
+            "countryCode": "US",
+            "currencyCode": "USD",
+            "tenantId": sim.tenant_id,
+            "billingStartDay": 1,
+            "resellerRelationshipUrl": "https://admin.microsoft.com/Adminportal/Home?invType=ResellerRelationship",
+            "costManagement": True,
+            "usageMismatchTolerance": "0.5%",
+            "azureSpecializations": ["kubernetes"],
+        })
+        print(json.dumps({k: v for k, v in provider.to_json().items() if k not in ("verify",)}, indent=2))
+        summary["provider"] = PROVIDER_ID
+
+        step(f"Consent: {sim.integration_user} signs in with MFA at the simulated Entra ID")
+        outcome = register_and_consent(runtime, sim, PROVIDER_ID, name="Microsoft US Partner Center")
+        print(outcome.message)
+        provider = runtime.providers.get_provider(PROVIDER_ID)
+        print(f"consent status: {provider.consent_status} (by {provider.consented_upn}); "
+              f"refresh token kept only in Key Vault as {provider.refresh_token_secret_name!r}")
+        summary["consent"] = {"status": provider.consent_status}
+
+        step("Verify Connectivity")
+        from auth.verify import VerifyService
+
+        report = VerifyService.for_runtime(runtime).verify(PROVIDER_ID)
+        for check in report.checks:
+            print(f"  [{'pass' if check.passed else 'FAIL'}] {check.name}: {check.evidence}")
+        summary["verify"] = {"passed": sum(c.passed for c in report.checks),
+                             "failed": sum(not c.passed for c in report.checks)}
+
+        step("Full sync: customers, then each customer's subscriptions and agreements")
+        from sync.engine import SyncService, summarize
+
+        service = SyncService.for_runtime(runtime)
+        first = summarize(service.sync_provider_now(provider, workers=4))
+        print(f"  {first['calls']} Partner Center calls, {first['rows_written']} rows written, "
+              f"{first['throttled_429']} throttled, {first['failed']} failed runs")
+        summary["synced"] = count_rows(runtime, ["customers", "subscriptions", "agreements"])
+        print(f"  stored: {summary['synced']}")
+
+        step("Sync again with nothing changed upstream")
+        second = summarize(service.sync_provider_now(runtime.providers.get_provider(PROVIDER_ID), workers=4))
+        print(f"  {second['calls']} calls, {second['rows_written']} rows written")
+        summary["resync_writes"] = second["rows_written"]
+        set_runtime(None)
     print(json.dumps(summary, separators=(",", ":")))
     return 0
 

@@ -78,14 +78,16 @@ def running_azurite() -> Iterator[str]:
 
 
 def register_and_consent(runtime, sim, provider_id: str, *, name: str = "Simulated partner", mfa: bool | str = True):
-    """Create a provider for the simulator's partner tenant and run the real consent flow, with
-    the simulator's sign-in page answered as the integration user. Returns the consent outcome."""
+    """Run the real consent flow for a provider (created for the simulator's partner tenant when it
+    does not exist yet), answering the simulator's sign-in page as the integration user.
+    Returns the consent outcome."""
     from urllib.parse import parse_qsl, urlsplit
 
     from auth.consent import ConsentService
 
-    runtime.providers.put_provider(provider_id, {"name": name, "countryCode": "US", "currencyCode": "USD",
-                                                 "tenantId": sim.tenant_id})
+    if runtime.providers.find_provider(provider_id) is None:
+        runtime.providers.put_provider(provider_id, {"name": name, "countryCode": "US", "currencyCode": "USD",
+                                                     "tenantId": sim.tenant_id})
     consent = ConsentService.for_runtime(runtime)
     link = consent.create_link(provider_id)
     redirect = sim.control.sign_in(link.url, mfa=mfa)

@@ -3,6 +3,8 @@ until SIGTERM or SIGINT."""
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import json
 import logging
 import signal
@@ -41,16 +43,19 @@ def parse_args(argv: list[str] | None = None) -> SimulatorConfig:
     add("--export-items-per-blob", type=int, default=defaults.export_items_per_blob)
     add("--start-time", default=None, help="ISO-8601 start of the simulator clock (default: now)")
     add("--verbose", action="store_true", help="log method and path of each request to stderr")
+    add("--ca-file", default=None,
+        help="also write the CA bundle here (a stable path for PCSYNC_CA_BUNDLE in local.settings.json)")
     args = vars(parser.parse_args(argv))
+    ca_file = args.pop("ca_file")
     args["fault_services"] = tuple(s for s in args["fault_services"].split(",") if s)
     try:
-        return SimulatorConfig(**args)
+        return SimulatorConfig(**args), ca_file
     except ValueError as exc:
         parser.error(str(exc))
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_args(argv)
+    config, ca_file = parse_args(argv)
     logging.basicConfig(level=logging.INFO if config.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     server = SimulatorServer(config)
@@ -58,7 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
     server.start_background()
-    print(json.dumps(server.info()), flush=True)
+    info = server.info()
+    if ca_file:
+        os.makedirs(os.path.dirname(os.path.abspath(ca_file)), exist_ok=True)
+        shutil.copyfile(info["ca_bundle"], ca_file)
+        info["ca_bundle"] = os.path.abspath(ca_file)
+    print(json.dumps(info), flush=True)
     try:
         while not stopping.wait(0.5):
             pass

@@ -44,3 +44,11 @@ def test_no_module_but_settings_reads_the_environment():
         if re.search(r"os\.environ|os\.getenv", path.read_text()):
             offenders.append(str(rel))
     assert offenders in ([], ["shared/runtime.py"]), offenders
+
+
+def test_sample_local_values_match_the_default_simulator(simulator):
+    """`python -m simulator --port 8443 --seed 1` serves the identities the sample names."""
+    sample = json.loads((ROOT / "local.settings.json.sample").read_text())["Values"]
+    assert sample["PCSYNC_CLIENT_ID"] == sample["AZURE_CLIENT_ID"] == simulator.client_id
+    assert sample["AZURE_TENANT_ID"] == simulator.tenant_id
+    assert sample["AZURE_CLIENT_SECRET"] == simulator.client_secret

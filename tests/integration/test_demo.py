@@ -1,0 +1,21 @@
+"""`make demo`'s main job ends with a one-line JSON summary of everything it did."""
+import json
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def test_demo_runs_consent_verify_and_sync_and_summarises_on_its_last_line():
+    result = subprocess.run([sys.executable, "demo.py", "--customers", "8"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["provider"] == "microsoft-us"
+    assert summary["consent"] == {"status": "active"}
+    assert summary["verify"]["failed"] == 0 and summary["verify"]["passed"] >= 6
+    assert summary["synced"]["customers"] == 8 and summary["synced"]["subscriptions"] > 0
+    assert summary["resync_writes"] == 0
+    # the demo prints what it stored but never a token or the app's secret
+    assert "eyJ" not in result.stdout + result.stderr
