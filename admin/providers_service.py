@@ -13,7 +13,7 @@ log = get_logger(__name__)
 # with "<provider id>|" for per-customer partitions, so a purge can find them by range.
 PROVIDER_DATA_TABLES = (
     "customers", "subscriptions", "agreements", "invoices", "invoicelineitems", "usage",
-    "syncruns", "writebackops", "consentflows",
+    "syncruns", "writebackops",
 )
 
 

@@ -177,3 +177,22 @@ def test_expired_consent_stops_the_provider_cleanly(rt, sim):
     (record,) = rt.tables.table("syncruns").list_entities(partition_key=PROVIDER_ID)
     assert record["outcome"] == "consent_required" and "AADSTS700082" in record["error"]
     assert stored(rt, "customers") == []
+
+
+def test_overlapping_runs_on_two_instances_stay_correct(rt, sim):
+    """A late timer or a redelivered message can overlap a running sync: the store must still equal
+    the truth, with no duplicates, and a following run must find nothing to write."""
+    import threading
+
+    provider = consented_provider(rt, sim)
+    instances = [SyncService.for_runtime(rt, calls_per_minute=SIM_RATE) for _ in range(2)]
+    outcomes: list = []
+    threads = [threading.Thread(target=lambda s=s: outcomes.append(summarize(full_sync(s, provider, workers=4))))
+               for s in instances]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert len(outcomes) == 2 and all(o["failed"] == 0 for o in outcomes)
+    assert_store_equals_truth(rt, sim)
+    assert summarize(full_sync(instances[0], provider))["rows_written"] == 0
