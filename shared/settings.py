@@ -13,8 +13,12 @@ DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 DEFAULT_GRAPH_URL = "https://graph.microsoft.com"
 
 # Streams that have a timer; the schedule setting is PCSYNC_SCHEDULE_<NAME upper-cased>.
-SCHEDULED_STREAMS = ("customers",)
-DEFAULT_SCHEDULES = {"customers": "0 0 */4 * * *"}
+SCHEDULED_STREAMS = ("customers", "invoices")
+# Customers every 4 hours; invoices daily at 06:00 UTC (Partner Center publishes invoices once a
+# month, and the daily run also picks up late adjustments).
+DEFAULT_SCHEDULES = {"customers": "0 0 */4 * * *", "invoices": "0 0 6 * * *"}
+# Hosts allowed to serve the Partner Center webhook signing certificate (x-ms-certificate-url).
+DEFAULT_WEBHOOK_CERTIFICATE_HOSTS = ("3psostorageacct.blob.core.windows.net",)
 
 STORAGE_SETTING = "PCSYNC_STORAGE"
 
@@ -51,6 +55,7 @@ class Settings:
     ca_bundle: str | None = None
     # Partner Center call budget per partner tenant, and per partner+customer (None = same as
     # the partner budget); kept below the documented 500 requests/minute so a run sees no 429s.
+    webhook_certificate_hosts: tuple[str, ...] = DEFAULT_WEBHOOK_CERTIFICATE_HOSTS
     calls_per_minute: int = 450
     customer_calls_per_minute: int | None = None
     schedules: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_SCHEDULES))
@@ -89,6 +94,9 @@ class Settings:
         return cls(
             storage_connection=storage,
             calls_per_minute=positive_int("PCSYNC_CALLS_PER_MINUTE", 450),
+            webhook_certificate_hosts=tuple(
+                h.strip().lower() for h in text("PCSYNC_WEBHOOK_CERTIFICATE_HOSTS").split(",") if h.strip()
+            ) or DEFAULT_WEBHOOK_CERTIFICATE_HOSTS,
             customer_calls_per_minute=positive_int("PCSYNC_CUSTOMER_CALLS_PER_MINUTE", None),
             key_vault_url=key_vault_url.rstrip("/"),
             client_id=text("PCSYNC_CLIENT_ID"),
