@@ -15,7 +15,7 @@ import os
 import sys
 from typing import Any
 
-from devservices import register_and_consent, running_azurite
+from devservices import register_and_consent, running_azurite, simulator_app_settings
 
 PROVIDER_ID = "microsoft-us"
 
@@ -25,22 +25,8 @@ def step(title: str) -> None:
 
 
 def configure_environment(sim, storage: str) -> dict[str, str]:
-    """The app settings a partner would put in local.settings.json for the simulator."""
-    env = {
-        "PCSYNC_STORAGE": storage,
-        "PCSYNC_KEY_VAULT_URL": sim.key_vault_url,
-        "PCSYNC_CLIENT_ID": sim.client_id,
-        "PCSYNC_CLIENT_SECRET_NAME": "pcsync-client-secret",
-        "PCSYNC_REDIRECT_URI": "http://localhost:7071/api/consent/callback",
-        "PCSYNC_PARTNER_CENTER_URL": sim.partner_center_url,
-        "PCSYNC_AUTHORITY_HOST": sim.authority_host,
-        "PCSYNC_GRAPH_URL": sim.graph_url,
-        "PCSYNC_CA_BUNDLE": sim.ca_bundle,
-        # read by azure-identity's DefaultAzureCredential to reach the simulated Key Vault
-        "AZURE_TENANT_ID": sim.tenant_id,
-        "AZURE_CLIENT_ID": sim.client_id,
-        "AZURE_CLIENT_SECRET": sim.client_secret,
-    }
+    """Install the simulator's app settings as the process environment, as the host would."""
+    env = simulator_app_settings(sim, storage)
     os.environ.update(env)
     return env
 

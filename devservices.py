@@ -77,6 +77,26 @@ def running_azurite() -> Iterator[str]:
             proc.kill()
 
 
+def simulator_app_settings(sim, storage_connection: str) -> dict[str, str]:
+    """The app settings a partner would put in local.settings.json to run pcsync against the
+    simulator (the AZURE_* ones let azure-identity reach the simulated Key Vault)."""
+    return {
+        "PCSYNC_STORAGE": storage_connection,
+        "PCSYNC_KEY_VAULT_URL": sim.key_vault_url,
+        "PCSYNC_CLIENT_ID": sim.client_id,
+        "PCSYNC_CLIENT_SECRET_NAME": "pcsync-client-secret",
+        "PCSYNC_REDIRECT_URI": "http://localhost:7071/api/consent/callback",
+        "PCSYNC_PARTNER_CENTER_URL": sim.partner_center_url,
+        "PCSYNC_AUTHORITY_HOST": sim.authority_host,
+        "PCSYNC_GRAPH_URL": sim.graph_url,
+        "PCSYNC_CA_BUNDLE": sim.ca_bundle,
+        "PCSYNC_WEBHOOK_CERTIFICATE_HOSTS": sim.control_url.split("/")[2],
+        "AZURE_TENANT_ID": sim.tenant_id,
+        "AZURE_CLIENT_ID": sim.client_id,
+        "AZURE_CLIENT_SECRET": sim.client_secret,
+    }
+
+
 def register_and_consent(runtime, sim, provider_id: str, *, name: str = "Simulated partner", mfa: bool | str = True):
     """Run the real consent flow for a provider (created for the simulator's partner tenant when it
     does not exist yet), answering the simulator's sign-in page as the integration user.
