@@ -123,7 +123,7 @@ def _register_provider_commands(subparsers) -> None:
 def _optional_registrars() -> list[Callable]:
     """Command groups of the other layers; each module exposes register(subparsers)."""
     registrars = []
-    for module_name in ("auth.commands", "sync.commands"):
+    for module_name in ("auth.commands", "sync.commands", "sync.writeback_commands", "sync.webhook_commands"):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as exc:

@@ -100,6 +100,21 @@ def main(argv: list[str] | None = None) -> int:
         summary["synced"] = count_rows(runtime, ["customers", "subscriptions", "agreements"])
         print(f"  stored: {summary['synced']}")
 
+        step("Write-back: one subscription's quantity + 1 (validated, logged, applied with its etag)")
+        from shared.tables import escape_key
+        from sync import writeback
+
+        customer_id = next(iter(service.live_customer_ids(PROVIDER_ID)))
+        target = next(r for r in runtime.tables.table("subscriptions").list_entities(
+            partition_key=escape_key(f"{PROVIDER_ID}|{customer_id}")) if r.get("status") == "active" and not r.get("removed"))
+        record = writeback.service_for(runtime).run_now({
+            "idempotencyKey": "demo-quantity-1", "provider": PROVIDER_ID, "customer": customer_id,
+            "operation": "subscription.quantity", "subscription": target["id"], "quantity": target["quantity"] + 1,
+        }, source="demo")
+        print(f"  subscription {target['id']}: quantity {target['quantity']} -> {target['quantity'] + 1}: "
+              f"{record.state}{f' ({record.reason})' if record.reason else ''}")
+        summary["writeback"] = {"state": record.state}
+
         step("Sync again with nothing changed upstream")
         second = summarize(service.sync_provider_now(runtime.providers.get_provider(PROVIDER_ID), workers=4))
         print(f"  {second['calls']} calls, {second['rows_written']} rows written")

@@ -9,9 +9,13 @@ from admin import http as admin_http
 from auth import http as auth_http
 from sync import queues as sync_queues
 from sync import timers as sync_timers
+from sync import webhook_functions as sync_webhooks
+from sync import writeback_functions as sync_writebacks
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(admin_http.bp)
 app.register_functions(auth_http.bp)
 app.register_functions(sync_timers.bp)
 app.register_functions(sync_queues.bp)
+app.register_functions(sync_writebacks.bp)
+app.register_functions(sync_webhooks.bp)

@@ -11,7 +11,10 @@ What lives here, and nowhere else:
   resets / truncated bodies back off with jitter, 401 refreshes the token once; everything else
   becomes a typed :class:`PartnerCenterError` carrying the ApiFault fields;
 * the call budget: a sliding-window limiter per partner tenant and per partner+customer that
-  waits *before* sending, so a healthy run is never throttled.
+  waits *before* sending, so a healthy run is never throttled;
+* writes (``send_json``: PATCH/POST/PUT) go through the same loop, but a write that may have run
+  (5xx, reset, timeout, cut-short body) is replayed only when the caller says that is safe;
+  429, 401 and connect timeouts are always retried, always with the same ``MS-RequestId``.
 
 The client depends only on a token source protocol (``access_token(*, force_refresh=False)``),
 so it is tested with fakes and works with whatever ``auth/`` provides.
@@ -463,6 +466,20 @@ def as_enum(value: Any) -> str | None:
 # --------------------------------------------------------------------------------------------
 
 
+WRITE_METHODS = frozenset({"PATCH", "POST", "PUT"})
+
+
+@dataclass(frozen=True)
+class WriteResponse:
+    """A successful write: ``status`` 200/201/202/204, the decoded body (``{}`` when empty),
+    the ``Location`` header (202 answers point at the resource to poll) and the MS-RequestId."""
+
+    status: int
+    body: dict[str, Any]
+    location: str | None
+    request_id: str
+
+
 @dataclass
 class CallStats:
     """Counters for one sync run (or any scope that binds its own)."""
@@ -603,13 +620,65 @@ class PartnerCenterClient:
         return self.request_json(PageRequest.of(path, params, headers), customer_id=customer_id)
 
     def request_json(self, request: PageRequest, *, customer_id: str | None = None) -> dict[str, Any]:
+        _, body = self._exchange("GET", request, customer_id=customer_id, replay_safe=True)
+        return body if isinstance(body, dict) else {"items": body} if isinstance(body, list) else {}
+
+    def send_json(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        customer_id: str | None = None,
+        replay_safe: bool = False,
+        request_id: str | None = None,
+    ) -> "WriteResponse":
+        """PATCH/POST/PUT a JSON body; 2xx answers come back as a :class:`WriteResponse`
+        (status, decoded body or ``{}``, ``Location``, the ``MS-RequestId`` sent).
+
+        Writes go through the same retry loop as reads, with one difference: a write may have
+        been applied when the answer is a 5xx, a reset, a timeout or a cut-short body, so those
+        are retried only when the caller says a replay is harmless (``replay_safe``: e.g. a PATCH
+        guarded by ``If-Match``, or a create the service refuses as a duplicate). 429 and 401
+        are always retried (the request was refused before it ran), and so are connect timeouts
+        (it never left). Every retry reuses the ``MS-RequestId``, which Partner Center uses for
+        idempotency; pass ``request_id`` to reuse one across invocations too.
+        """
+        method = method.upper()
+        if method not in WRITE_METHODS:
+            raise ValueError(f"send_json is for {sorted(WRITE_METHODS)}; use get_json for reads")
+        request = PageRequest.of(path, None, headers)
+        request_id = request_id or str(uuid.uuid4())
+        response, decoded = self._exchange(method, request, customer_id=customer_id, replay_safe=replay_safe,
+                                           body=body, request_id=request_id)
+        return WriteResponse(
+            status=response.status_code,
+            body=decoded if isinstance(decoded, dict) else {},
+            location=response.headers.get("Location"),
+            request_id=request_id,
+        )
+
+    def _exchange(
+        self,
+        method: str,
+        request: PageRequest,
+        *,
+        customer_id: str | None,
+        replay_safe: bool,
+        body: Any = None,
+        request_id: str | None = None,
+    ) -> tuple[requests.Response, Any]:
+        """The one request loop: budget, headers, retries, token refresh, typed errors."""
         shared = self._shared
         url = self.url_for(request.path)
-        request_id = str(uuid.uuid4())
+        request_id = request_id or str(uuid.uuid4())
         policy = shared.retry
         started = time.monotonic()
         refreshed = False
         attempt = 0
+        is_write = method != "GET"
+        payload = None if body is None else json.dumps(body, separators=(",", ":"), default=str).encode("utf-8")
         while True:
             attempt += 1
             headers = {
@@ -619,23 +688,28 @@ class PartnerCenterClient:
                 "MS-CorrelationId": self.correlation_id,
                 **dict(request.headers),
             }
+            if payload is not None:
+                headers["Content-Type"] = "application/json"
             headers["Authorization"] = f"Bearer {self._token(force_refresh=False)}"
             waited = shared.budget.acquire(customer_id)
             self.stats.add(calls=1, budget_wait_s=waited)
             outcome: requests.Response | BaseException
-            body: Any = None
+            decoded: Any = None
             try:
+                kwargs: dict[str, Any] = {}
+                if payload is not None:
+                    kwargs["data"] = payload
                 outcome = shared.session.request(
-                    "GET", url, params=list(request.params) or None, headers=headers,
-                    timeout=shared.timeout, verify=shared.verify, allow_redirects=False,
+                    method, url, params=list(request.params) or None, headers=headers,
+                    timeout=shared.timeout, verify=shared.verify, allow_redirects=False, **kwargs,
                 )
                 if 200 <= outcome.status_code < 300:
-                    body = _decode_json(outcome)
+                    decoded = _decode_json(outcome, allow_empty=is_write)
             except (TruncatedBody, *TRANSIENT_EXCEPTIONS) as exc:
                 outcome = exc
             action = resolve(outcome)
             if action is Action.SUCCESS:
-                return body if isinstance(body, dict) else {"items": body} if isinstance(body, list) else {}
+                return outcome, decoded  # type: ignore[return-value]
             out_of_time = time.monotonic() - started > policy.max_elapsed
             status = outcome.status_code if isinstance(outcome, requests.Response) else None
             if action is Action.REFRESH_TOKEN and not refreshed:
@@ -647,26 +721,29 @@ class PartnerCenterClient:
                 continue
             if action is Action.RATE_LIMITED:
                 self.stats.add(throttled=1)
-            if action in (Action.RETRY, Action.RATE_LIMITED) and attempt < policy.max_attempts and not out_of_time:
+            may_replay = not is_write or replay_safe or action is Action.RATE_LIMITED or _never_sent(outcome)
+            if (action in (Action.RETRY, Action.RATE_LIMITED) and may_replay and attempt < policy.max_attempts
+                    and not out_of_time):
                 if action is Action.RATE_LIMITED:
                     delay = policy.throttle_wait(outcome, attempt, shared.rng)  # type: ignore[arg-type]
                 else:
                     delay = policy.backoff(attempt, shared.rng)
                 self.stats.add(retries=1)
                 log.warning(
-                    "partner center GET %s: %s; retry %d/%d in %.2fs",
-                    request.path, status or type(outcome).__name__, attempt, policy.max_attempts - 1, delay,
+                    "partner center %s %s: %s; retry %d/%d in %.2fs",
+                    method, request.path, status or type(outcome).__name__, attempt, policy.max_attempts - 1, delay,
                     extra={"request_id": request_id, "correlation_id": self.correlation_id},
                 )
                 shared.sleep(delay)
                 continue
-            raise self._error(outcome, request_id=request_id, path=request.path, attempts=attempt)
+            raise self._error(outcome, request_id=request_id, path=request.path, attempts=attempt, method=method)
 
-    def _error(self, outcome: requests.Response | BaseException, *, request_id: str, path: str, attempts: int) -> PartnerCenterError:
-        common = {"request_id": request_id, "correlation_id": self.correlation_id, "method": "GET", "path": path}
+    def _error(self, outcome: requests.Response | BaseException, *, request_id: str, path: str, attempts: int,
+               method: str = "GET") -> PartnerCenterError:
+        common = {"request_id": request_id, "correlation_id": self.correlation_id, "method": method, "path": path}
         if isinstance(outcome, BaseException):  # only transient kinds are caught in the loop
             error = TransportError(
-                f"GET {path} failed after {attempts} attempt(s): {type(outcome).__name__}", **common
+                f"{method} {path} failed after {attempts} attempt(s): {type(outcome).__name__}", **common
             )
             error.__cause__ = outcome
             return error
@@ -674,7 +751,7 @@ class PartnerCenterClient:
         code, description = parse_api_fault(outcome)
         cls = _STATUS_ERRORS.get(status, ServiceError)
         detail = f" (code {code})" if code is not None else ""
-        text = f"GET {path} -> HTTP {status}{detail}: {description or outcome.reason or 'no description'}"
+        text = f"{method} {path} -> HTTP {status}{detail}: {description or outcome.reason or 'no description'}"
         if attempts > 1:
             text += f" after {attempts} attempt(s)"
         text += f" [MS-RequestId {request_id}]"
@@ -700,10 +777,15 @@ class PartnerCenterClient:
                     yield dict(item)
 
 
-def _decode_json(response: requests.Response) -> Any:
+def _never_sent(outcome: requests.Response | BaseException) -> bool:
+    """True when the request certainly never reached the service (safe to send again)."""
+    return isinstance(outcome, requests.exceptions.ConnectTimeout)
+
+
+def _decode_json(response: requests.Response, *, allow_empty: bool = False) -> Any:
     content = response.content
     if not content or not content.strip():
-        if response.status_code == 204:
+        if response.status_code == 204 or allow_empty:
             return {}
         raise TruncatedBody("empty body")
     try:
@@ -745,6 +827,6 @@ __all__ = [
     "NextLinkPaginator", "NotFoundError", "OffsetPaginator", "PageRequest", "PaginationLoopError",
     "Paginator", "PartnerCenterClient", "PartnerCenterError", "RetryPolicy", "SeekPaginator",
     "ServiceError", "SinglePagePaginator", "ThrottledError", "TokenSource", "TransportError",
-    "UnauthorizedError", "as_bool", "as_enum", "as_int", "as_text", "get_path", "paginator_for",
+    "UnauthorizedError", "WriteResponse", "as_bool", "as_enum", "as_int", "as_text", "get_path", "paginator_for",
     "parse_api_fault", "parse_retry_after", "resolve",
 ]

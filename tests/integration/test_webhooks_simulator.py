@@ -1,0 +1,146 @@
+"""End to end: `pcsync webhook register` against the simulator's registration API, signed events
+delivered by the simulator to a local server that hands them to the registered function, queue
+messages and `webhookevents` rows checked in Azurite."""
+from __future__ import annotations
+
+import json
+
+import azure.functions as func
+import pytest
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy
+
+from devservices import register_and_consent
+from shared.runtime import set_runtime
+from shared.tables import escape_key
+from sync import webhook_functions
+from sync.webhook_commands import register, register_webhook
+from sync.webhooks import WEBHOOK_EVENTS_TABLE
+from tests.webhook_helpers import capture_server, http_request, webhook_runtime
+
+pytestmark = pytest.mark.integration
+
+PROVIDER_ID = "hook-partner"
+
+
+@pytest.fixture(scope="module")
+def handler():
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+    app.register_functions(webhook_functions.bp)
+    return {f.get_function_name(): f for f in app.get_functions()}["partner_center_webhook"].get_user_function()
+
+
+@pytest.fixture
+def runtime(storage, simulator):
+    rt = webhook_runtime(simulator, storage)
+    set_runtime(rt)
+    outcome = register_and_consent(rt, simulator, PROVIDER_ID, name="Webhook partner")
+    assert outcome.succeeded, outcome.message
+    yield rt
+    set_runtime(None)
+
+
+@pytest.fixture
+def pcsync_endpoint(runtime, handler):
+    """A local HTTP server forwarding each POST to the function; yields (callback URL, deliveries)."""
+    def forward(delivery):
+        response = handler(http_request(delivery))
+        return response.status_code, response.get_body()
+
+    with capture_server(forward) as (base, received):
+        yield f"{base}/api/webhooks/partner-center/{PROVIDER_ID}?code=test-function-key", received
+
+
+def queued(runtime, queue: str) -> list[dict]:
+    client = QueueClient.from_connection_string(runtime.settings.storage_connection, queue,
+                                                message_decode_policy=TextBase64DecodePolicy())
+    try:
+        return [json.loads(m.content) for m in client.peek_messages(max_messages=32)]
+    except Exception:  # the queue does not exist yet
+        return []
+
+
+def events(runtime) -> list[dict]:
+    return list(runtime.tables.table(WEBHOOK_EVENTS_TABLE).list_entities(partition_key=escape_key(PROVIDER_ID)))
+
+
+def test_registered_events_become_queue_messages_and_records(runtime, simulator, pcsync_endpoint):
+    url, received = pcsync_endpoint
+    registration = register_webhook(runtime, PROVIDER_ID, url, ["subscription-updated", "invoice-ready", "test-created"])
+    assert registration["WebhookUrl"] == url
+    assert sorted(registration["WebhookEvents"]) == ["invoice-ready", "subscription-updated", "test-created"]
+    # registering again replaces the registration (PUT) instead of failing with 409
+    assert register_webhook(runtime, PROVIDER_ID, url, ["subscription-updated", "invoice-ready", "test-created"])
+
+    customer = simulator.control.customers()[0]["id"]
+    subscription = simulator.control.subscriptions(customer)[0]["id"]
+    uri = f"{simulator.partner_center_url}/webhooks/v1/customers/{customer}/subscriptions/{subscription}"
+    delivered = simulator.control.send_webhook("subscription-updated", uri)
+    assert delivered["status"] == 200, delivered
+    invoice = simulator.control.invoices()[0]["id"]
+    delivered = simulator.control.send_webhook("invoice-ready", f"{simulator.partner_center_url}/v1/invoices/{invoice}")
+    assert delivered["status"] == 200, delivered
+
+    [sync_message] = queued(runtime, "sync-customer")
+    assert sync_message["provider"] == PROVIDER_ID and sync_message["customer"] == customer
+    [invoice_message] = queued(runtime, "import-invoice")
+    assert invoice_message["provider"] == PROVIDER_ID and invoice_message["invoice"] == invoice
+    assert sync_message["correlationId"] != invoice_message["correlationId"]
+
+    rows = events(runtime)
+    assert sorted((r["event_name"], r["outcome"], r["queue"]) for r in rows) == [
+        ("invoice-ready", "enqueued", "import-invoice"), ("subscription-updated", "enqueued", "sync-customer")]
+    assert all(r["status"] == 200 and not any("Signature" in str(v) for v in r.values()) for r in rows)
+
+    # the simulator sees 200 in its own delivery log too
+    assert [d["status"] for d in simulator.control.webhook_deliveries()[-2:]] == [200, 200]
+    assert len(received) == 2
+
+
+def test_tampered_body_is_401_and_queues_nothing(runtime, simulator, pcsync_endpoint, handler):
+    url, received = pcsync_endpoint
+    register_webhook(runtime, PROVIDER_ID, url, ["invoice-ready"])
+    invoice = simulator.control.invoices()[0]["id"]
+    simulator.control.send_webhook("invoice-ready", f"{simulator.partner_center_url}/v1/invoices/{invoice}")
+    original = received[-1]
+    before = len(queued(runtime, "import-invoice"))
+
+    tampered = original.body.replace(invoice.encode(), b"G999999999")
+    response = handler(http_request(original, body=tampered))
+    assert response.status_code == 401
+    assert len(queued(runtime, "import-invoice")) == before
+    newest = sorted(events(runtime), key=lambda r: r["RowKey"])[0]
+    assert (newest["outcome"], newest["status"]) == ("rejected", 401)
+
+
+def test_unregistered_event_is_refused_by_partner_center(runtime, simulator, pcsync_endpoint):
+    url, _ = pcsync_endpoint
+    register_webhook(runtime, PROVIDER_ID, url, ["test-created"])
+    from simulator.testing import ControlError
+
+    with pytest.raises(ControlError):
+        simulator.control.send_webhook("invoice-ready", f"{simulator.partner_center_url}/v1/invoices/G1")
+
+
+def test_cli_register_and_status(runtime, simulator, pcsync_endpoint, capsys):
+    import argparse
+
+    url, _ = pcsync_endpoint
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["webhook", "register", "--provider", PROVIDER_ID, "--url", url])
+    assert args.handler(args, runtime) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert "test-function-key" not in json.dumps(printed) and printed["WebhookUrl"].endswith("code=***")
+
+    simulator.control.send_webhook("test-created", f"{simulator.partner_center_url}/webhooks/v1/registration/test")
+    args = parser.parse_args(["webhook", "status", "--provider", PROVIDER_ID])
+    assert args.handler(args, runtime) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["registered"] and report["recentEvents"][0]["event_name"] == "test-created"
+    assert "test-function-key" not in json.dumps(report)
+
+    args = parser.parse_args(["webhook", "register", "--provider", PROVIDER_ID, "--url", url, "--events", "no-such-event"])
+    from shared.errors import ValidationFailed
+
+    with pytest.raises(ValidationFailed):
+        args.handler(args, runtime)
