@@ -1,6 +1,8 @@
 """Helpers shared by the test fixtures."""
 from __future__ import annotations
 
+import pathlib
+
 from devservices import AZURITE_ACCOUNT_KEY as ACCOUNT_KEY  # noqa: F401
 from devservices import azurite_connection_string, free_ports, wait_for_port  # noqa: F401
 
@@ -16,3 +18,7 @@ def simulator_settings(sim, storage_connection: str, **overrides):
     env = simulator_app_settings(sim, storage_connection)
     env.update(overrides)
     return Settings.from_environment(env)
+
+
+# ../shared sits beside the checkout (on developer machines and in CI alike).
+SAMPLES_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "partner-center-samples"

@@ -12,7 +12,7 @@ import pytest
 
 from simulator.testing import start_simulator
 
-SAMPLES = pathlib.Path("/work/shared/partner-center-samples")
+from tests.support import SAMPLES_DIR as SAMPLES
 PC_SCOPE = "https://api.partnercenter.microsoft.com/user_impersonation"
 REDIRECT_URI = "http://localhost:7071/api/consent/callback"
 

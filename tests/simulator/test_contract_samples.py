@@ -1,5 +1,5 @@
 """Contract tests: simulator responses have the field names, types and envelopes of
-Microsoft's documented samples (/work/shared/partner-center-samples)."""
+Microsoft's documented samples (../shared/partner-center-samples)."""
 from __future__ import annotations
 
 import pytest

@@ -24,7 +24,7 @@ from sync.webhooks import (
 from tests.unit.test_pc_fakes import FakeQueues, FakeTables
 from tests.webhook_helpers import NOW, make_ca, make_leaf, signed_headers
 
-SAMPLES = pathlib.Path(__file__).resolve().parents[3] / "shared" / "partner-center-samples"
+from tests.support import SAMPLES_DIR as SAMPLES
 CUSTOMER = "0c39d6d5-c70d-4c55-bc02-f620844f3fd1"
 SUBSCRIPTION = "12345678-9abc-def0-1234-56789abcdef0"
 
