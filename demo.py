@@ -100,6 +100,21 @@ def main(argv: list[str] | None = None) -> int:
         summary["synced"] = count_rows(runtime, ["customers", "subscriptions", "agreements"])
         print(f"  stored: {summary['synced']}")
 
+        step("Invoices: list, then import one new-commerce invoice (Graph billing export) and reconcile it")
+        from sync.invoices import invoice_service_for
+
+        invoices = invoice_service_for(runtime)
+        listed = invoices.sync_provider_invoices(provider, enqueue=False)
+        g_invoice = next(i for i in listed.invoice_ids if i.startswith("G"))
+        imported = invoices.import_invoice(provider, g_invoice)
+        print(f"  {len(listed.invoice_ids)} invoices listed; {g_invoice}: {imported.summary.line_count} line items "
+              f"from {imported.source}, {imported.summary.status}")
+        summary["invoice"] = {"id": g_invoice, "source": imported.source, "lines": imported.summary.line_count,
+                              "reconciliation": imported.summary.status}
+        summary["synced"] = count_rows(runtime, ["customers", "subscriptions", "agreements", "invoices",
+                                                 "invoicelineitems"])
+        print(f"  stored: {summary['synced']}")
+
         step("Write-back: one subscription's quantity + 1 (validated, logged, applied with its etag)")
         from shared.tables import escape_key
         from sync import writeback

@@ -7,7 +7,7 @@ from collections import defaultdict
 from typing import Any
 
 from .engine import OUTCOME_CONSENT_REQUIRED, OUTCOME_SUCCEEDED, RunResult, service_for
-from .streams import CUSTOMER_STREAMS, CUSTOMERS, STREAMS, get_stream
+from .streams import CUSTOMER_STREAMS, CUSTOMERS, INVOICES, STREAMS, get_stream
 
 MAX_WORKERS = 32
 SUMMARY_COLUMNS = ("rows_read", "rows_written", "rows_removed", "children_removed", "calls", "throttled_429",
@@ -23,6 +23,13 @@ def register(subparsers: Any) -> None:
     cmd.add_argument("--workers", type=int, default=4, help=f"customers synced in parallel, 1..{MAX_WORKERS} (default 4)")
     cmd.set_defaults(handler=sync_command)
 
+    imp = subparsers.add_parser("import-invoice", help="import one invoice's line items and reconcile them now")
+    imp.add_argument("--provider", required=True, help="provider id")
+    imp.add_argument("--invoice", required=True, help="invoice id, e.g. G000024130 or D02005YFHI")
+    imp.add_argument("--source", choices=["auto", "v1", "v2"], default="auto",
+                     help="line-item API: auto (legacy and pre-2024 periods v1, new commerce Graph v2), or force one")
+    imp.set_defaults(handler=import_invoice_command)
+
 
 def sync_command(args: argparse.Namespace, runtime: Any) -> int:
     from rich.console import Console
@@ -34,6 +41,11 @@ def sync_command(args: argparse.Namespace, runtime: Any) -> int:
         console.print("[red]error:[/red] --customer cannot be combined with --stream customers")
         return 2
     workers = max(1, min(MAX_WORKERS, args.workers))
+    if stream is INVOICES:
+        if args.customer:
+            console.print("[red]error:[/red] --customer cannot be combined with --stream invoices")
+            return 2
+        return sync_invoices(console, runtime, args.provider, workers=min(workers, 4))
     service = service_for(runtime)
     service.client_options.setdefault("pool_size", workers + 2)
     provider = runtime.providers.get_provider(args.provider)
@@ -82,3 +94,44 @@ def report(console: Any, results: list[RunResult]) -> int:
     if any(r.outcome == OUTCOME_CONSENT_REQUIRED for r in results):
         return 3
     return 1 if failures else 0
+
+
+def sync_invoices(console: Any, runtime: Any, provider_id: str, *, workers: int) -> int:
+    """Invoices, then every new or changed invoice imported here (in place of the queue)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .invoices import invoice_service_for
+
+    service = invoice_service_for(runtime)
+    provider = runtime.providers.get_provider(provider_id)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        task = progress.add_task(f"invoices of {provider.id}", total=None)
+        outcome, imports = service.sync_and_import_now(
+            provider, workers=workers,
+            on_fan_out=lambda n: progress.update(task, description=f"importing invoices of {provider.id}", total=n,
+                                                 completed=0),
+            on_imported=lambda r: progress.advance(task),
+        )
+    code = report(console, [*outcome.runs, *imports])
+    for result in imports:
+        recon = result.summary
+        console.print(f"{result.invoice_id}: {result.outcome} via {result.source or '-'}"
+                      + (f", {recon.line_count} lines, {recon.status} (difference {recon.difference})" if recon else ""))
+    return code
+
+
+def import_invoice_command(args: argparse.Namespace, runtime: Any) -> int:
+    import json
+
+    from .invoices import OUTCOME_REJECTED, OUTCOME_UNAVAILABLE, invoice_service_for
+
+    service = invoice_service_for(runtime)
+    provider = runtime.providers.get_provider(args.provider)
+    result = service.import_invoice(provider, args.invoice, source=args.source)
+    print(json.dumps(result.to_json(), indent=2, default=str))
+    if result.outcome == OUTCOME_CONSENT_REQUIRED:
+        return 3
+    if result.outcome in (OUTCOME_REJECTED, OUTCOME_UNAVAILABLE):
+        return 2 if result.outcome == OUTCOME_REJECTED else 4
+    return 0 if result.outcome == OUTCOME_SUCCEEDED else 1

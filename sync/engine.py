@@ -358,14 +358,18 @@ class SyncService:
                 )
             return budget
 
+    def token_source_for(self, provider: ProviderConnection) -> TokenSource:
+        """The provider's token source (auth's TokenProvider unless the service was given another)."""
+        factory = self._token_sources or default_token_source
+        return factory(self.runtime, provider)
+
     def client_for(self, provider: ProviderConnection) -> PartnerCenterClient:
         """The provider's client (built once); bind it per run for correlation id and counters."""
         with self._lock:
             cached = self._clients.get(provider.id)
             if cached and cached[0] == provider.tenant_id:
                 return cached[1]
-        factory = self._token_sources or default_token_source
-        token_source = factory(self.runtime, provider)
+        token_source = self.token_source_for(provider)
         client = PartnerCenterClient(
             self.partner_center_url, token_source, budget=self.budget_for(provider.tenant_id),
             ca_bundle=self.ca_bundle, **self.client_options,

@@ -7,7 +7,7 @@ from shared.logging import get_logger
 from shared.runtime import get_runtime
 from shared.settings import STORAGE_SETTING
 
-from . import engine
+from . import engine, invoices
 
 log = get_logger(__name__)
 
@@ -23,3 +23,14 @@ def sync_customer_queue(msg: func.QueueMessage) -> None:
         engine.run_customer_message(get_runtime(), msg.get_body())
     except engine.InvalidMessage as exc:
         log.error("sync-customer message %s rejected: %s", msg.id, exc, extra={"message_id": msg.id})
+
+
+@bp.function_name("import_invoice_queue")
+@bp.queue_trigger(arg_name="msg", queue_name=invoices.IMPORT_INVOICE_QUEUE, connection=STORAGE_SETTING)
+def import_invoice_queue(msg: func.QueueMessage) -> None:
+    """Line items of one invoice, reconciled against its total. A malformed message is logged and
+    dropped; transient Partner Center or Graph failures raise so the runtime redelivers."""
+    try:
+        invoices.run_import_message(get_runtime(), msg.get_body())
+    except engine.InvalidMessage as exc:
+        log.error("import-invoice message %s rejected: %s", msg.id, exc, extra={"message_id": msg.id})

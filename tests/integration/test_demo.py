@@ -16,6 +16,8 @@ def test_demo_runs_consent_verify_and_sync_and_summarises_on_its_last_line():
     assert summary["consent"] == {"status": "active"}
     assert summary["verify"]["failed"] == 0 and summary["verify"]["passed"] >= 6
     assert summary["synced"]["customers"] == 8 and summary["synced"]["subscriptions"] > 0
+    assert summary["invoice"]["reconciliation"] == "reconciled" and summary["invoice"]["source"] == "v2"
+    assert summary["synced"]["invoicelineitems"] == summary["invoice"]["lines"] > 0
     assert summary["writeback"] == {"state": "succeeded"}
     assert summary["resync_writes"] == 0
     # the demo prints what it stored but never a token or the app's secret
