@@ -42,8 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from shared.logging import install_redaction
-    from shared.runtime import Runtime, get_runtime, set_runtime
-    from shared.settings import Settings
+    from shared.runtime import get_runtime, set_runtime
     from simulator.testing import start_simulator
 
     install_redaction()

@@ -45,7 +45,7 @@ class SecretStore:
     def get_secret(self, name: str) -> str:
         try:
             value = self._client.get_secret(name).value
-        except ResourceNotFoundError as exc:
+        except ResourceNotFoundError:
             raise NotFound(f"Key Vault secret {name!r} does not exist") from None
         if value is None:
             raise NotFound(f"Key Vault secret {name!r} has no value")

@@ -266,7 +266,9 @@ class CustomerMessage:
 _CUSTOMER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
-def parse_customer_message(body: bytes | str | Mapping[str, Any]) -> CustomerMessage:
+def decode_message(body: bytes | str | Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
+    """A queue message's JSON object and its correlation id (a new one when absent); every
+    pcsync queue message is a small JSON object."""
     if isinstance(body, (bytes, bytearray)):
         try:
             body = body.decode("utf-8")
@@ -279,15 +281,21 @@ def parse_customer_message(body: bytes | str | Mapping[str, Any]) -> CustomerMes
             raise InvalidMessage("message body is not JSON") from None
     if not isinstance(body, Mapping):
         raise InvalidMessage("message body must be a JSON object")
-    provider, customer = body.get("provider"), body.get("customer")
-    correlation = body.get("correlationId") or str(uuid.uuid4())
+    provider = body.get("provider")
     if not isinstance(provider, str) or not PROVIDER_ID_PATTERN.match(provider):
         raise InvalidMessage("'provider' must be a provider id")
-    if not isinstance(customer, str) or not _CUSTOMER_ID.match(customer):
-        raise InvalidMessage("'customer' must be a customer tenant id")
+    correlation = body.get("correlationId") or str(uuid.uuid4())
     if not isinstance(correlation, str) or len(correlation) > 64:
         raise InvalidMessage("'correlationId' must be a string of at most 64 characters")
-    return CustomerMessage(provider, customer, correlation)
+    return body, correlation
+
+
+def parse_customer_message(body: bytes | str | Mapping[str, Any]) -> CustomerMessage:
+    message, correlation = decode_message(body)
+    customer = message.get("customer")
+    if not isinstance(customer, str) or not _CUSTOMER_ID.match(customer):
+        raise InvalidMessage("'customer' must be a customer tenant id")
+    return CustomerMessage(message["provider"], customer, correlation)
 
 
 @dataclass

@@ -32,7 +32,6 @@ Errors: transient Partner Center / Graph failures raise (the queue redelivers, t
 """
 from __future__ import annotations
 
-import json
 import re
 import threading
 import uuid
@@ -44,7 +43,7 @@ from shared.errors import ConsentRequired
 from shared.graph_billing import ExportFailed, GraphBillingClient, GraphBillingError
 from shared.logging import get_logger
 from shared.partner_center import CallStats, NotFoundError, PartnerCenterClient, PartnerCenterError, get_path
-from shared.providers import PROVIDER_ID_PATTERN, ProviderConnection
+from shared.providers import ProviderConnection
 from shared.tables import escape_key
 
 from . import engine
@@ -110,27 +109,11 @@ class ImportMessage:
 
 
 def parse_import_message(body: bytes | str | Mapping[str, Any]) -> ImportMessage:
-    if isinstance(body, (bytes, bytearray)):
-        try:
-            body = body.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidMessage("message body is not UTF-8") from None
-    if isinstance(body, str):
-        try:
-            body = json.loads(body)
-        except ValueError:
-            raise InvalidMessage("message body is not JSON") from None
-    if not isinstance(body, Mapping):
-        raise InvalidMessage("message body must be a JSON object")
-    provider, invoice = body.get("provider"), body.get("invoice")
-    correlation = body.get("correlationId") or str(uuid.uuid4())
-    if not isinstance(provider, str) or not PROVIDER_ID_PATTERN.match(provider):
-        raise InvalidMessage("'provider' must be a provider id")
+    message, correlation = engine.decode_message(body)
+    invoice = message.get("invoice")
     if not isinstance(invoice, str) or not _INVOICE_ID.match(invoice):
         raise InvalidMessage("'invoice' must be an invoice id (letters, digits, '.', '_', '-')")
-    if not isinstance(correlation, str) or len(correlation) > 64:
-        raise InvalidMessage("'correlationId' must be a string of at most 64 characters")
-    return ImportMessage(provider, invoice, correlation)
+    return ImportMessage(message["provider"], invoice, correlation)
 
 
 # --------------------------------------------------------------------------------------------

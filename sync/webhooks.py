@@ -59,11 +59,11 @@ from shared.providers import PROVIDER_ID_PATTERN
 from shared.tables import escape_key
 
 from .engine import SYNC_CUSTOMER_QUEUE, CustomerMessage, InvalidMessage, parse_customer_message
+from .invoices import IMPORT_INVOICE_QUEUE, ImportMessage, parse_import_message
 
 log = get_logger(__name__)
 
 WEBHOOK_EVENTS_TABLE = "webhookevents"
-IMPORT_INVOICE_QUEUE = "import-invoice"
 
 MAX_WEBHOOK_BODY_BYTES = 64 * 1024
 MAX_CERTIFICATE_BYTES = 32 * 1024
@@ -94,7 +94,6 @@ OUTCOME_REJECTED = "rejected"
 _EVENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SUBSCRIPTION_PATH = re.compile(r"/customers/([^/]+)/subscriptions/([^/]+)/?$", re.IGNORECASE)
 _INVOICE_PATH = re.compile(r"/invoices/([^/]+)/?$", re.IGNORECASE)
-_INVOICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_RESOURCE_URI = 2048
 MAX_TEXT_FIELD = 256
 
@@ -213,11 +212,14 @@ def map_event(provider_id: str, event: WebhookEvent, *, correlation_id: str) -> 
         return Work(OUTCOME_ENQUEUED, f"subscription {match.group(2)} changed", SYNC_CUSTOMER_QUEUE, message.to_json())
     if name == EVENT_INVOICE_READY:
         match = _INVOICE_PATH.search(_resource_path(event.resource_uri))
-        if not match or not _INVOICE_ID.match(match.group(1)):
+        if not match:
             raise MalformedEvent("ResourceUri of invoice-ready must end in /invoices/{id}")
-        invoice = match.group(1)
-        return Work(OUTCOME_ENQUEUED, f"invoice {invoice} is ready", IMPORT_INVOICE_QUEUE,
-                    {"provider": provider_id, "invoice": invoice, "correlationId": correlation_id})
+        try:
+            message = parse_import_message(ImportMessage(provider_id, match.group(1), correlation_id).to_json())
+        except InvalidMessage as exc:
+            raise MalformedEvent(f"ResourceUri of invoice-ready: {exc}") from None
+        return Work(OUTCOME_ENQUEUED, f"invoice {message.invoice_id} is ready", IMPORT_INVOICE_QUEUE,
+                    message.to_json())
     if name == EVENT_TEST_CREATED:
         return Work(OUTCOME_ACKNOWLEDGED, "test event")
     return Work(OUTCOME_IGNORED, f"event {event.event_name} is not handled by pcsync")

@@ -8,9 +8,7 @@ import os
 
 import pytest
 
-from tests.support import (
-    STORAGE_TEST_OPTIONS, simulator_settings,
-)
+from tests.support import STORAGE_TEST_OPTIONS, simulator_runtime
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -84,21 +82,7 @@ def simulator():
 def sim_runtime(storage, simulator):
     """A Runtime wired to clean Azurite and the simulator, with the app's client secret in the
     simulated Key Vault (as a partner would store it in theirs)."""
-    from azure.identity import ClientSecretCredential
-
-    from shared.runtime import Runtime, set_runtime
-
-    settings = simulator_settings(simulator, storage)
-    credential = ClientSecretCredential(
-        simulator.tenant_id, simulator.client_id, simulator.client_secret,
-        authority=simulator.authority_host, disable_instance_discovery=True,
-        connection_verify=simulator.ca_bundle,
-    )
-    rt = Runtime.from_settings(settings, credential=credential, storage_options=STORAGE_TEST_OPTIONS)
-    rt.secrets.set_secret(settings.client_secret_name, simulator.client_secret)
-    set_runtime(rt)
-    yield rt
-    set_runtime(None)
+    yield from simulator_runtime(simulator, storage)
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pathlib
 
-from devservices import AZURITE_ACCOUNT_KEY as ACCOUNT_KEY  # noqa: F401
-from devservices import azurite_connection_string, free_ports, wait_for_port  # noqa: F401
+
+
 
 # Storage clients in tests fail fast instead of retrying a dead endpoint for a minute and a half.
 STORAGE_TEST_OPTIONS = {"retry_total": 0}
@@ -22,3 +22,27 @@ def simulator_settings(sim, storage_connection: str, **overrides):
 
 # ../shared sits beside the checkout (on developer machines and in CI alike).
 SAMPLES_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "partner-center-samples"
+
+
+def simulator_runtime(sim, storage_connection: str):
+    """Yield a Runtime wired to the simulator and the given storage, installed as the process
+    runtime, with the app's client secret in the simulated Key Vault and no faults injected.
+    For fixtures: ``yield from simulator_runtime(sim, storage)``."""
+    from azure.identity import ClientSecretCredential
+
+    from shared.runtime import Runtime, set_runtime
+
+    sim.control.set_faults(fault_5xx=0, fault_429=0, fault_reset=0, fault_truncate=0, latency_ms=0, write_202=0)
+    settings = simulator_settings(sim, storage_connection)
+    credential = ClientSecretCredential(
+        sim.tenant_id, sim.client_id, sim.client_secret, authority=sim.authority_host,
+        disable_instance_discovery=True, connection_verify=sim.ca_bundle,
+    )
+    runtime = Runtime.from_settings(settings, credential=credential, storage_options=STORAGE_TEST_OPTIONS)
+    runtime.secrets.set_secret(settings.client_secret_name, sim.client_secret)
+    set_runtime(runtime)
+    try:
+        yield runtime
+    finally:
+        set_runtime(None)
+        sim.control.set_faults(fault_5xx=0, fault_429=0, fault_reset=0, fault_truncate=0, write_202=0)

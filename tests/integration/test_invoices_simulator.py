@@ -18,7 +18,7 @@ from shared.tables import escape_key
 from sync.engine import SyncService
 from sync.invoices import IMPORT_INVOICE_QUEUE, OUTCOME_REJECTED, InvoiceService
 from sync.reconciliation import line_partition_key
-from tests.support import STORAGE_TEST_OPTIONS, simulator_settings
+from tests.support import simulator_runtime
 
 pytestmark = pytest.mark.integration
 
@@ -42,21 +42,7 @@ def sim():
 
 @pytest.fixture
 def rt(storage, sim):
-    from azure.identity import ClientSecretCredential
-
-    from shared.runtime import Runtime, set_runtime
-
-    sim.control.set_faults(fault_5xx=0, fault_429=0, fault_reset=0, fault_truncate=0, latency_ms=0)
-    settings = simulator_settings(sim, storage)
-    credential = ClientSecretCredential(sim.tenant_id, sim.client_id, sim.client_secret,
-                                        authority=sim.authority_host, disable_instance_discovery=True,
-                                        connection_verify=sim.ca_bundle)
-    runtime = Runtime.from_settings(settings, credential=credential, storage_options=STORAGE_TEST_OPTIONS)
-    runtime.secrets.set_secret(settings.client_secret_name, sim.client_secret)
-    set_runtime(runtime)
-    yield runtime
-    set_runtime(None)
-    sim.control.set_faults(fault_5xx=0, fault_429=0, fault_reset=0, fault_truncate=0)
+    yield from simulator_runtime(sim, storage)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ import json
 import pathlib
 import re
 
-from function_app import app
 from shared.settings import HOST_AND_SDK_SETTINGS, SCHEDULED_STREAMS, schedule_setting_name
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

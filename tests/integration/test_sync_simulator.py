@@ -17,7 +17,7 @@ from shared.errors import ConsentRequired
 from shared.partner_center import RetryPolicy
 from shared.tables import escape_key
 from sync.engine import OUTCOME_CONSENT_REQUIRED, OUTCOME_SUCCEEDED, SyncService, summarize
-from tests.support import STORAGE_TEST_OPTIONS, simulator_settings
+from tests.support import simulator_runtime
 
 pytestmark = pytest.mark.integration
 
@@ -43,20 +43,7 @@ def sim():
 
 @pytest.fixture
 def rt(storage, sim):
-    from azure.identity import ClientSecretCredential
-
-    from shared.runtime import Runtime, set_runtime
-
-    sim.control.set_faults(fault_5xx=0, fault_429=0, fault_reset=0, fault_truncate=0, latency_ms=0)
-    settings = simulator_settings(sim, storage)
-    credential = ClientSecretCredential(sim.tenant_id, sim.client_id, sim.client_secret,
-                                        authority=sim.authority_host, disable_instance_discovery=True,
-                                        connection_verify=sim.ca_bundle)
-    runtime = Runtime.from_settings(settings, credential=credential, storage_options=STORAGE_TEST_OPTIONS)
-    runtime.secrets.set_secret(settings.client_secret_name, sim.client_secret)
-    set_runtime(runtime)
-    yield runtime
-    set_runtime(None)
+    yield from simulator_runtime(sim, storage)
 
 
 def consented_provider(runtime, sim, provider_id: str = PROVIDER_ID):
@@ -166,7 +153,7 @@ class ExpiredConsent:
 
 
 def test_expired_consent_stops_the_provider_cleanly(rt, sim):
-    provider = consented_provider(rt, sim)
+    consented_provider(rt, sim)
     service = SyncService.for_runtime(rt, token_sources=lambda runtime, p: ExpiredConsent())
     sim.control.reset_calls()
     outcomes = service.sync_all_providers()

@@ -4,7 +4,6 @@ faults, rate limits). Starting one takes ~0.1 s."""
 from __future__ import annotations
 
 import json
-import pathlib
 import warnings
 
 import msal

@@ -1,7 +1,6 @@
 """PartnerCenterClient.send_json: writes share the one retry loop, but are replayed only when safe."""
 from __future__ import annotations
 
-import json
 
 import pytest
 import requests
