@@ -84,7 +84,8 @@ def provider_list(args: argparse.Namespace, runtime) -> int:
 def provider_disable(args: argparse.Namespace, runtime) -> int:
     from admin import providers_service
 
-    print_json(providers_service.remove_provider(runtime.tables, args.id, purge=args.purge))
+    secrets = providers_service.refresh_token_store(runtime) if args.purge else None
+    print_json(providers_service.remove_provider(runtime.tables, args.id, purge=args.purge, secrets=secrets))
     return 0
 
 
@@ -116,7 +117,7 @@ def _register_provider_commands(subparsers) -> None:
 
     disable = actions.add_parser("disable", help="disable a provider (keeps synced data)")
     disable.add_argument("id")
-    disable.add_argument("--purge", action="store_true", help="delete the provider and its synced data")
+    disable.add_argument("--purge", action="store_true", help="delete the provider, its synced data and its refresh token in Key Vault")
     disable.set_defaults(handler=provider_disable)
 
 

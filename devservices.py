@@ -1,8 +1,10 @@
 """Local development services used by the demo, the tests and the benchmarks: Azurite from
-node_modules on free ports, in memory. (The Partner Center side is the `simulator` package.)"""
+node_modules on free ports, in memory (also in OAuth mode over HTTPS, the stand-in for identity-based
+storage). (The Partner Center side is the `simulator` package.)"""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import pathlib
 import socket
 import subprocess
@@ -52,15 +54,16 @@ def azurite_connection_string(blob: int, queue: int, table: int) -> str:
 
 
 @contextlib.contextmanager
-def running_azurite() -> Iterator[str]:
-    """Start Azurite (in memory, free ports) and yield its connection string."""
+def _azurite_process(extra_args: list[str]) -> Iterator[tuple[int, int, int]]:
+    """Start Azurite (in memory, free ports) with extra arguments; yield (blob, queue, table) ports."""
     if not AZURITE_BIN.exists():
         raise ServiceUnavailable(f"{AZURITE_BIN} not found: run `npm ci` (make does)")
     blob, queue, table = free_ports(3)
     # Started directly, not through npx, so that terminate() stops the node process itself.
     proc = subprocess.Popen(
         [str(AZURITE_BIN), "--silent", "--inMemoryPersistence", "--loose", "--skipApiVersionCheck",
-         "--disableTelemetry", "--blobPort", str(blob), "--queuePort", str(queue), "--tablePort", str(table)],
+         "--disableTelemetry", "--blobPort", str(blob), "--queuePort", str(queue), "--tablePort", str(table),
+         *extra_args],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
@@ -68,13 +71,77 @@ def running_azurite() -> Iterator[str]:
             wait_for_port(port)
         if proc.poll() is not None:
             raise ServiceUnavailable(f"azurite exited with {proc.returncode}")
-        yield azurite_connection_string(blob, queue, table)
+        yield blob, queue, table
     finally:
         proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@contextlib.contextmanager
+def running_azurite() -> Iterator[str]:
+    """Start Azurite (in memory, free ports) and yield its connection string."""
+    with _azurite_process([]) as (blob, queue, table):
+        yield azurite_connection_string(blob, queue, table)
+
+
+def write_localhost_certificate(directory: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    """A self-signed certificate for 127.0.0.1/localhost, valid for a day; returns (cert, key)
+    PEM paths. The certificate is also the CA bundle a client needs to trust it."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([
+            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / "azurite-cert.pem", directory / "azurite-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@dataclasses.dataclass(frozen=True)
+class OAuthAzurite:
+    """An Azurite that accepts only bearer tokens over HTTPS (``--oauth basic``): the stand-in
+    for identity-based storage. Azurite checks a token's audience, issuer and lifetime, not its
+    signature."""
+
+    table_service_uri: str
+    queue_service_uri: str
+    blob_service_uri: str
+    ca_bundle: str
+
+
+@contextlib.contextmanager
+def running_azurite_oauth(directory: pathlib.Path) -> Iterator[OAuthAzurite]:
+    """Start Azurite in OAuth mode over HTTPS with a certificate generated into ``directory``."""
+    cert, key = write_localhost_certificate(directory)
+    with _azurite_process(["--oauth", "basic", "--cert", str(cert), "--key", str(key)]) as (blob, queue, table):
+        yield OAuthAzurite(
+            table_service_uri=f"https://127.0.0.1:{table}/devstoreaccount1",
+            queue_service_uri=f"https://127.0.0.1:{queue}/devstoreaccount1",
+            blob_service_uri=f"https://127.0.0.1:{blob}/devstoreaccount1",
+            ca_bundle=str(cert),
+        )
 
 
 def simulator_app_settings(sim, storage_connection: str) -> dict[str, str]:

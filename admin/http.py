@@ -8,6 +8,7 @@ from shared.errors import NotFound, ValidationFailed
 from shared.http import BadRequest, error_response, json_response, read_json_body
 from shared.providers import validate_provider_id
 from shared.runtime import get_runtime
+from shared.secrets import SecretStoreError
 
 bp = func.Blueprint()
 
@@ -32,10 +33,14 @@ def provider_item(req: func.HttpRequest) -> func.HttpResponse:
             provider, created = providers_service.put_provider(runtime.providers, provider_id, read_json_body(req))
             return json_response(provider.to_json(), 201 if created else 200)
         purge = (req.params.get("purge") or "").lower() == "true"
-        return json_response(providers_service.remove_provider(runtime.tables, provider_id, purge=purge))
+        secrets = providers_service.refresh_token_store(runtime) if purge else None
+        return json_response(providers_service.remove_provider(runtime.tables, provider_id, purge=purge,
+                                                               secrets=secrets))
     except BadRequest as exc:
         return error_response(exc.status, str(exc))
     except ValidationFailed as exc:
         return error_response(400, "the provider connection is not valid", exc.problems)
     except NotFound as exc:
         return error_response(404, str(exc))
+    except SecretStoreError as exc:  # Key Vault refused or unreachable: nothing was deleted
+        return error_response(exc.status, str(exc))

@@ -256,9 +256,9 @@ class FakeTokenProvider:
 
 def make_settings(**overrides: Any) -> Any:
     """A Settings object for unit tests (storage never contacted)."""
-    from shared.settings import Settings
+    from shared.settings import Settings, StorageSettings
 
-    values: dict[str, Any] = dict(storage_connection="UseDevelopmentStorage=true", key_vault_url="https://kv.example",
+    values: dict[str, Any] = dict(storage=StorageSettings(connection_string="UseDevelopmentStorage=true"), key_vault_url="https://kv.example",
                                   client_id=CLIENT_ID, redirect_uri=REDIRECT_URI)
     values.update(overrides)
     return Settings(**values)

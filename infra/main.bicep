@@ -48,8 +48,8 @@ param scheduleInvoices string = '0 0 6 * * *'
 @description('Hosts allowed to serve the Partner Center webhook signing certificate (PCSYNC_WEBHOOK_CERTIFICATE_HOSTS).')
 param webhookCertificateHosts string = '3psostorageacct.blob.core.windows.net'
 
-@description('false (default): PCSYNC_STORAGE is a connection string kept in Key Vault (shared key access stays on for it). true: shared key access off and PCSYNC_STORAGE__accountName (needs identity support in shared/settings.py first, see README).')
-param identityBasedStorage bool = false
+@description('true (default): shared key access off; PCSYNC_STORAGE__accountName, __credential=managedidentity and __clientId (the user-assigned identity) for our tables, queues and the queue triggers. false: PCSYNC_STORAGE is a connection string kept in Key Vault, and shared key access stays on for it.')
+param identityBasedStorage bool = true
 
 @description('Upper bound of Flex Consumption instances. Each instance has its own Partner Center call budget.')
 @minValue(1)

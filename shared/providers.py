@@ -106,7 +106,10 @@ class ProviderConnection:
 
     @property
     def refresh_token_secret_name(self) -> str:
-        return f"pcsync-refresh-token-{self.id}"
+        """Per provider and per creation: a provider purged and added again under the same id
+        gets a new name, because Key Vault keeps a deleted name reserved while it is recoverable."""
+        created = _compact_timestamp(self.created_at)
+        return f"pcsync-refresh-token-{self.id}-{created}" if created else f"pcsync-refresh-token-{self.id}"
 
     def to_json(self) -> dict[str, Any]:
         data = {k: getattr(self, v) for k, v in EDITABLE_FIELDS.items()}
@@ -150,6 +153,15 @@ class ProviderConnection:
         if values.get("billing_start_day") is not None:
             values["billing_start_day"] = int(values["billing_start_day"])
         return cls(**values)
+
+
+def _compact_timestamp(iso: str | None) -> str:
+    if not iso:
+        return ""
+    try:
+        return datetime.fromisoformat(iso).astimezone(timezone.utc).strftime("%Y%m%d%H%M%S%f")
+    except ValueError:
+        return ""
 
 
 def validate_provider_id(provider_id: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
+from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueServiceClient, TextBase64EncodePolicy
 
@@ -33,6 +34,11 @@ class QueuePublisher:
     @classmethod
     def from_connection_string(cls, connection_string: str, **client_options: Any) -> "QueuePublisher":
         return cls(QueueServiceClient.from_connection_string(connection_string, **client_options))
+
+    @classmethod
+    def from_account_url(cls, account_url: str, credential: TokenCredential, **client_options: Any) -> "QueuePublisher":
+        """Identity-based: the queue service URL and an Entra token credential (no account key)."""
+        return cls(QueueServiceClient(account_url, credential=credential, **client_options))
 
     def _queue(self, name: str):
         client = self._service.get_queue_client(name, message_encode_policy=TextBase64EncodePolicy())

@@ -50,11 +50,29 @@ class Runtime:
         storage_options: dict[str, Any] | None = None,
     ) -> "Runtime":
         install_redaction()
-        storage_options = storage_options or {}
+        storage_options = dict(storage_options or {})
+        storage = settings.storage
+        if not storage.identity_based:
+            return cls(
+                settings=settings,
+                tables=TableStore.from_connection_string(storage.connection_string, **storage_options),
+                queues=QueuePublisher.from_connection_string(storage.connection_string, **storage_options),
+                credential=credential,
+            )
+        if storage.managed_identity:
+            # PCSYNC_STORAGE__credential=managedidentity: the same identity the queue triggers use
+            from azure.identity import ManagedIdentityCredential
+
+            storage_credential: TokenCredential = ManagedIdentityCredential(client_id=storage.client_id or None)
+        else:
+            credential = credential or default_azure_credential(settings)
+            storage_credential = credential
+        if settings.ca_bundle:
+            storage_options.setdefault("connection_verify", settings.ca_bundle)
         return cls(
             settings=settings,
-            tables=TableStore.from_connection_string(settings.storage_connection, **storage_options),
-            queues=QueuePublisher.from_connection_string(settings.storage_connection, **storage_options),
+            tables=TableStore.from_endpoint(storage.table_service_uri, storage_credential, **storage_options),
+            queues=QueuePublisher.from_account_url(storage.queue_service_uri, storage_credential, **storage_options),
             credential=credential,
         )
 

@@ -1,10 +1,12 @@
 """Typed application settings, built once from the environment by the composition root.
 
-Every app setting the code reads is named here (and in local.settings.json.sample); no other
-module reads ``os.environ``.
+Every app setting the code reads is named here and in local.settings.json.sample (except the
+identity-based PCSYNC_STORAGE__* alternatives to the connection string); no other module reads
+``os.environ``.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -21,6 +23,24 @@ DEFAULT_SCHEDULES = {"customers": "0 0 */4 * * *", "invoices": "0 0 6 * * *"}
 DEFAULT_WEBHOOK_CERTIFICATE_HOSTS = ("3psostorageacct.blob.core.windows.net",)
 
 STORAGE_SETTING = "PCSYNC_STORAGE"
+HOST_STORAGE_SETTING = "AzureWebJobsStorage"
+# The identity-based form of PCSYNC_STORAGE: the names the Functions host reads for a binding with
+# connection="PCSYNC_STORAGE" (the queue triggers), used here for our own tables and queues too.
+# They replace the connection string, so local.settings.json.sample (which uses the
+# connection-string form for Azurite) does not list them.
+STORAGE_ACCOUNT_NAME_SETTING = "PCSYNC_STORAGE__accountName"
+STORAGE_TABLE_URI_SETTING = "PCSYNC_STORAGE__tableServiceUri"
+STORAGE_QUEUE_URI_SETTING = "PCSYNC_STORAGE__queueServiceUri"
+STORAGE_CREDENTIAL_SETTING = "PCSYNC_STORAGE__credential"
+STORAGE_CLIENT_ID_SETTING = "PCSYNC_STORAGE__clientId"
+STORAGE_IDENTITY_SETTINGS = (
+    STORAGE_ACCOUNT_NAME_SETTING,
+    STORAGE_TABLE_URI_SETTING,
+    STORAGE_QUEUE_URI_SETTING,
+    STORAGE_CREDENTIAL_SETTING,
+    STORAGE_CLIENT_ID_SETTING,
+)
+_STORAGE_ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
 
 # Read by the Functions host or by azure-identity itself, not by our code; listed in the sample
 # because a local run needs them (AZURE_* let DefaultAzureCredential reach the local Key Vault).
@@ -41,8 +61,104 @@ def schedule_setting_name(stream: str) -> str:
 
 
 @dataclass(frozen=True)
+class StorageSettings:
+    """Where our tables and queues live: a connection string, or (identity-based) the table and
+    queue service endpoints reached with an Entra token.
+
+    ``managed_identity`` mirrors ``PCSYNC_STORAGE__credential=managedidentity``: the app's managed
+    identity (the user-assigned one named by ``client_id``, else the system-assigned one). Without
+    it the runtime's DefaultAzureCredential is used (locally: the AZURE_* settings or a developer
+    sign-in)."""
+
+    connection_string: str = field(default="", repr=False)  # may hold the account key
+    table_service_uri: str = ""
+    queue_service_uri: str = ""
+    managed_identity: bool = False
+    client_id: str = ""
+
+    def __post_init__(self) -> None:
+        endpoints = bool(self.table_service_uri or self.queue_service_uri)
+        if bool(self.connection_string) == endpoints:
+            raise SettingsError("storage needs either a connection string or both service URIs, not both or neither")
+        if endpoints and not (self.table_service_uri and self.queue_service_uri):
+            raise SettingsError("identity-based storage needs both the table and the queue service URI")
+        if self.client_id and not self.managed_identity:
+            raise SettingsError(f"{STORAGE_CLIENT_ID_SETTING} is only used with {STORAGE_CREDENTIAL_SETTING}=managedidentity")
+
+    @property
+    def identity_based(self) -> bool:
+        return not self.connection_string
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> "StorageSettings":
+        def text(name: str) -> str:
+            return (environ.get(name) or "").strip()
+
+        connection = text(STORAGE_SETTING)
+        identity = {name: text(name) for name in STORAGE_IDENTITY_SETTINGS}
+        given = [name for name, value in identity.items() if value]
+        if connection and given:
+            raise SettingsError(
+                f"{STORAGE_SETTING} (a connection string) and {', '.join(given)} (identity-based) are both set; "
+                f"use one form: remove {STORAGE_SETTING} or the {STORAGE_SETTING}__* settings"
+            )
+        if connection:
+            return cls(connection_string=connection)
+        if not given:
+            host = text(HOST_STORAGE_SETTING)
+            if host:
+                return cls(connection_string=host)
+            raise SettingsError(
+                f"storage is not configured: set {STORAGE_SETTING} (a connection string), or for identity-based "
+                f"access {STORAGE_ACCOUNT_NAME_SETTING}, or {STORAGE_TABLE_URI_SETTING} and "
+                f"{STORAGE_QUEUE_URI_SETTING} ({HOST_STORAGE_SETTING} is used when it is a connection string "
+                "and none of these is set)"
+            )
+
+        account = identity[STORAGE_ACCOUNT_NAME_SETTING]
+        table_uri = identity[STORAGE_TABLE_URI_SETTING].rstrip("/")
+        queue_uri = identity[STORAGE_QUEUE_URI_SETTING].rstrip("/")
+        if account:
+            explicit = [n for n in (STORAGE_TABLE_URI_SETTING, STORAGE_QUEUE_URI_SETTING) if identity[n]]
+            if explicit:
+                raise SettingsError(
+                    f"{STORAGE_ACCOUNT_NAME_SETTING} and {', '.join(explicit)} are both set; use the account name "
+                    "(public cloud) or both service URIs (sovereign clouds, Azurite), not both"
+                )
+            if not _STORAGE_ACCOUNT_NAME.match(account):
+                raise SettingsError(
+                    f"{STORAGE_ACCOUNT_NAME_SETTING} must be a storage account name (3-24 lower-case letters "
+                    f"and digits), got {account!r}"
+                )
+            table_uri = f"https://{account}.table.core.windows.net"
+            queue_uri = f"https://{account}.queue.core.windows.net"
+        else:
+            missing = [n for n in (STORAGE_TABLE_URI_SETTING, STORAGE_QUEUE_URI_SETTING) if not identity[n]]
+            if missing:
+                raise SettingsError(
+                    f"identity-based storage needs {' and '.join(missing)} (or {STORAGE_ACCOUNT_NAME_SETTING} "
+                    f"instead of both service URIs); {', '.join(given)} alone is not enough"
+                )
+            for name, uri in ((STORAGE_TABLE_URI_SETTING, table_uri), (STORAGE_QUEUE_URI_SETTING, queue_uri)):
+                if not re.match(r"^https://[^/?#\s]+", uri):
+                    raise SettingsError(f"{name} must be an https URL (bearer tokens are never sent over http), got {uri!r}")
+
+        credential = identity[STORAGE_CREDENTIAL_SETTING]
+        if credential and credential.lower() != "managedidentity":
+            raise SettingsError(f"{STORAGE_CREDENTIAL_SETTING} must be 'managedidentity' or empty, got {credential!r}")
+        client_id = identity[STORAGE_CLIENT_ID_SETTING]
+        if client_id and not credential:
+            raise SettingsError(
+                f"{STORAGE_CLIENT_ID_SETTING} needs {STORAGE_CREDENTIAL_SETTING}=managedidentity (it names the "
+                "user-assigned identity to use; without the credential setting the Functions host reads it differently)"
+            )
+        return cls(table_service_uri=table_uri, queue_service_uri=queue_uri,
+                   managed_identity=bool(credential), client_id=client_id)
+
+
+@dataclass(frozen=True)
 class Settings:
-    storage_connection: str
+    storage: StorageSettings
     key_vault_url: str = ""
     client_id: str = ""
     client_secret_name: str = "pcsync-client-secret"
@@ -65,9 +181,7 @@ class Settings:
         def text(name: str, default: str = "") -> str:
             return (environ.get(name) or default).strip()
 
-        storage = text(STORAGE_SETTING) or text("AzureWebJobsStorage")
-        if not storage:
-            raise SettingsError(f"{STORAGE_SETTING} (or AzureWebJobsStorage) must be set")
+        storage = StorageSettings.from_environment(environ)
         urls = {
             "PCSYNC_PARTNER_CENTER_URL": text("PCSYNC_PARTNER_CENTER_URL", DEFAULT_PARTNER_CENTER_URL),
             "PCSYNC_AUTHORITY_HOST": text("PCSYNC_AUTHORITY_HOST", DEFAULT_AUTHORITY_HOST),
@@ -92,7 +206,7 @@ class Settings:
             return int(raw)
 
         return cls(
-            storage_connection=storage,
+            storage=storage,
             calls_per_minute=positive_int("PCSYNC_CALLS_PER_MINUTE", 450),
             webhook_certificate_hosts=tuple(
                 h.strip().lower() for h in text("PCSYNC_WEBHOOK_CERTIFICATE_HOSTS").split(",") if h.strip()

@@ -10,6 +10,7 @@ import json
 from collections import defaultdict
 from typing import Any, Iterable, Iterator, Mapping
 
+from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
@@ -65,6 +66,11 @@ class TableRepository:
     @property
     def name(self) -> str:
         return self._client.table_name
+
+    @property
+    def client(self) -> TableClient:
+        """The SDK client, for the few callers that need conditional writes (etags)."""
+        return self._client
 
     def upsert_entity(self, entity: Mapping[str, Any], *, replace: bool = False) -> None:
         self._client.upsert_entity(dict(entity), mode=UpdateMode.REPLACE if replace else UpdateMode.MERGE)
@@ -150,6 +156,11 @@ class TableStore:
     @classmethod
     def from_connection_string(cls, connection_string: str, **client_options: Any) -> "TableStore":
         return cls(TableServiceClient.from_connection_string(connection_string, **client_options))
+
+    @classmethod
+    def from_endpoint(cls, endpoint: str, credential: TokenCredential, **client_options: Any) -> "TableStore":
+        """Identity-based: the table service URL and an Entra token credential (no account key)."""
+        return cls(TableServiceClient(endpoint, credential=credential, **client_options))
 
     def table(self, name: str) -> TableRepository:
         repo = self._ready.get(name)

@@ -1,6 +1,12 @@
 """Key Vault secrets stand-in with the challenge-based bearer flow SecretClient expects.
 
 Secret values are kept in memory only and never logged or shown by the control API.
+
+The vault behaves like one with soft delete and purge protection (as infra/ deploys it):
+``DELETE /secrets/{name}`` moves every version to the deleted collection and answers a
+DeletedSecretBundle; ``GET /deletedsecrets/{name}`` (what SecretClient's delete poller calls)
+finds it there; ``POST /deletedsecrets/{name}/recover`` brings it back. Until then the name cannot
+be reused (``PUT`` answers 409, as Key Vault does). There is no purge.
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from simulator.web import HttpError, Request, Response, Router, json_response
 
 SERVICE = "keyvault"
 _NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
+RETENTION_DAYS = 90  # softDeleteRetentionInDays of the deployed vault
 
 
 def _kv_error(status: int, code: str, message: str, headers=()) -> Response:
@@ -31,6 +38,8 @@ class KeyVault:
         router.add("GET", "/secrets/{name}", self.get_secret, SERVICE)
         router.add("GET", "/secrets/{name}/{version}", self.get_secret, SERVICE)
         router.add("DELETE", "/secrets/{name}", self.delete_secret, SERVICE)
+        router.add("GET", "/deletedsecrets/{name}", self.get_deleted_secret, SERVICE)
+        router.add("POST", "/deletedsecrets/{name}/recover", self.recover_deleted_secret, SERVICE)
 
     def _challenge(self, message: str) -> Response:
         header = (f'Bearer authorization="{self.authority_host}/{self.state.partner.tenant_id}", '
@@ -49,7 +58,7 @@ class KeyVault:
             "id": f"{self.base_url}/secrets/{name}/{version['version']}",
             "attributes": {"enabled": version["enabled"], "created": version["created"],
                            "updated": version["updated"], "recoveryLevel": "Recoverable+Purgeable",
-                           "recoverableDays": 90},
+                           "recoverableDays": RETENTION_DAYS},
             "tags": version["tags"],
         }
         if version.get("contentType"):
@@ -72,6 +81,12 @@ class KeyVault:
                    "tags": body.get("tags") if isinstance(body.get("tags"), dict) else {},
                    "enabled": bool(attributes.get("enabled", True)), "created": now, "updated": now}
         with self.state.lock:
+            if name.lower() in self.state.deleted_secrets:
+                return json_response(409, {"error": {
+                    "code": "Conflict",
+                    "message": f"Secret {name} is currently in a deleted but recoverable state, and its name "
+                               f"cannot be reused; in this state, the secret can only be recovered or purged.",
+                    "innererror": {"code": "ObjectIsDeletedButRecoverable"}}})
             self.state.secrets.setdefault(name.lower(), []).append({**version, "name": name})
         return json_response(200, self._bundle(name, version))
 
@@ -101,14 +116,46 @@ class KeyVault:
             items.append(item)
         return json_response(200, {"value": items, "nextLink": None})
 
+    def _deleted_bundle(self, record: dict) -> dict:
+        latest = record["versions"][-1]
+        bundle = self._bundle(latest["name"], latest, include_value=False)
+        bundle.update({"recoveryId": f"{self.base_url}/deletedsecrets/{latest['name']}",
+                       "deletedDate": record["deletedDate"], "scheduledPurgeDate": record["scheduledPurgeDate"]})
+        return bundle
+
     def delete_secret(self, req: Request) -> Response:
         self._authorize(req)
         name = req.params["name"]
+        now = int(time.time())
         with self.state.lock:
             versions = self.state.secrets.pop(name.lower(), None)
+            if versions:
+                record = {"versions": versions, "deletedDate": now,
+                          "scheduledPurgeDate": now + RETENTION_DAYS * 86400}
+                self.state.deleted_secrets[name.lower()] = record
         if not versions:
-            return _kv_error(404, "SecretNotFound", f"A secret with (name/id) {name} was not found in this key vault.")
-        bundle = self._bundle(versions[-1]["name"], versions[-1], include_value=False)
-        bundle.update({"recoveryId": f"{self.base_url}/deletedsecrets/{name}",
-                       "deletedDate": int(time.time()), "scheduledPurgeDate": int(time.time()) + 90 * 86400})
-        return json_response(200, bundle)
+            return _kv_error(404, "SecretNotFound", f"A secret with (name/id) {name} was not found in this key vault. "
+                                                    f"If you recently deleted this secret you may be able to "
+                                                    f"recover it using the correct recovery command.")
+        return json_response(200, self._deleted_bundle(record))
+
+    def get_deleted_secret(self, req: Request) -> Response:
+        self._authorize(req)
+        name = req.params["name"]
+        with self.state.lock:
+            record = self.state.deleted_secrets.get(name.lower())
+        if record is None:
+            return _kv_error(404, "SecretNotFound", f"Deleted Secret not found: {name}")
+        return json_response(200, self._deleted_bundle(record))
+
+    def recover_deleted_secret(self, req: Request) -> Response:
+        self._authorize(req)
+        name = req.params["name"]
+        with self.state.lock:
+            record = self.state.deleted_secrets.pop(name.lower(), None)
+            if record is not None:
+                self.state.secrets[name.lower()] = record["versions"]
+        if record is None:
+            return _kv_error(404, "SecretNotFound", f"Deleted Secret not found: {name}")
+        latest = record["versions"][-1]
+        return json_response(200, self._bundle(latest["name"], latest, include_value=False))

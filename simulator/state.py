@@ -71,6 +71,8 @@ class SimulatorState:
         self.auth_codes: dict[str, AuthCode] = {}
         self.refresh_tokens: dict[str, RefreshTokenRecord] = {}
         self.secrets: dict[str, list[dict]] = {}
+        # soft-deleted secrets (the vault has purge protection): {name.lower(): {"versions", "deletedDate", ...}}
+        self.deleted_secrets: dict[str, dict] = {}
         self.webhook_registration: dict | None = None
         self.webhook_deliveries: list[dict] = []
         self.webhook_validations: dict[str, dict] = {}

@@ -490,16 +490,10 @@ class TableWritebackLog:
         self._client = client
 
     @classmethod
-    def from_connection_string(cls, connection_string: str, **options: Any) -> "TableWritebackLog":
-        from azure.core.exceptions import ResourceExistsError
-        from azure.data.tables import TableClient
-
-        client = TableClient.from_connection_string(connection_string, WRITEBACK_TABLE, **options)
-        try:
-            client.create_table()
-        except ResourceExistsError:
-            pass
-        return cls(client)
+    def from_store(cls, tables: Any) -> "TableWritebackLog":
+        """Over the runtime's TableStore, so the log uses the same account, credential and client
+        options as every other table (connection string or identity-based)."""
+        return cls(tables.table(WRITEBACK_TABLE).client)
 
     def find(self, partition_key: str, row_key: str) -> tuple[dict[str, Any], str | None] | None:
         from azure.core.exceptions import ResourceNotFoundError
@@ -705,7 +699,7 @@ class WritebackService:
             return sync.client_for(provider).bind(correlation_id=record.correlation_id)
 
         options: dict[str, Any] = {
-            "log_store": log_store or TableWritebackLog.from_connection_string(runtime.settings.storage_connection),
+            "log_store": log_store or TableWritebackLog.from_store(runtime.tables),
             "tables": runtime.tables, "providers": runtime.providers, "queues": runtime.queues,
             "client_factory": client_for,
         }

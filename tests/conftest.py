@@ -1,4 +1,5 @@
-"""Shared fixtures: a real Azurite on free ports, the simulator, and a Runtime wired to both.
+"""Shared fixtures: a real Azurite on free ports (and one in OAuth mode), the simulator, and a
+Runtime wired to both.
 
 With CI=true a missing Azurite or simulator fails the run instead of skipping.
 """
@@ -32,6 +33,23 @@ def azurite():
         unavailable(str(exc))
     try:
         yield connection
+    finally:
+        context.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def azurite_oauth(tmp_path_factory):
+    """A second in-memory Azurite that accepts only bearer tokens, over HTTPS with a certificate
+    generated for this session (the stand-in for identity-based storage)."""
+    from devservices import ServiceUnavailable, running_azurite_oauth
+
+    try:
+        context = running_azurite_oauth(tmp_path_factory.mktemp("azurite-oauth"))
+        endpoints = context.__enter__()
+    except ServiceUnavailable as exc:
+        unavailable(str(exc))
+    try:
+        yield endpoints
     finally:
         context.__exit__(None, None, None)
 

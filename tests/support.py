@@ -1,10 +1,15 @@
 """Helpers shared by the test fixtures."""
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import pathlib
+import secrets
+import time
 
-
-
+from azure.core.credentials import AccessToken
 
 # Storage clients in tests fail fast instead of retrying a dead endpoint for a minute and a half.
 STORAGE_TEST_OPTIONS = {"retry_total": 0}
@@ -46,3 +51,31 @@ def simulator_runtime(sim, storage_connection: str):
     finally:
         set_runtime(None)
         sim.control.set_faults(fault_5xx=0, fault_429=0, fault_reset=0, fault_truncate=0, write_202=0)
+
+
+STORAGE_AUDIENCE = "https://storage.azure.com"
+
+
+class StorageTokenCredential:
+    """A TokenCredential standing in for the app's managed identity against Azurite in OAuth mode:
+    it issues JWT-shaped tokens with the audience and issuer Azurite checks (Azurite does not check
+    signatures, so the token is signed with a throwaway key). Records the scopes it was asked for."""
+
+    def __init__(self, *, audience: str = STORAGE_AUDIENCE, tenant_id: str = "72f988bf-86f1-41af-91ab-2d7cd011db47"):
+        self.audience = audience
+        self.tenant_id = tenant_id
+        self.scopes: list[tuple[str, ...]] = []
+        self._key = secrets.token_bytes(32)
+
+    def get_token(self, *scopes: str, **kwargs) -> AccessToken:
+        self.scopes.append(scopes)
+        now = int(time.time())
+        claims = {"aud": self.audience, "iss": f"https://sts.windows.net/{self.tenant_id}/", "iat": now,
+                  "nbf": now - 60, "exp": now + 3600, "tid": self.tenant_id, "oid": "test-managed-identity"}
+
+        def part(data: bytes) -> str:
+            return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+        signing_input = part(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + part(json.dumps(claims).encode())
+        signature = hmac.new(self._key, signing_input.encode(), hashlib.sha256).digest()
+        return AccessToken(f"{signing_input}.{part(signature)}", now + 3600)

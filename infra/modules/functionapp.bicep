@@ -52,7 +52,10 @@ var hostStorageSettings = [
   { name: 'AzureWebJobsStorage__clientId', value: identityClientId }
 ]
 
-// PCSYNC_STORAGE: our tables and queues, and the connection of the queue triggers.
+// PCSYNC_STORAGE: our tables and queues, and the connection of the queue triggers. Default
+// (identityBasedStorage): identity-based, the same names the Functions host reads for
+// connection="PCSYNC_STORAGE" and shared/settings.py reads for our own clients; no key anywhere.
+// Otherwise a Key Vault reference to the connection string (shared key access stays on).
 var keyVaultStorageSettings = [
   { name: 'PCSYNC_STORAGE', value: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${storageConnectionSecretName})' }
 ]

@@ -1,6 +1,6 @@
-// Key Vault for refresh tokens, the Entra app's client secret or certificate, and (unless
-// storage is identity-based) the PCSYNC_STORAGE connection string. RBAC only, soft delete and
-// purge protection on.
+// Key Vault for refresh tokens, the Entra app's client secret or certificate, and (only with
+// identityBasedStorage=false, not the default) the PCSYNC_STORAGE connection string. RBAC only,
+// soft delete and purge protection on.
 param location string
 param tags object
 param keyVaultName string

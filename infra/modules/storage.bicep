@@ -5,7 +5,7 @@ param tags object
 param storageAccountName string
 param deploymentContainerName string
 
-@description('Shared key (account key) access; on only while PCSYNC_STORAGE is a connection string.')
+@description('Shared key (account key) access; off by default (identity-based PCSYNC_STORAGE), on only when PCSYNC_STORAGE is a connection string (identityBasedStorage=false).')
 param allowSharedKeyAccess bool
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {

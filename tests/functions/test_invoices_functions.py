@@ -27,7 +27,7 @@ def consented(sim_runtime, simulator):
 
 
 def queued(runtime) -> list[dict]:
-    client = QueueClient.from_connection_string(runtime.settings.storage_connection, "import-invoice",
+    client = QueueClient.from_connection_string(runtime.settings.storage.connection_string, "import-invoice",
                                                 message_decode_policy=TextBase64DecodePolicy())
     return [json.loads(m.content) for m in client.receive_messages(max_messages=32, visibility_timeout=60)]
 

@@ -26,7 +26,7 @@ def consented(sim_runtime, simulator):
 
 
 def queued_messages(runtime, queue="sync-customer") -> list[dict]:
-    client = QueueClient.from_connection_string(runtime.settings.storage_connection, queue,
+    client = QueueClient.from_connection_string(runtime.settings.storage.connection_string, queue,
                                                 message_decode_policy=TextBase64DecodePolicy())
     return [json.loads(m.content) for m in client.receive_messages(max_messages=32, visibility_timeout=60)]
 

@@ -59,7 +59,7 @@ def deliver(functions, body: bytes, *, message_id="m1", dequeue_count=1) -> None
 
 
 def queued(runtime) -> list[bytes]:
-    client = QueueClient.from_connection_string(runtime.settings.storage_connection, "writebacks",
+    client = QueueClient.from_connection_string(runtime.settings.storage.connection_string, "writebacks",
                                                 message_decode_policy=TextBase64DecodePolicy())
     return [m.content.encode() for m in client.receive_messages(max_messages=32, visibility_timeout=60)]
 

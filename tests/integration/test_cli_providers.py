@@ -46,3 +46,30 @@ def test_same_validation_as_the_api(pcsync):
 def test_unknown_provider_is_a_clear_error(pcsync):
     code, _, err = pcsync("provider", "show", "nobody")
     assert code == 2 and "does not exist" in err
+
+
+def test_disable_purge_says_whether_the_refresh_token_was_deleted(pcsync, monkeypatch):
+    monkeypatch.delenv("PCSYNC_KEY_VAULT_URL", raising=False)
+    pcsync("provider", "set", "contoso", "--name", "Contoso US", "--country-code", "US",
+           "--currency-code", "USD", "--tenant-id", TENANT)
+    code, out, err = pcsync("provider", "disable", "contoso", "--purge")
+    result = json.loads(out)
+    assert code == 0 and result["purged"] is True and result["refreshTokenDeleted"] is False
+    assert "PCSYNC_KEY_VAULT_URL" in result["refreshTokenReason"]
+    assert pcsync("provider", "show", "contoso")[0] == 2
+
+
+def test_a_key_vault_failure_is_a_clear_cli_error(pcsync, monkeypatch):
+    from admin import providers_service
+    from shared.secrets import SecretStoreError
+
+    class Unreachable:
+        def delete_secret(self, name):
+            raise SecretStoreError(f"Key Vault could not be reached to delete secret {name!r}", status=503)
+
+    pcsync("provider", "set", "contoso", "--name", "Contoso US", "--country-code", "US",
+           "--currency-code", "USD", "--tenant-id", TENANT)
+    monkeypatch.setattr(providers_service, "refresh_token_store", lambda runtime: Unreachable())
+    code, out, err = pcsync("provider", "disable", "contoso", "--purge")
+    assert code == 2 and out == "" and "stopped before deleting anything" in err and "Traceback" not in err
+    assert json.loads(pcsync("provider", "show", "contoso")[1])["enabled"] is False

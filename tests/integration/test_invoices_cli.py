@@ -15,7 +15,7 @@ PROVIDER_ID = "cli-invoices"
 
 @pytest.fixture
 def pcsync(sim_runtime, simulator, monkeypatch, capsys):
-    for name, value in simulator_app_settings(simulator, sim_runtime.settings.storage_connection).items():
+    for name, value in simulator_app_settings(simulator, sim_runtime.settings.storage.connection_string).items():
         monkeypatch.setenv(name, value)
     outcome = register_and_consent(sim_runtime, simulator, PROVIDER_ID)
     assert outcome.succeeded, outcome.message

@@ -59,7 +59,7 @@ def svc(rt):
 
 
 def queued(runtime) -> list[dict]:
-    client = QueueClient.from_connection_string(runtime.settings.storage_connection, IMPORT_INVOICE_QUEUE,
+    client = QueueClient.from_connection_string(runtime.settings.storage.connection_string, IMPORT_INVOICE_QUEUE,
                                                 message_decode_policy=TextBase64DecodePolicy())
     return [json.loads(m.content) for m in client.receive_messages(max_messages=32, visibility_timeout=60)]
 

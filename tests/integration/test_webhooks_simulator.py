@@ -51,7 +51,7 @@ def pcsync_endpoint(runtime, handler):
 
 
 def queued(runtime, queue: str) -> list[dict]:
-    client = QueueClient.from_connection_string(runtime.settings.storage_connection, queue,
+    client = QueueClient.from_connection_string(runtime.settings.storage.connection_string, queue,
                                                 message_decode_policy=TextBase64DecodePolicy())
     try:
         return [json.loads(m.content) for m in client.peek_messages(max_messages=32)]

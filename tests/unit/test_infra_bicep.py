@@ -97,10 +97,10 @@ def test_storage_is_locked_down(parsed):
     assert props["supportsHttpsTrafficOnly"] is True
     assert props["minimumTlsVersion"] == "TLS1_2"
     assert props["allowBlobPublicAccess"] is False
-    # off unless PCSYNC_STORAGE still needs the connection string (main.bicep: !identityBasedStorage)
+    # off by default: PCSYNC_STORAGE is identity-based unless identityBasedStorage=false
     assert props["allowSharedKeyAccess"] == "allowSharedKeyAccess"
     main = parsed["main.bicep"]
-    assert main["parameters"]["identityBasedStorage"]["default"] is False
+    assert main["parameters"]["identityBasedStorage"]["default"] is True
     storage_params = main["modules"]["storage"]["config"]["params"]
     assert storage_params["allowSharedKeyAccess"]["operator"]["type"] == "not"
 
@@ -154,14 +154,50 @@ def test_every_pcsync_setting_of_the_sample_is_set_in_azure(parsed):
     names = app_setting_names(parsed)
     missing = [n for n in sorted(wanted) if n not in names and f"{n}__accountName" not in names]
     assert not missing, f"app settings missing from infra/modules/functionapp.bicep: {missing}"
-    # both PCSYNC_STORAGE forms exist: Key Vault reference (default) and identity-based
+    # both PCSYNC_STORAGE forms exist: identity-based (default) and the Key Vault reference
     assert {"PCSYNC_STORAGE", "PCSYNC_STORAGE__accountName", "AzureWebJobsStorage__accountName"} <= names
     # Flex Consumption refuses FUNCTIONS_WORKER_RUNTIME; the simulator CA never goes to Azure
     assert "FUNCTIONS_WORKER_RUNTIME" not in names and "PCSYNC_CA_BUNDLE" not in names
     assert "AZURE_CLIENT_SECRET" not in names and "AZURE_CLIENT_ID" in names
 
 
+def setting_list(parsed, variable: str) -> dict[str, Any]:
+    return {n["name"]: n["value"] for n in parsed["modules/functionapp.bicep"]["variables"][variable]["value"]}
+
+
+def test_pcsync_storage_is_identity_based_by_default(parsed):
+    """The default path: the user-assigned identity reaches our tables and queues (and the queue
+    triggers) through the names shared/settings.py and the Functions host both read."""
+    assert setting_list(parsed, "identityStorageSettings") == {
+        "PCSYNC_STORAGE__accountName": "storageAccountName",
+        "PCSYNC_STORAGE__credential": "managedidentity",
+        "PCSYNC_STORAGE__clientId": "identityClientId",
+    }
+    site = one(parsed, "Microsoft.Web/sites")
+    chosen = site["properties"]["siteConfig"]["appSettings"]["function"]["parameters"]["arg_2"]["operator"]
+    assert chosen["type"] == "conditional"
+    assert chosen["operands"] == {"condition": "identityBasedStorage", "true_value": "identityStorageSettings",
+                                  "false_value": "keyVaultStorageSettings"}
+    # the connection-string secret is written only on the non-default path
+    keyvault = parsed["main.bicep"]["modules"]["keyVault"]["config"]["params"]
+    assert keyvault["storeStorageConnection"]["operator"]["type"] == "not"
+    secret = parsed["modules/keyvault.bicep"]["resources"]["storageConnection"]["config"]
+    assert secret["condition"] == "storeStorageConnection"
+
+
+def test_identity_settings_parse_as_the_app_reads_them(parsed):
+    """What infra sets is accepted by Settings (with placeholder values for the parameters)."""
+    from shared.settings import Settings
+
+    values = {"storageAccountName": "stpcsyncabc123", "identityClientId": "0b6b7a3c-0000-4000-8000-000000000001"}
+    env = {name: values.get(value, value) for name, value in setting_list(parsed, "identityStorageSettings").items()}
+    storage = Settings.from_environment(env).storage
+    assert storage.managed_identity and storage.client_id == values["identityClientId"]
+    assert storage.table_service_uri == "https://stpcsyncabc123.table.core.windows.net"
+
+
 def test_pcsync_storage_key_vault_reference(parsed):
+    """The non-default path (identityBasedStorage=false)."""
     doc = parsed["modules/functionapp.bicep"]
     [setting] = [n for n in walk(doc["variables"]) if isinstance(n, dict) and n.get("name") == "PCSYNC_STORAGE"]
     assert setting["value"].startswith("@Microsoft.KeyVault(VaultName=")
