@@ -33,11 +33,14 @@ param authorityHost string = 'https://login.microsoftonline.com'
 @description('Microsoft Graph base URL (PCSYNC_GRAPH_URL).')
 param graphUrl string = 'https://graph.microsoft.com'
 
-@description('Partner Center call budget per partner tenant and worker process (PCSYNC_CALLS_PER_MINUTE).')
+@description('Partner Center call budget per partner tenant (PCSYNC_CALLS_PER_MINUTE); shared by all instances unless sharedCallBudget is false.')
 param callsPerMinute int = 450
 
 @description('Call budget per partner+customer (PCSYNC_CUSTOMER_CALLS_PER_MINUTE); empty = same as the partner budget.')
 param customerCallsPerMinute string = ''
+
+@description('Share the call budget between instances through table callbudget (PCSYNC_SHARED_BUDGET).')
+param sharedCallBudget bool = true
 
 @description('NCRONTAB schedule of the customers sync (PCSYNC_SCHEDULE_CUSTOMERS), UTC.')
 param scheduleCustomers string = '0 0 */4 * * *'
@@ -147,6 +150,7 @@ module functionApp 'modules/functionapp.bicep' = {
     graphUrl: graphUrl
     callsPerMinute: callsPerMinute
     customerCallsPerMinute: customerCallsPerMinute
+    sharedCallBudget: sharedCallBudget
     scheduleCustomers: scheduleCustomers
     scheduleInvoices: scheduleInvoices
     webhookCertificateHosts: webhookCertificateHosts

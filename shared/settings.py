@@ -174,6 +174,9 @@ class Settings:
     webhook_certificate_hosts: tuple[str, ...] = DEFAULT_WEBHOOK_CERTIFICATE_HOSTS
     calls_per_minute: int = 450
     customer_calls_per_minute: int | None = None
+    # Share the partner-tenant budget between worker processes through table `callbudget`
+    # (shared/call_budget.py); off = each process keeps its own budget.
+    shared_budget: bool = True
     schedules: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_SCHEDULES))
 
     @classmethod
@@ -205,8 +208,17 @@ class Settings:
                 raise SettingsError(f"{name} must be a whole number of calls per minute, got {raw!r}")
             return int(raw)
 
+        def flag(name: str, default: bool) -> bool:
+            raw = text(name).lower()
+            if not raw:
+                return default
+            if raw not in ("true", "false"):
+                raise SettingsError(f"{name} must be true or false, got {raw!r}")
+            return raw == "true"
+
         return cls(
             storage=storage,
+            shared_budget=flag("PCSYNC_SHARED_BUDGET", True),
             calls_per_minute=positive_int("PCSYNC_CALLS_PER_MINUTE", 450),
             webhook_certificate_hosts=tuple(
                 h.strip().lower() for h in text("PCSYNC_WEBHOOK_CERTIFICATE_HOSTS").split(",") if h.strip()

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 
+from shared.call_budget import CALL_BUDGET_TABLE, SharedCallBudget
 from shared.errors import ConsentRequired
 from shared.logging import get_logger
 from shared.partner_center import (
@@ -309,7 +310,11 @@ class ProviderOutcome:
 
 class SyncService:
     """Runs streams for providers. One per process (see :func:`service_for`): it keeps one
-    Partner Center client, and so one call budget and one connection pool, per partner tenant."""
+    Partner Center client, and so one call budget and one connection pool, per partner tenant.
+
+    With ``shared_budget`` (the default for a runtime, ``PCSYNC_SHARED_BUDGET``) the partner-tenant
+    budget is shared with the other worker processes through table ``callbudget``
+    (:class:`~shared.call_budget.SharedCallBudget`); the per-customer budget stays in-process."""
 
     def __init__(
         self,
@@ -323,6 +328,7 @@ class SyncService:
         runtime: Any = None,
         calls_per_minute: int = DEFAULT_CALLS_PER_MINUTE,
         customer_calls_per_minute: int | None = None,
+        shared_budget: bool = False,
         client_options: Mapping[str, Any] | None = None,
     ):
         self.tables = tables
@@ -334,9 +340,10 @@ class SyncService:
         self._token_sources = token_sources
         self.calls_per_minute = calls_per_minute
         self.customer_calls_per_minute = customer_calls_per_minute
+        self.shared_budget = shared_budget
         self.client_options = dict(client_options or {})
         self._clients: dict[str, tuple[str, PartnerCenterClient]] = {}
-        self._budgets: dict[str, CallBudget] = {}
+        self._budgets: dict[str, CallBudget | SharedCallBudget] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -351,19 +358,28 @@ class SyncService:
             "runtime": runtime,
             "calls_per_minute": settings.calls_per_minute,
             "customer_calls_per_minute": settings.customer_calls_per_minute,
+            "shared_budget": settings.shared_budget,
         }
         options.update(overrides)
         return cls(**options)
 
     # -- clients and budgets -----------------------------------------------------------------
 
-    def budget_for(self, tenant_id: str) -> CallBudget:
+    def budget_for(self, tenant_id: str) -> CallBudget | SharedCallBudget:
+        """The tenant's call budget, one per process: in-process only, or (``shared_budget``)
+        the in-process one plus leases from table ``callbudget`` shared with other processes."""
         with self._lock:
             budget = self._budgets.get(tenant_id)
             if budget is None:
-                budget = self._budgets[tenant_id] = CallBudget(
-                    partner_limit=self.calls_per_minute, customer_limit=self.customer_calls_per_minute
-                )
+                local = CallBudget(partner_limit=self.calls_per_minute, customer_limit=self.customer_calls_per_minute)
+                if self.shared_budget:
+                    tables = self.tables
+                    # the table is created on first lease, under the budget's storage-failure fallback
+                    budget = SharedCallBudget(lambda: tables.table(CALL_BUDGET_TABLE).client, tenant_id.lower(),
+                                              limit=self.calls_per_minute, local=local)
+                else:
+                    budget = local
+                self._budgets[tenant_id] = budget
             return budget
 
     def token_source_for(self, provider: ProviderConnection) -> TokenSource:

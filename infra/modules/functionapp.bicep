@@ -25,6 +25,7 @@ param authorityHost string
 param graphUrl string
 param callsPerMinute int
 param customerCallsPerMinute string
+param sharedCallBudget bool
 param scheduleCustomers string
 param scheduleInvoices string
 param webhookCertificateHosts string
@@ -76,6 +77,7 @@ var pcsyncSettings = [
   { name: 'PCSYNC_GRAPH_URL', value: graphUrl }
   { name: 'PCSYNC_CALLS_PER_MINUTE', value: string(callsPerMinute) }
   { name: 'PCSYNC_CUSTOMER_CALLS_PER_MINUTE', value: customerCallsPerMinute }
+  { name: 'PCSYNC_SHARED_BUDGET', value: sharedCallBudget ? 'true' : 'false' }
   { name: 'PCSYNC_SCHEDULE_CUSTOMERS', value: scheduleCustomers }
   { name: 'PCSYNC_SCHEDULE_INVOICES', value: scheduleInvoices }
   { name: 'PCSYNC_WEBHOOK_CERTIFICATE_HOSTS', value: webhookCertificateHosts }

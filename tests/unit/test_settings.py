@@ -44,6 +44,14 @@ def test_call_budget_settings():
         Settings.from_environment({"PCSYNC_STORAGE": "x", "PCSYNC_CUSTOMER_CALLS_PER_MINUTE": "-5"})
 
 
+def test_shared_budget_setting():
+    assert Settings.from_environment({"PCSYNC_STORAGE": "x"}).shared_budget is True
+    assert Settings.from_environment({"PCSYNC_STORAGE": "x", "PCSYNC_SHARED_BUDGET": "False"}).shared_budget is False
+    assert Settings.from_environment({"PCSYNC_STORAGE": "x", "PCSYNC_SHARED_BUDGET": "true"}).shared_budget is True
+    with pytest.raises(SettingsError, match="PCSYNC_SHARED_BUDGET"):
+        Settings.from_environment({"PCSYNC_STORAGE": "x", "PCSYNC_SHARED_BUDGET": "yes"})
+
+
 # -- PCSYNC_STORAGE: connection string or identity-based ---------------------------------------
 
 ACCOUNT = {"PCSYNC_STORAGE__accountName": "stpcsyncabc123"}
