@@ -510,21 +510,11 @@ class SyncService:
         return outcome
 
     def sync_all_providers(self, *, correlation_id: str | None = None) -> list[ProviderOutcome]:
-        """The customers timer: every enabled provider with active consent; one failing
-        provider never stops the others."""
-        outcomes = []
-        for provider in self.providers.list_providers(enabled_only=True):
-            if provider.consent_status != "active":
-                log.info("provider %s skipped: consent is %s", provider.id, provider.consent_status,
-                         extra={"provider_id": provider.id})
-                outcomes.append(ProviderOutcome(provider.id, "skipped", error=f"consent {provider.consent_status}"))
-                continue
-            try:
-                outcomes.append(self.sync_provider_customers(provider, correlation_id=correlation_id))
-            except Exception as exc:  # noqa: BLE001 - isolate providers from each other
-                log.exception("customers sync crashed for provider %s", provider.id, extra={"provider_id": provider.id})
-                outcomes.append(ProviderOutcome(provider.id, OUTCOME_FAILED, error=f"{type(exc).__name__}: {exc}"))
-        return outcomes
+        """The customers timer: every enabled provider with active consent."""
+        return for_each_active_provider(
+            self.providers, lambda p: self.sync_provider_customers(p, correlation_id=correlation_id),
+            ProviderOutcome, "customers sync",
+        )
 
     def sync_provider_now(
         self,
@@ -616,6 +606,25 @@ def run_customer_message(runtime: Any, body: bytes | str) -> list[RunResult]:
     return service_for(runtime).handle_customer_message(message)
 
 
+def for_each_active_provider(providers: Any, work: Callable[[ProviderConnection], Any],
+                             outcome_type: Callable[..., Any], what: str) -> list[Any]:
+    """Run a timer's work for every enabled provider with active consent. A provider without
+    consent is skipped and one that fails is recorded, so neither stops the others."""
+    outcomes = []
+    for provider in providers.list_providers(enabled_only=True):
+        if provider.consent_status != "active":
+            log.info("provider %s skipped: consent is %s", provider.id, provider.consent_status,
+                     extra={"provider_id": provider.id})
+            outcomes.append(outcome_type(provider.id, "skipped", error=f"consent {provider.consent_status}"))
+            continue
+        try:
+            outcomes.append(work(provider))
+        except Exception as exc:  # noqa: BLE001 - isolate providers from each other
+            log.exception("%s crashed for provider %s", what, provider.id, extra={"provider_id": provider.id})
+            outcomes.append(outcome_type(provider.id, OUTCOME_FAILED, error=f"{type(exc).__name__}: {exc}"))
+    return outcomes
+
+
 def stream_names() -> list[str]:
     return list(STREAMS)
 
@@ -632,6 +641,6 @@ def summarize(results: Iterable[RunResult]) -> dict[str, Any]:
 
 
 __all__ = [
-    "InvalidMessage", "CustomerMessage", "ProviderOutcome", "RunResult", "SyncService", "parse_customer_message",
+    "InvalidMessage", "CustomerMessage", "ProviderOutcome", "for_each_active_provider", "RunResult", "SyncService", "parse_customer_message",
     "run_customer_message", "run_customers_timer", "service_for", "summarize", "sync_stream", "tombstone_rows",
 ]

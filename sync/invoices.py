@@ -303,20 +303,11 @@ class InvoiceService:
         return outcome
 
     def sync_all_providers(self, *, correlation_id: str | None = None) -> list[InvoicesOutcome]:
-        """The invoices timer: every enabled provider with active consent, isolated from each other."""
-        outcomes = []
-        for provider in self.sync.providers.list_providers(enabled_only=True):
-            if provider.consent_status != "active":
-                log.info("provider %s skipped: consent is %s", provider.id, provider.consent_status,
-                         extra={"provider_id": provider.id})
-                outcomes.append(InvoicesOutcome(provider.id, "skipped", error=f"consent {provider.consent_status}"))
-                continue
-            try:
-                outcomes.append(self.sync_provider_invoices(provider, correlation_id=correlation_id))
-            except Exception as exc:  # noqa: BLE001 - isolate providers from each other
-                log.exception("invoices sync crashed for provider %s", provider.id, extra={"provider_id": provider.id})
-                outcomes.append(InvoicesOutcome(provider.id, OUTCOME_FAILED, error=f"{type(exc).__name__}: {exc}"))
-        return outcomes
+        """The invoices timer: every enabled provider with active consent."""
+        return engine.for_each_active_provider(
+            self.sync.providers, lambda p: self.sync_provider_invoices(p, correlation_id=correlation_id),
+            InvoicesOutcome, "invoices sync",
+        )
 
     # -- import --------------------------------------------------------------------------------
 
