@@ -13,8 +13,8 @@ log = get_logger(__name__)
 # Tables holding synced data per provider. Their partition keys are the provider id, or start
 # with "<provider id>|" for per-customer partitions, so a purge can find them by range.
 PROVIDER_DATA_TABLES = (
-    "customers", "subscriptions", "agreements", "invoices", "invoicelineitems", "usage",
-    "syncruns", "writebackops",
+    "customers", "subscriptions", "agreements", "invoices", "invoicelineitems",
+    "syncruns", "writebackops", "webhookevents",
 )
 # Consent flows (auth/consent.py: ConsentFlowStore) are one partition keyed by state, with the
 # provider in a column. Named here rather than imported: admin does not depend on auth.
