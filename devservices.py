@@ -164,6 +164,25 @@ def simulator_app_settings(sim, storage_connection: str) -> dict[str, str]:
     }
 
 
+def build_simulator_runtime(sim, storage_connection: str, *, storage_options: dict | None = None, **overrides: str):
+    """A Runtime over the given storage and the simulator's app settings, authenticating to the
+    simulated Key Vault as the app, with the app's client secret stored there (as a partner
+    would store it in theirs). ``overrides`` replace app settings by name."""
+    from azure.identity import ClientSecretCredential
+
+    from shared.runtime import Runtime
+    from shared.settings import Settings
+
+    settings = Settings.from_environment(simulator_app_settings(sim, storage_connection) | overrides)
+    credential = ClientSecretCredential(
+        sim.tenant_id, sim.client_id, sim.client_secret, authority=sim.authority_host,
+        disable_instance_discovery=True, connection_verify=sim.ca_bundle,
+    )
+    runtime = Runtime.from_settings(settings, credential=credential, storage_options=storage_options)
+    runtime.secrets.set_secret(settings.client_secret_name, sim.client_secret)
+    return runtime
+
+
 def register_and_consent(runtime, sim, provider_id: str, *, name: str = "Simulated partner", mfa: bool | str = True):
     """Run the real consent flow for a provider (created for the simulator's partner tenant when it
     does not exist yet), answering the simulator's sign-in page as the integration user.

@@ -127,25 +127,18 @@ def main(argv: list[str] | None = None) -> int:
     lines = args.lines or (40_000 if args.quick else 200_000)
     azurite_lines = args.azurite_lines if args.azurite_lines is not None else (2_000 if args.quick else 5_000)
 
-    from azure.identity import ClientSecretCredential
 
-    from devservices import register_and_consent, running_azurite
-    from shared.runtime import Runtime, set_runtime
+    from devservices import build_simulator_runtime, register_and_consent, running_azurite
+    from shared.runtime import set_runtime
     from simulator.testing import start_simulator_process
     from sync.engine import SyncService
     from sync.invoices import InvoiceService
-    from tests.support import simulator_settings
 
     sim = start_simulator_process(customers=50, invoices=1, line_items_per_invoice=10, rate_limit_per_minute=1_000_000,
                                   export_running_polls=1, export_retry_after_seconds=0)
     try:
         with running_azurite() as storage:
-            settings = simulator_settings(sim, storage)
-            credential = ClientSecretCredential(sim.tenant_id, sim.client_id, sim.client_secret,
-                                                authority=sim.authority_host, disable_instance_discovery=True,
-                                                connection_verify=sim.ca_bundle)
-            runtime = Runtime.from_settings(settings, credential=credential)
-            runtime.secrets.set_secret(settings.client_secret_name, sim.client_secret)
+            runtime = build_simulator_runtime(sim, storage)
             set_runtime(runtime)
             outcome = register_and_consent(runtime, sim, PROVIDER_ID, name="Benchmark partner")
             if not outcome.succeeded:

@@ -43,25 +43,18 @@ def main(argv: list[str] | None = None) -> int:
     customers, subs, rate = (200, 5, 1000) if args.quick else (1000, 5, 2000)
     budget = int(rate * 0.9)  # the client keeps 10% below the service's limit
 
-    from azure.identity import ClientSecretCredential
 
-    from devservices import running_azurite
-    from shared.runtime import Runtime, set_runtime
+    from devservices import build_simulator_runtime, running_azurite
+    from shared.runtime import set_runtime
     from simulator.testing import start_simulator_process
     from sync.engine import SyncService, summarize
-    from tests.support import simulator_settings
 
     sim = start_simulator_process(customers=customers, subscriptions_per_customer=subs, nce_fraction=0.5,
                                   rate_limit_per_minute=rate, latency_ms=args.latency_ms,
                                   latency_jitter_ms=args.latency_ms / 5)
     try:
         with running_azurite() as storage:
-            settings = simulator_settings(sim, storage)
-            credential = ClientSecretCredential(sim.tenant_id, sim.client_id, sim.client_secret,
-                                                authority=sim.authority_host, disable_instance_discovery=True,
-                                                connection_verify=sim.ca_bundle)
-            runtime = Runtime.from_settings(settings, credential=credential)
-            runtime.secrets.set_secret(settings.client_secret_name, sim.client_secret)
+            runtime = build_simulator_runtime(sim, storage)
             set_runtime(runtime)
             consent(runtime, sim)
             provider = runtime.providers.get_provider(PROVIDER_ID)

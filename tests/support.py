@@ -33,18 +33,11 @@ def simulator_runtime(sim, storage_connection: str):
     """Yield a Runtime wired to the simulator and the given storage, installed as the process
     runtime, with the app's client secret in the simulated Key Vault and no faults injected.
     For fixtures: ``yield from simulator_runtime(sim, storage)``."""
-    from azure.identity import ClientSecretCredential
-
-    from shared.runtime import Runtime, set_runtime
+    from devservices import build_simulator_runtime
+    from shared.runtime import set_runtime
 
     sim.control.set_faults(fault_5xx=0, fault_429=0, fault_reset=0, fault_truncate=0, latency_ms=0, write_202=0)
-    settings = simulator_settings(sim, storage_connection)
-    credential = ClientSecretCredential(
-        sim.tenant_id, sim.client_id, sim.client_secret, authority=sim.authority_host,
-        disable_instance_discovery=True, connection_verify=sim.ca_bundle,
-    )
-    runtime = Runtime.from_settings(settings, credential=credential, storage_options=STORAGE_TEST_OPTIONS)
-    runtime.secrets.set_secret(settings.client_secret_name, sim.client_secret)
+    runtime = build_simulator_runtime(sim, storage_connection, storage_options=STORAGE_TEST_OPTIONS)
     set_runtime(runtime)
     try:
         yield runtime

@@ -151,20 +151,27 @@ def capture_server(respond: Callable[[Delivery], tuple[int, bytes]] | None = Non
 
 
 def webhook_runtime(sim, storage):
-    """A Runtime on clean Azurite and the simulator that accepts the simulator's certificate host,
-    with the app's client secret in the simulated Key Vault."""
-    from azure.identity import ClientSecretCredential
+    """A Runtime on clean Azurite and the simulator (whose app settings already allow its own
+    certificate host), with the app's client secret in the simulated Key Vault."""
+    from devservices import build_simulator_runtime
+    from tests.support import STORAGE_TEST_OPTIONS
 
-    from shared.runtime import Runtime
-    from tests.support import STORAGE_TEST_OPTIONS, simulator_settings
+    return build_simulator_runtime(sim, storage, storage_options=STORAGE_TEST_OPTIONS)
 
-    settings = simulator_settings(sim, storage, PCSYNC_WEBHOOK_CERTIFICATE_HOSTS=f"127.0.0.1:{sim.port}")
-    credential = ClientSecretCredential(sim.tenant_id, sim.client_id, sim.client_secret,
-                                        authority=sim.authority_host, disable_instance_discovery=True,
-                                        connection_verify=sim.ca_bundle)
-    runtime = Runtime.from_settings(settings, credential=credential, storage_options=STORAGE_TEST_OPTIONS)
-    runtime.secrets.set_secret(settings.client_secret_name, sim.client_secret)
-    return runtime
+
+def consented_webhook_runtime(sim, storage, provider_id: str):
+    """For fixtures (``yield from``): the webhook runtime, installed, with a consented provider."""
+    from devservices import register_and_consent
+    from shared.runtime import set_runtime
+
+    runtime = webhook_runtime(sim, storage)
+    set_runtime(runtime)
+    outcome = register_and_consent(runtime, sim, provider_id, name="Webhook partner")
+    assert outcome.succeeded, outcome.message
+    try:
+        yield runtime
+    finally:
+        set_runtime(None)
 
 
 def http_request(delivery: Delivery, *, provider: str | None = None, body: bytes | None = None):

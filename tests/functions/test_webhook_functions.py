@@ -7,11 +7,9 @@ import json
 import azure.functions as func
 import pytest
 
-from devservices import register_and_consent
-from shared.runtime import set_runtime
 from sync import webhook_functions
 from sync.webhook_commands import register_webhook
-from tests.webhook_helpers import capture_server, http_request, webhook_runtime
+from tests.webhook_helpers import capture_server, consented_webhook_runtime, http_request
 
 pytestmark = pytest.mark.integration
 
@@ -32,12 +30,7 @@ def handler(functions):
 
 @pytest.fixture
 def runtime(storage, simulator):
-    rt = webhook_runtime(simulator, storage)
-    set_runtime(rt)
-    outcome = register_and_consent(rt, simulator, PROVIDER_ID, name="Webhook partner")
-    assert outcome.succeeded, outcome.message
-    yield rt
-    set_runtime(None)
+    yield from consented_webhook_runtime(simulator, storage, PROVIDER_ID)
 
 
 @pytest.fixture

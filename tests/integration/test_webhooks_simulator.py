@@ -9,13 +9,11 @@ import azure.functions as func
 import pytest
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
-from devservices import register_and_consent
-from shared.runtime import set_runtime
 from shared.tables import escape_key
 from sync import webhook_functions
 from sync.webhook_commands import register, register_webhook
 from sync.webhooks import WEBHOOK_EVENTS_TABLE
-from tests.webhook_helpers import capture_server, http_request, webhook_runtime
+from tests.webhook_helpers import capture_server, consented_webhook_runtime, http_request
 
 pytestmark = pytest.mark.integration
 
@@ -31,12 +29,7 @@ def handler():
 
 @pytest.fixture
 def runtime(storage, simulator):
-    rt = webhook_runtime(simulator, storage)
-    set_runtime(rt)
-    outcome = register_and_consent(rt, simulator, PROVIDER_ID, name="Webhook partner")
-    assert outcome.succeeded, outcome.message
-    yield rt
-    set_runtime(None)
+    yield from consented_webhook_runtime(simulator, storage, PROVIDER_ID)
 
 
 @pytest.fixture
