@@ -54,7 +54,7 @@ def print_json(data: Any) -> None:
 
 
 def provider_set(args: argparse.Namespace, runtime) -> int:
-    from admin import providers_service
+    from admin import providers as providers_service
 
     existing = runtime.providers.find_provider(args.id)
     body: dict[str, Any] = {}
@@ -82,7 +82,7 @@ def provider_list(args: argparse.Namespace, runtime) -> int:
 
 
 def provider_disable(args: argparse.Namespace, runtime) -> int:
-    from admin import providers_service
+    from admin import providers as providers_service
 
     secrets = providers_service.refresh_token_store(runtime) if args.purge else None
     print_json(providers_service.remove_provider(runtime.tables, args.id, purge=args.purge, secrets=secrets))
@@ -124,7 +124,7 @@ def _register_provider_commands(subparsers) -> None:
 def _optional_registrars() -> list[Callable]:
     """Command groups of the other layers; each module exposes register(subparsers)."""
     registrars = []
-    for module_name in ("auth.commands", "sync.commands", "sync.writeback_commands", "sync.webhook_commands"):
+    for module_name in ("auth.cli", "sync.cli", "sync.writeback.cli", "sync.webhooks.cli"):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as exc:

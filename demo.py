@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"app client secret stored in Key Vault as {runtime.settings.client_secret_name!r}")
 
         step("Provider connection")
-        from admin import providers_service
+        from admin import providers as providers_service
 
         provider, _ = providers_service.put_provider(runtime.providers, PROVIDER_ID, {
             "name": "Microsoft US Partner Center",
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  stored: {summary['synced']}")
 
         step("Invoices: list, then import one new-commerce invoice (Graph billing export) and reconcile it")
-        from sync.invoices import invoice_service_for
+        from sync.invoices.service import invoice_service_for
 
         invoices = invoice_service_for(runtime)
         listed = invoices.sync_provider_invoices(provider, enqueue=False)
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
         step("Write-back: one subscription's quantity + 1 (validated, logged, applied with its etag)")
         from shared.tables import escape_key
-        from sync import writeback
+        from sync.writeback import service as writeback
 
         customer_id = next(iter(service.live_customer_ids(PROVIDER_ID)))
         target = next(r for r in runtime.tables.table("subscriptions").list_entities(

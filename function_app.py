@@ -5,12 +5,12 @@ invocation (shared/runtime.py).
 """
 import azure.functions as func
 
-from admin import http as admin_http
-from auth import http as auth_http
+from admin import functions as admin_http
+from auth import functions as auth_http
 from sync import queues as sync_queues
-from sync import timers as sync_timers
-from sync import webhook_functions as sync_webhooks
-from sync import writeback_functions as sync_writebacks
+from sync import functions as sync_timers
+from sync.webhooks import functions as sync_webhooks
+from sync.writeback import functions as sync_writebacks
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(admin_http.bp)

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     from shared.runtime import set_runtime
     from simulator.testing import start_simulator_process
     from sync.engine import SyncService
-    from sync.invoices import InvoiceService
+    from sync.invoices.service import InvoiceService
 
     sim = start_simulator_process(customers=50, invoices=1, line_items_per_invoice=10, rate_limit_per_minute=1_000_000,
                                   export_running_polls=1, export_retry_after_seconds=0)

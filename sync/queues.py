@@ -7,7 +7,8 @@ from shared.logging import get_logger
 from shared.runtime import get_runtime
 from shared.settings import STORAGE_SETTING
 
-from . import engine, invoices
+from . import engine
+from .invoices import service as invoices
 
 log = get_logger(__name__)
 

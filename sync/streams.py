@@ -246,7 +246,7 @@ def _invoice_kind(item: Mapping[str, Any]) -> str:
 
 # Invoices: one partition per provider (a few dozen rows a year). The reconciliation summary
 # (recon_* columns) and the import bookkeeping (import_hash) are merged into these rows by
-# sync/invoices.py; they are not part of the content hash.
+# sync/invoices/; they are not part of the content hash.
 INVOICES = Stream(
     name="invoices",
     table="invoices",

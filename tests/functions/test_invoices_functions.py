@@ -9,7 +9,7 @@ from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
 from devservices import register_and_consent
-from sync.reconciliation import line_partition_key
+from sync.invoices.reconciliation import line_partition_key
 
 pytestmark = pytest.mark.integration
 

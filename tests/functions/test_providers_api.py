@@ -113,7 +113,7 @@ class FailingSecrets:
 
 @pytest.mark.parametrize("status", [502, 503])
 def test_a_key_vault_failure_stops_the_purge_before_any_row_is_deleted(call, runtime, monkeypatch, status):
-    from admin import providers_service
+    from admin import providers as providers_service
 
     call("PUT", "p1", VALID)
     _seed_provider_rows(runtime, "p1")
@@ -132,7 +132,7 @@ def test_purge_deletes_only_that_providers_consent_flows(call, runtime):
     from auth import consent
 
     # the column names admin uses to find flows are the ones auth writes
-    from admin import providers_service
+    from admin import providers as providers_service
     assert providers_service.CONSENT_FLOWS_TABLE == consent.CONSENT_FLOWS_TABLE
     assert providers_service.CONSENT_FLOW_PARTITION == consent.FLOW_PARTITION
     for provider_id in ("p1", "p2"):

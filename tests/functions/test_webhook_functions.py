@@ -7,9 +7,9 @@ import json
 import azure.functions as func
 import pytest
 
-from sync import webhook_functions
-from sync.webhook_commands import register_webhook
-from tests.webhook_helpers import capture_server, consented_webhook_runtime, http_request
+from sync.webhooks import functions as webhook_functions
+from sync.webhooks.cli import register_webhook
+from tests.fakes.webhooks import capture_server, consented_webhook_runtime, http_request
 
 pytestmark = pytest.mark.integration
 

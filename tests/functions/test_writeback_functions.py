@@ -24,7 +24,7 @@ PROVIDER_ID = "wbfn-partner"
 
 @pytest.fixture(scope="session")
 def functions():
-    from sync.writeback_functions import bp
+    from sync.writeback.functions import bp
 
     app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
     app.register_functions(bp)

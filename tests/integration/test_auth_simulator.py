@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import pytest
 
 from auth.consent import CONSENT_FLOWS_TABLE, ConsentService
-from auth.testing import ManualClock
+from tests.fakes.auth import ManualClock
 from auth.tokens import forget_token_provider, token_provider_for
 from auth.verify import VerifyService
 from shared.errors import ConsentRequired

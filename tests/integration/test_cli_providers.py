@@ -60,7 +60,7 @@ def test_disable_purge_says_whether_the_refresh_token_was_deleted(pcsync, monkey
 
 
 def test_a_key_vault_failure_is_a_clear_cli_error(pcsync, monkeypatch):
-    from admin import providers_service
+    from admin import providers as providers_service
     from shared.secrets import SecretStoreError
 
     class Unreachable:

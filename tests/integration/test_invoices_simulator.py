@@ -16,8 +16,8 @@ from devservices import register_and_consent
 from shared.partner_center import RetryPolicy
 from shared.tables import escape_key
 from sync.engine import SyncService
-from sync.invoices import IMPORT_INVOICE_QUEUE, OUTCOME_REJECTED, InvoiceService
-from sync.reconciliation import line_partition_key
+from sync.invoices.service import IMPORT_INVOICE_QUEUE, OUTCOME_REJECTED, InvoiceService
+from sync.invoices.reconciliation import line_partition_key
 from tests.support import simulator_runtime
 
 pytestmark = pytest.mark.integration

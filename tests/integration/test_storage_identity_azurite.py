@@ -11,7 +11,7 @@ from azure.storage.queue import QueueClient
 
 from shared.runtime import Runtime
 from shared.settings import Settings
-from sync.writeback import TableWritebackLog
+from sync.writeback.service import TableWritebackLog
 from tests.support import STORAGE_AUDIENCE, STORAGE_TEST_OPTIONS, StorageTokenCredential
 
 

@@ -10,10 +10,10 @@ import pytest
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
 from shared.tables import escape_key
-from sync import webhook_functions
-from sync.webhook_commands import register, register_webhook
-from sync.webhooks import WEBHOOK_EVENTS_TABLE
-from tests.webhook_helpers import capture_server, consented_webhook_runtime, http_request
+from sync.webhooks import functions as webhook_functions
+from sync.webhooks.cli import register, register_webhook
+from sync.webhooks.service import WEBHOOK_EVENTS_TABLE
+from tests.fakes.webhooks import capture_server, consented_webhook_runtime, http_request
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,9 @@ import pytest
 from devservices import register_and_consent
 from shared.partner_center import RetryPolicy
 from shared.tables import escape_key
-from sync import writeback
+from sync.writeback import service as writeback
 from sync.engine import SyncService, summarize
-from sync.writeback import ApplyFailed, WritebackService, parse_time
+from sync.writeback.service import ApplyFailed, WritebackService, parse_time
 from tests.support import simulator_runtime
 
 pytestmark = pytest.mark.integration
@@ -279,7 +279,7 @@ def test_poison_message_is_recorded_as_failed(rt, sim):
 
 
 def test_cli_applies_now_and_shows_the_record(world, capsys):
-    from sync.writeback_commands import register
+    from sync.writeback.cli import register
 
     import argparse
 

@@ -1,0 +1,42 @@
+"""HTTP blueprint for Partner Center webhook callbacks.
+
+``POST /api/webhooks/partner-center/{provider}`` uses FUNCTION auth: Partner Center cannot send
+an ``x-functions-key`` header, but it calls the registered URL as given, so the URL registered
+with ``pcsync webhook register`` carries the key as ``?code=<function key>``. The key keeps
+anonymous traffic (and certificate downloads it could trigger) away; the signature check is what
+proves the event came from Microsoft.
+
+The handler only decodes, calls the service and maps the outcome: 200 after the work is queued,
+400 malformed, 401 bad signature, 404 unknown or disabled provider, 413 too large, 503 when the
+work could not be queued (Partner Center delivers again). Every answer is JSON; no stack trace.
+"""
+from __future__ import annotations
+
+import azure.functions as func
+
+from shared.http import error_response, json_response
+from shared.logging import get_logger
+from shared.runtime import get_runtime
+
+from . import service as webhooks
+
+log = get_logger(__name__)
+
+bp = func.Blueprint()
+
+
+@bp.function_name("partner_center_webhook")
+@bp.route(route="webhooks/partner-center/{provider}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def partner_center_webhook(req: func.HttpRequest) -> func.HttpResponse:
+    provider_id = req.route_params.get("provider", "")
+    try:
+        receipt = webhooks.service_for(get_runtime()).receive(
+            provider_id, headers=dict(req.headers), body=req.get_body() or b"")
+        return json_response(receipt.to_json())
+    except webhooks.WebhookRejected as exc:
+        return error_response(exc.status, str(exc))
+    except webhooks.EnqueueFailed as exc:
+        return error_response(503, str(exc))
+    except Exception:  # the caller gets JSON, the log gets the trace
+        log.exception("partner center webhook for %s failed", provider_id, extra={"provider_id": provider_id})
+        return error_response(500, "internal error")

@@ -1,0 +1,113 @@
+"""`pcsync writeback ...` and `pcsync writeback-show ...`: the write-back service from the CLI.
+
+    pcsync writeback --provider P --customer C --subscription S --quantity 12
+    pcsync writeback --provider P --customer C --subscription S --suspend | --reactivate | --cancel
+    pcsync writeback --provider P --customer C --subscription S --auto-renew on|off
+    pcsync writeback --provider P --customer C --agreement --contact-first-name ... --contact-last-name ...
+                     --contact-email ... [--contact-phone ...] [--date-agreed 2024-05-01]
+    pcsync writeback-show KEY [--provider P]
+
+By default the change is applied now, in this process, and the final record is printed;
+``--queue`` puts it on queue ``writebacks`` for the function app instead. Exit codes: 0 succeeded
+(or queued), 1 rejected/failed/unconfirmed, 2 invalid request, 3 consent needed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from typing import Any
+
+from shared.errors import ValidationFailed
+
+from . import service as writeback
+
+
+def register(subparsers: Any) -> None:
+    cmd = subparsers.add_parser("writeback", help="change a subscription or confirm an agreement in Partner Center")
+    cmd.add_argument("--provider", required=True, help="provider id")
+    cmd.add_argument("--customer", required=True, help="customer tenant id")
+    cmd.add_argument("--subscription", help="subscription id (subscription changes)")
+    change = cmd.add_mutually_exclusive_group(required=True)
+    change.add_argument("--quantity", type=int, help="new quantity (new-commerce decreases only inside the window)")
+    change.add_argument("--suspend", action="store_true")
+    change.add_argument("--reactivate", action="store_true")
+    change.add_argument("--cancel", action="store_true", help="new-commerce only, inside the cancellation window")
+    change.add_argument("--auto-renew", choices=["on", "off"])
+    change.add_argument("--agreement", action="store_true",
+                        help="confirm the customer's acceptance of the Microsoft Customer Agreement")
+    cmd.add_argument("--contact-first-name")
+    cmd.add_argument("--contact-last-name")
+    cmd.add_argument("--contact-email")
+    cmd.add_argument("--contact-phone")
+    cmd.add_argument("--date-agreed", help="ISO date the customer accepted (default: now)")
+    cmd.add_argument("--key", help="idempotency key (default: a new one); the same key never applies twice")
+    cmd.add_argument("--queue", action="store_true", help="enqueue for the function app instead of applying now")
+    cmd.set_defaults(handler=writeback_command)
+
+    show = subparsers.add_parser("writeback-show", help="show a write-back record")
+    show.add_argument("key", help="idempotency key")
+    show.add_argument("--provider", help="provider id (only needed when two providers used the key)")
+    show.set_defaults(handler=writeback_show)
+
+
+def build_body(args: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {"idempotencyKey": args.key or f"cli-{uuid.uuid4()}", "provider": args.provider,
+                            "customer": args.customer, "requestedBy": "pcsync cli"}
+    if args.agreement:
+        body["operation"] = writeback.CONFIRM_AGREEMENT
+        contact = {"firstName": args.contact_first_name, "lastName": args.contact_last_name,
+                   "email": args.contact_email, "phoneNumber": args.contact_phone}
+        body["contact"] = {k: v for k, v in contact.items() if v is not None}
+        if args.date_agreed:
+            body["dateAgreed"] = args.date_agreed
+        if args.subscription:
+            body["subscription"] = args.subscription  # refused by validation with a clear message
+        return body
+    if args.subscription is not None:
+        body["subscription"] = args.subscription
+    if args.quantity is not None:
+        body.update(operation=writeback.QUANTITY, quantity=args.quantity)
+    elif args.suspend:
+        body["operation"] = writeback.SUSPEND
+    elif args.reactivate:
+        body["operation"] = writeback.REACTIVATE
+    elif args.cancel:
+        body["operation"] = writeback.CANCEL
+    else:
+        body.update(operation=writeback.AUTO_RENEW, autoRenewEnabled=args.auto_renew == "on")
+    return body
+
+
+def _exit_code(record: writeback.WritebackRecord) -> int:
+    if record.state in (writeback.SUCCEEDED, writeback.ACCEPTED):
+        return 0
+    if record.error_code == "consent":
+        return 3
+    return 1
+
+
+def writeback_command(args: argparse.Namespace, runtime: Any) -> int:
+    service = writeback.service_for(runtime)
+    body = build_body(args)
+    try:
+        if args.queue:
+            record = service.submit(body, source="cli").record
+        else:
+            record = service.run_now(body, source="cli")
+    except ValidationFailed as exc:
+        print("error: the write-back request is not valid:", file=sys.stderr)
+        for name, message in exc.problems.items():
+            print(f"  {name}: {message}", file=sys.stderr)
+        return 2
+    print(json.dumps(record.to_json(), indent=2, default=str))
+    print(f"write-back {record.idempotency_key}: {record.state}" + (f" ({record.reason})" if record.reason else ""),
+          file=sys.stderr)
+    return _exit_code(record)
+
+
+def writeback_show(args: argparse.Namespace, runtime: Any) -> int:
+    record = writeback.get_record(runtime, args.key, args.provider)
+    print(json.dumps(record.to_json(), indent=2, default=str))
+    return 0

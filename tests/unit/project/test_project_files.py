@@ -1,0 +1,64 @@
+"""The project's own files say what the foundation promises."""
+import json
+import pathlib
+import re
+import subprocess
+import sys
+import tomllib
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+
+
+def test_readme_opens_with_exactly_the_two_commands():
+    text = (ROOT / "README.md").read_text()
+    first_block = re.search(r"```(?:sh|bash)?\n(.*?)```", text, re.S).group(1)
+    commands = [line.split("#")[0].strip() for line in first_block.splitlines() if line.strip()]
+    assert commands == ["make demo", "make test"]
+    assert text.index("make demo") < 200
+
+
+def test_ci_runs_the_readme_test_command():
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_azurite_is_pinned_in_package_json_and_lockfile():
+    assert json.loads((ROOT / "package.json").read_text())["devDependencies"]["azurite"] == "3.35.0"
+    lock = json.loads((ROOT / "package-lock.json").read_text())
+    assert lock["packages"]["node_modules/azurite"]["version"] == "3.35.0"
+
+
+def test_requirements_txt_matches_the_runtime_dependencies():
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    listed = [line.strip() for line in (ROOT / "requirements.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")]
+    assert sorted(listed) == sorted(declared)
+
+
+def test_host_json_uses_bundle_v4_and_explicit_queue_settings():
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["version"] == "2.0"
+    assert host["extensionBundle"]["id"] == "Microsoft.Azure.Functions.ExtensionBundle"
+    assert host["extensionBundle"]["version"].startswith("[4.")
+    queues = host["extensions"]["queues"]
+    assert {"batchSize", "maxDequeueCount", "visibilityTimeout"} <= set(queues)
+    assert "functionTimeout" in host and "logLevel" in host["logging"]
+
+
+def test_importing_the_app_reads_no_settings_and_builds_no_client():
+    # an empty environment would make any import-time settings read or client construction fail
+    script = (
+        "import function_app, shared.runtime as r;"
+        "assert r._runtime is None;"
+        "print(len(function_app.app.get_functions()))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={"PATH": "/usr/bin:/bin"},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout.strip()) >= 2
+
+
+def test_local_settings_json_is_not_tracked():
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    if tracked:  # not a git checkout (e.g. an sdist): nothing to check
+        assert "local.settings.json" not in tracked
+        assert not [f for f in tracked if f.endswith((".pem", ".pfx", ".key"))]

@@ -1,0 +1,44 @@
+"""`pcsync writeback` argument handling (the service itself is tested elsewhere)."""
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from sync.writeback import cli as writeback_commands
+from sync.writeback.service import parse_request
+
+
+def parse(*argv):
+    parser = argparse.ArgumentParser(prog="pcsync")
+    writeback_commands.register(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(argv)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--quantity", "7"], {"operation": "subscription.quantity", "quantity": 7}),
+    (["--suspend"], {"operation": "subscription.suspend"}),
+    (["--reactivate"], {"operation": "subscription.reactivate"}),
+    (["--cancel"], {"operation": "subscription.cancel"}),
+    (["--auto-renew", "off"], {"operation": "subscription.autoRenew", "autoRenewEnabled": False}),
+])
+def test_subscription_changes_become_valid_requests(argv, expected):
+    args = parse("writeback", "--provider", "p1", "--customer", "c1", "--subscription", "s1", "--key", "k1", *argv)
+    body = writeback_commands.build_body(args)
+    assert {k: body[k] for k in expected} == expected and args.handler is writeback_commands.writeback_command
+    assert parse_request(body).idempotency_key == "k1"
+
+
+def test_agreement_confirmation_and_generated_key():
+    args = parse("writeback", "--provider", "p1", "--customer", "c1", "--agreement", "--contact-first-name", "Ada",
+                 "--contact-last-name", "Lovelace", "--contact-email", "ada@example.com", "--date-agreed", "2024-05-01")
+    request = parse_request(writeback_commands.build_body(args))
+    assert request.operation == "agreement.confirm" and request.idempotency_key.startswith("cli-")
+    assert request.contact == {"firstName": "Ada", "lastName": "Lovelace", "email": "ada@example.com"}
+
+
+def test_exactly_one_change_is_required():
+    with pytest.raises(SystemExit):
+        parse("writeback", "--provider", "p1", "--customer", "c1", "--subscription", "s1", "--suspend", "--reactivate")
+    show = parse("writeback-show", "k1", "--provider", "p1")
+    assert show.handler is writeback_commands.writeback_show

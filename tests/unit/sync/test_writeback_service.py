@@ -1,0 +1,350 @@
+"""Write-back service with fakes: validation, idempotency, local rules, conflicts, 202, failures."""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+from typing import Any
+
+import pytest
+
+from shared.errors import ConsentRequired, Conflict, NotFound, ValidationFailed
+from shared.partner_center import BadRequestError, ServiceError, WriteResponse
+from shared.providers import ProviderConnection
+from sync.writeback import service as wb
+from sync.writeback.service import WritebackService, decide, parse_request
+from tests.fakes.partner_center import FakeQueues, FakeTables
+
+NOW = dt.datetime(2025, 3, 10, 12, 0, tzinfo=dt.timezone.utc)
+NCE_OFFER = "CFQ7TTC0LH18:0001:CFQ7TTC0KDN3"
+
+
+def subscription(*, nce=True, quantity=10, status="active", window_days=3, auto_renew=True, refundable=None,
+                 version=1) -> dict[str, Any]:
+    sub = {"id": "s1", "offerId": NCE_OFFER if nce else "2828BE95-46BA-4F91-B2FD-0BEF192ECF60", "quantity": quantity,
+           "status": status, "autoRenewEnabled": auto_renew, "billingCycle": "monthly",
+           "attributes": {"etag": f"etag-{version}", "objectType": "Subscription"}}
+    if nce:
+        sub["cancellationAllowedUntilDate"] = (NOW + dt.timedelta(days=window_days)).isoformat().replace("+00:00", "Z")
+        if refundable is not None:
+            sub["refundableQuantity"] = {"totalQuantity": refundable, "details": []}
+    return sub
+
+
+def request(operation="subscription.quantity", key="k1", **params) -> wb.WritebackRequest:
+    body = {"idempotencyKey": key, "provider": "p1", "customer": "c1", "operation": operation, **params}
+    if operation != "agreement.confirm":
+        body.setdefault("subscription", "s1")
+    return parse_request(body, now=NOW)
+
+
+# -- validation -------------------------------------------------------------------------------
+
+
+def test_valid_request_is_normalised_and_keys_are_case_insensitive():
+    parsed = parse_request({"IdempotencyKey": "order-1", "PROVIDER": "p1", "customer": "c1",
+                            "operation": "subscription.autoRenew", "Subscription": "s1", "auto_renew_enabled": False,
+                            "requestedBy": "billing system"}, now=NOW)
+    assert (parsed.idempotency_key, parsed.auto_renew, parsed.requested_by) == ("order-1", False, "billing system")
+    agreement = request("agreement.confirm", contact={"firstName": "A", "lastName": "B", "email": "a@b.example"})
+    assert agreement.date_agreed == "2025-03-10T12:00:00Z" and agreement.subscription_id is None
+
+
+@pytest.mark.parametrize("body, expected", [
+    ("nope", {"body"}),
+    ({}, {"idempotencyKey", "provider", "customer", "operation"}),
+    ({"idempotencyKey": "k", "provider": "p1", "customer": "c1", "operation": "subscription.quantity"},
+     {"subscription", "quantity"}),
+    ({"idempotencyKey": "k", "provider": "p1", "customer": "c1", "operation": "subscription.quantity",
+      "subscription": "s1", "quantity": True, "autoRenewEnabled": True}, {"quantity", "autoRenewEnabled"}),
+    ({"idempotencyKey": "k/../x", "provider": "p1", "customer": "c/1", "operation": "subscription.suspend",
+      "subscription": "s1"}, {"idempotencyKey", "customer"}),
+    ({"idempotencyKey": "k", "provider": "p1", "customer": "c1", "operation": "agreement.confirm",
+      "contact": {"firstName": "A", "lastName": "B", "email": "a@b.example", "fax": "1"}, "dateAgreed": "2099-01-01"},
+     {"contact", "dateAgreed"}),
+    ({"idempotencyKey": "k", "idempotency_key": "k2", "provider": "p1", "customer": "c1",
+      "operation": "subscription.suspend", "subscription": "s1"}, {"idempotencyKey"}),
+])
+def test_invalid_requests_name_every_bad_field(body, expected):
+    with pytest.raises(ValidationFailed) as caught:
+        parse_request(body, now=NOW)
+    assert set(caught.value.problems) == expected
+
+
+def test_fingerprint_covers_the_change_not_who_asked():
+    base = request(quantity=5)
+    assert base.fingerprint() == parse_request({**base.to_message(), "requestedBy": "someone"}, now=NOW).fingerprint()
+    assert base.fingerprint() != request(quantity=6).fingerprint()
+
+
+def test_decode_message_refuses_oversized_and_non_json():
+    for body in (b"x" * (wb.MAX_MESSAGE_BYTES + 1), b"\xff", b"{"):
+        with pytest.raises(ValidationFailed):
+            wb.decode_message(body)
+
+
+# -- rules --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("req, sub, kind, code", [
+    (dict(quantity=12), dict(), "patch", None),
+    (dict(quantity=10), dict(), "noop", None),
+    (dict(quantity=8), dict(window_days=2), "patch", None),
+    (dict(quantity=8), dict(window_days=-1), "reject", "800090"),
+    (dict(quantity=5), dict(refundable=3), "reject", "800090"),
+    (dict(quantity=8), dict(nce=False), "patch", None),
+    (dict(quantity=12), dict(status="suspended"), "reject", "800091"),
+    (dict(quantity=12), dict(status="deleted"), "reject", "2011"),
+    (dict(operation="subscription.suspend"), dict(status="suspended"), "noop", None),
+    (dict(operation="subscription.reactivate"), dict(status="suspended"), "patch", None),
+    (dict(operation="subscription.reactivate"), dict(status="active"), "noop", None),
+    (dict(operation="subscription.cancel"), dict(window_days=-1), "reject", "900117"),
+    (dict(operation="subscription.cancel"), dict(nce=False), "reject", None),
+    (dict(operation="subscription.cancel"), dict(), "patch", None),
+    (dict(operation="subscription.autoRenew", autoRenewEnabled=False), dict(status="suspended"), "reject", "800091"),
+    (dict(operation="subscription.autoRenew", autoRenewEnabled=True), dict(), "noop", None),
+])
+def test_rules_are_checked_locally(req, sub, kind, code):
+    decision = decide(request(**req), subscription(**sub), NOW)
+    assert (decision.kind, decision.code) == (kind, code), decision.reason
+
+
+def test_patch_body_is_the_full_resource_with_its_etag():
+    body = wb.patched(subscription(), {"quantity": 12})
+    assert body["quantity"] == 12 and body["attributes"]["etag"] == "etag-1" and body["billingCycle"] == "monthly"
+
+
+# -- the service with fakes ---------------------------------------------------------------------
+
+
+class FakeLog:
+    """writebackops in memory, with etags for the conditional writes."""
+
+    def __init__(self):
+        self.rows: dict[tuple[str, str], tuple[dict, str]] = {}
+        self.version = 0
+
+    def _etag(self) -> str:
+        self.version += 1
+        return f"v{self.version}"
+
+    def find(self, pk, rk):
+        found = self.rows.get((pk, rk))
+        return (copy.deepcopy(found[0]), found[1]) if found else None
+
+    def create(self, entity):
+        key = (entity["PartitionKey"], entity["RowKey"])
+        if key in self.rows:
+            return False
+        self.rows[key] = (json.loads(json.dumps(entity, default=str)), self._etag())
+        return True
+
+    def replace(self, entity, *, etag=None):
+        key = (entity["PartitionKey"], entity["RowKey"])
+        if etag is not None and (key not in self.rows or self.rows[key][1] != etag):
+            return False
+        self.rows[key] = (json.loads(json.dumps(entity, default=str)), self._etag())
+        return True
+
+    def by_row_key(self, rk):
+        return [copy.deepcopy(v) for (pk, r), v in self.rows.items() if r == rk]
+
+
+class FakeProviders:
+    def __init__(self, **overrides):
+        self.provider = ProviderConnection(id="p1", name="P", country_code="US", currency_code="USD",
+                                           tenant_id="t", consent_status="active", consented_at="2025-01-01")
+        for k, v in overrides.items():
+            object.__setattr__(self.provider, k, v)
+
+    def find_provider(self, provider_id):
+        return self.provider if provider_id == "p1" else None
+
+
+class FakeClient:
+    """One subscription behind GET/PATCH with etag checks, plus scripted failures."""
+
+    def __init__(self, sub=None, *, errors=(), answer_202=False, apply_202=True):
+        self.sub = sub or subscription()
+        self.errors = list(errors)
+        self.answer_202, self.apply_202 = answer_202, apply_202
+        self.patches: list[dict] = []
+        self.gets = 0
+
+    def get_json(self, path, *, params=None, customer_id=None):
+        self.gets += 1
+        if self.errors and self.errors[0][0] == "GET":
+            raise self.errors.pop(0)[1]
+        return copy.deepcopy(self.sub)
+
+    def send_json(self, method, path, body, *, headers=None, customer_id=None, replay_safe=False, request_id=None):
+        assert method == "PATCH" and headers["If-Match"] == f'"{body["attributes"]["etag"]}"' and replay_safe
+        self.patches.append(body)
+        if self.errors and self.errors[0][0] == "PATCH":
+            raise self.errors.pop(0)[1]
+        if body["attributes"]["etag"] != self.sub["attributes"]["etag"]:
+            raise BadRequestError("stale", status=400, code="2055", description="Etag is no longer valid")
+        if not self.answer_202 or self.apply_202:
+            self.upstream(**{k: body[k] for k in ("quantity", "status", "autoRenewEnabled")})
+        if self.answer_202:
+            return WriteResponse(202, {}, "/customers/c1/subscriptions/s1", request_id)
+        return WriteResponse(200, copy.deepcopy(self.sub), None, request_id)
+
+    def upstream(self, **changes):
+        self.sub.update(changes)
+        version = int(self.sub["attributes"]["etag"].split("-")[1]) + 1
+        self.sub["attributes"]["etag"] = f"etag-{version}"
+
+
+def make_service(client=None, *, providers=None):
+    client = client or FakeClient()
+    service = WritebackService(log_store=FakeLog(), tables=FakeTables(), providers=providers or FakeProviders(),
+                               queues=FakeQueues(), client_factory=lambda provider, record: client,
+                               clock=lambda: NOW, sleep=lambda s: None, confirm_polls=3)
+    return service, client
+
+
+def body(operation="subscription.quantity", key="k1", **params) -> dict:
+    message = {"idempotencyKey": key, "provider": "p1", "customer": "c1", "operation": operation, "subscription": "s1"}
+    return {**message, **params}
+
+
+def message(**kwargs) -> bytes:
+    return json.dumps(body(**kwargs)).encode()
+
+
+def test_submit_is_idempotent_and_refuses_a_different_body_with_the_same_key():
+    service, _ = make_service()
+    first = service.submit(body(quantity=12))
+    assert (first.created, first.queued, first.record.state) == (True, True, "accepted")
+    second = service.submit(body(quantity=12, requestedBy="retrying client"))
+    assert second.created is False and second.record.idempotency_key == "k1"
+    assert len(service.queues.sent["writebacks"]) == 2  # still only accepted: queued again, applied once
+    service.handle_message(message(quantity=12))
+    third = service.submit(body(quantity=12))
+    assert third.record.state == "succeeded" and not third.queued and len(service.queues.sent["writebacks"]) == 2
+    with pytest.raises(Conflict, match="different request"):
+        service.submit(body(quantity=13))
+    with pytest.raises(NotFound):
+        service.submit({**body(quantity=1), "provider": "p2"})
+
+
+def test_applied_once_and_local_row_written_like_sync():
+    service, client = make_service()
+    record = service.handle_message(message(quantity=12))
+    assert record.state == "succeeded" and record.before["quantity"] == 10 and record.after["quantity"] == 12
+    assert len(client.patches) == 1
+    row = service.tables.table("subscriptions").find_entity("p1|c1", "s1")
+    from sync.streams import SUBSCRIPTIONS
+
+    assert row["content_hash"] == SUBSCRIPTIONS.build_row(client.sub, provider_id="p1", customer_id="c1")["content_hash"]
+    again = service.handle_message(message(quantity=12), dequeue_count=2)
+    assert again.state == "succeeded" and len(client.patches) == 1
+
+
+def test_redelivery_mid_apply_rechecks_instead_of_patching_again():
+    service, client = make_service()
+    service.accept(request(quantity=12), source="queue")
+    client.upstream(quantity=12)  # the first delivery's PATCH landed, then the worker died
+    record = service.handle_message(message(quantity=12), dequeue_count=2)
+    assert record.state == "succeeded" and client.patches == [] and "already" in record.reason
+
+
+def test_local_rejection_sends_nothing():
+    service, client = make_service(FakeClient(subscription(window_days=-2)))
+    record = service.handle_message(message(quantity=4))
+    assert record.state == "rejected" and record.error_code == "800090" and client.patches == []
+
+
+def test_server_rejection_is_recorded_with_its_code():
+    error = BadRequestError("x", status=400, code="2002", description="Subscription quantity is not within range")
+    service, client = make_service(FakeClient(errors=[("PATCH", error)]))
+    record = service.handle_message(message(quantity=12))
+    assert record.state == "rejected" and record.error_code == "2002" and "not within range" in record.reason
+
+
+def test_stale_etag_with_an_unrelated_change_is_retried_once():
+    client = FakeClient()
+    service, _ = make_service(client)
+    original_get = client.get_json
+
+    def get_then_edit(path, **kwargs):
+        result = original_get(path, **kwargs)
+        if client.gets == 1:
+            client.upstream(autoRenewEnabled=False)
+        return result
+
+    client.get_json = get_then_edit
+    record = service.handle_message(message(quantity=12))
+    assert record.state == "succeeded" and len(client.patches) == 2 and client.sub["quantity"] == 12
+
+
+def test_stale_etag_with_the_field_changed_upstream_is_rejected():
+    client = FakeClient()
+    service, _ = make_service(client)
+    original_get = client.get_json
+
+    def get_then_edit(path, **kwargs):
+        result = original_get(path, **kwargs)
+        if client.gets == 1:
+            client.upstream(quantity=20)
+        return result
+
+    client.get_json = get_then_edit
+    record = service.handle_message(message(quantity=12))
+    assert record.state == "rejected" and record.reason.startswith("changed in Partner Center since 2025-03-10T12:00:00Z")
+    assert "quantity was 10, is now 20" in record.reason and client.sub["quantity"] == 20
+
+
+def test_202_confirmed_by_polling_or_left_unconfirmed():
+    service, client = make_service(FakeClient(answer_202=True))
+    record = service.handle_message(message(quantity=12))
+    assert record.state == "succeeded" and record.location == "/customers/c1/subscriptions/s1"
+    service, client = make_service(FakeClient(answer_202=True, apply_202=False))
+    record = service.handle_message(message(quantity=12))
+    assert record.state == "unconfirmed" and "3 polls" in record.reason and client.gets == 4
+
+
+def test_transient_failures_raise_and_the_last_delivery_records_why():
+    outage = ServiceError("GET -> HTTP 503", status=503, code="0")
+    service, client = make_service(FakeClient(errors=[("GET", outage), ("GET", outage)]))
+    with pytest.raises(wb.ApplyFailed):
+        service.handle_message(message(quantity=12), dequeue_count=1)
+    record = service.find_record("p1", "k1")
+    assert record.state == "failed" and "will retry" in record.reason and record.error_code == "HTTP 503"
+    with pytest.raises(wb.ApplyFailed):
+        service.handle_message(message(quantity=12), dequeue_count=5)
+    record = service.find_record("p1", "k1")
+    assert record.attempts == 2 and "gave up after 5 deliveries" in record.reason
+    assert service.submit(body(quantity=12)).queued  # an operator may resubmit a failed request
+    assert service.handle_message(message(quantity=12)).state == "succeeded"
+
+
+class ExpiredTokens(FakeClient):
+    def get_json(self, path, **kwargs):
+        raise ConsentRequired("p1", "expired", "refresh token expired (AADSTS700082)")
+
+
+def test_consent_problems_are_rejections_without_partner_center_calls():
+    service, client = make_service(ExpiredTokens())
+    record = service.handle_message(message(quantity=12))
+    assert record.state == "rejected" and record.reason.startswith("consent needed") and client.patches == []
+    service, client = make_service(providers=FakeProviders(consent_status="revoked"))
+    record = service.handle_message(message(quantity=12))
+    assert record.state == "rejected" and "revoked" in record.reason and client.gets == 0
+
+
+def test_bad_messages_are_recorded_under_their_message_id():
+    service, _ = make_service()
+    record = service.handle_message(b'{"idempotencyKey": "k9", "provider": "p1", "surprise": 1}', message_id="m-9")
+    assert record.state == "rejected" and record.provider_id == "_invalid"
+    (entity, _), = service.log_store.rows.values()
+    assert entity["RowKey"] == "m-9" and "surprise" in entity["reason"] and entity["provider_id"] == "p1"
+
+
+def test_same_key_different_body_on_the_queue_is_recorded_not_applied():
+    service, client = make_service()
+    service.handle_message(message(quantity=12))
+    record = service.handle_message(message(quantity=14), message_id="m-2")
+    assert record.state == "rejected" and "different request" in record.reason and len(client.patches) == 1
+    assert service.get_record("k1").after["quantity"] == 12
