@@ -3,6 +3,7 @@ until SIGTERM or SIGINT."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import json
@@ -10,41 +11,52 @@ import logging
 import signal
 import sys
 import threading
+import typing
 
 from simulator.config import SimulatorConfig
 from simulator.server import SimulatorServer
 
+# Fields that stay library-only: tests change them through SimulatorConfig, the CLI never did.
+_NOT_FLAGS = {"nce_cancellation_days", "refresh_token_inactivity_days", "auth_code_lifetime_seconds",
+              "access_token_lifetime_seconds"}
+# --help has always listed these two first; the rest follow the dataclass order.
+_FIRST_FLAGS = ("host", "port")
+_HELP = {
+    "port": "0 picks a free port",
+    "latency_ms": "mean added latency",
+    "fault_services": "comma-separated: partner_center,graph,webhooks,entra,keyvault,blobs",
+    "start_time": "ISO-8601 start of the simulator clock (default: now)",
+    "verbose": "log method and path of each request to stderr",
+}
 
-def parse_args(argv: list[str] | None = None) -> SimulatorConfig:
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One --kebab-case flag per SimulatorConfig field, so a new knob reaches the CLI by itself."""
     defaults = SimulatorConfig()
+    hints = typing.get_type_hints(SimulatorConfig)
+    flags = [f for f in dataclasses.fields(SimulatorConfig) if f.name not in _NOT_FLAGS]
+    flags.sort(key=lambda f: f.name not in _FIRST_FLAGS)   # stable: keeps the dataclass order otherwise
+    for f in flags:
+        flag, default, kind = "--" + f.name.replace("_", "-"), getattr(defaults, f.name), hints[f.name]
+        options = {"help": _HELP.get(f.name)}
+        if kind is bool:
+            options["action"] = "store_true"
+        elif typing.get_origin(kind) is tuple:
+            # Tuples travel as one comma-separated string; parse_args splits it again.
+            options["default"] = ",".join(default)
+        else:
+            # "int | None" parses as int; plain str needs no type (argparse keeps the text).
+            number = [t for t in typing.get_args(kind) or (kind,) if t in (int, float)]
+            options.update(default=default, type=number[0] if number else None)
+        parser.add_argument(flag, **options)
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[SimulatorConfig, str | None]:
     parser = argparse.ArgumentParser(prog="python -m simulator", description=__doc__)
-    add = parser.add_argument
-    add("--host", default=defaults.host)
-    add("--port", type=int, default=defaults.port, help="0 picks a free port")
-    add("--seed", type=int, default=defaults.seed)
-    add("--customers", type=int, default=defaults.customers)
-    add("--subscriptions-per-customer", type=int, default=defaults.subscriptions_per_customer)
-    add("--nce-fraction", type=float, default=defaults.nce_fraction)
-    add("--invoices", type=int, default=defaults.invoices)
-    add("--line-items-per-invoice", type=int, default=defaults.line_items_per_invoice)
-    add("--rate-limit-per-minute", type=int, default=defaults.rate_limit_per_minute)
-    add("--customer-rate-limit-per-minute", type=int, default=None)
-    add("--latency-ms", type=float, default=defaults.latency_ms, help="mean added latency")
-    add("--latency-jitter-ms", type=float, default=defaults.latency_jitter_ms)
-    add("--fault-5xx", type=float, default=defaults.fault_5xx)
-    add("--fault-429", type=float, default=defaults.fault_429)
-    add("--fault-reset", type=float, default=defaults.fault_reset)
-    add("--fault-truncate", type=float, default=defaults.fault_truncate)
-    add("--write-202", type=float, default=defaults.write_202)
-    add("--fault-services", default=",".join(defaults.fault_services),
-        help="comma-separated: partner_center,graph,webhooks,entra,keyvault,blobs")
-    add("--export-running-polls", type=int, default=defaults.export_running_polls)
-    add("--export-retry-after-seconds", type=int, default=defaults.export_retry_after_seconds)
-    add("--export-items-per-blob", type=int, default=defaults.export_items_per_blob)
-    add("--start-time", default=None, help="ISO-8601 start of the simulator clock (default: now)")
-    add("--verbose", action="store_true", help="log method and path of each request to stderr")
-    add("--ca-file", default=None,
-        help="also write the CA bundle here (a stable path for PCSYNC_CA_BUNDLE in local.settings.json)")
+    _add_config_flags(parser)
+    parser.add_argument("--ca-file", default=None,
+                        help="also write the CA bundle here (a stable path for PCSYNC_CA_BUNDLE in "
+                             "local.settings.json)")
     args = vars(parser.parse_args(argv))
     ca_file = args.pop("ca_file")
     args["fault_services"] = tuple(s for s in args["fault_services"].split(",") if s)

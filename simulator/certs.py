@@ -42,46 +42,47 @@ def _name(common_name: str, unit: str) -> x509.Name:
     ])
 
 
-def _server_certificate(key: rsa.RSAPrivateKey) -> x509.Certificate:
+def _certificate(subject: x509.Name, issuer: x509.Name, public_key, signing_key: rsa.RSAPrivateKey, *,
+                 ca: bool, key_encipherment: bool, extensions=()) -> x509.Certificate:
+    """The builder chain both certificates share; ``extensions`` (extension, critical) pairs follow
+    BasicConstraints and KeyUsage in the order given."""
     now = dt.datetime.now(dt.timezone.utc)
-    name = _name("localhost", "pcsync simulator (not a real Microsoft certificate)")
-    public = key.public_key()
-    return (
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(public)
+        .subject_name(subject).issuer_name(issuer).public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=7))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=True,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
-        .sign(key, hashes.SHA256())
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                     key_encipherment=key_encipherment, data_encipherment=False,
+                                     key_agreement=False, key_cert_sign=ca, crl_sign=ca, encipher_only=False,
+                                     decipher_only=False), critical=True)
     )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(signing_key, hashes.SHA256())
+
+
+def _server_certificate(key: rsa.RSAPrivateKey) -> x509.Certificate:
+    # Self-signed and a CA at once: the TLS server certificate is also the ca_bundle that signs
+    # the webhook certificate (key_encipherment is for RSA key exchange in TLS).
+    name = _name("localhost", "pcsync simulator (not a real Microsoft certificate)")
+    public = key.public_key()
+    return _certificate(name, name, public, key, ca=True, key_encipherment=True, extensions=[
+        (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
+        (x509.SubjectAlternativeName([
+            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False),
+        (x509.SubjectKeyIdentifier.from_public_key(public), False),
+        (x509.AuthorityKeyIdentifier.from_issuer_public_key(public), False),
+    ])
 
 
 def _webhook_certificate(key: rsa.RSAPrivateKey, ca_key: rsa.RSAPrivateKey,
                          ca_cert: x509.Certificate) -> x509.Certificate:
-    now = dt.datetime.now(dt.timezone.utc)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(_name("pcnotifications-dispatch.simulator.local", "Partner Center webhooks (simulated)"))
-        .issuer_name(ca_cert.subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=7))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
+    subject = _name("pcnotifications-dispatch.simulator.local", "Partner Center webhooks (simulated)")
+    return _certificate(subject, ca_cert.subject, key.public_key(), ca_key, ca=False, key_encipherment=False,
+                        extensions=[(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False)])
 
 
 def generate_key_material(directory: str) -> KeyMaterial:

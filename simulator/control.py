@@ -14,7 +14,7 @@ from simulator.partner_center import (render_agreement, render_customer,
                                       render_subscription)
 from simulator.state import SimulatorState
 from simulator.throttle import Throttle
-from simulator.web import HttpError, Request, Response, Router, json_response
+from simulator.web import HttpError, Request, Response, Router, json_response, route
 from simulator.webhooks import CERT_PATH, Webhooks
 
 SERVICE = "control"
@@ -39,36 +39,10 @@ class Control:
         self.webhooks, self.webhook_cert_pem, self.info = webhooks, webhook_cert_pem, info
 
     def register(self, router: Router) -> None:
-        add = lambda method, path, handler: router.add(method, "/_sim" + path, handler, SERVICE)  # noqa: E731
-        add("GET", "/health", self.health)
-        add("GET", "/info", lambda req: json_response(200, self.info))
-        add("GET", "/truth/customers", self.truth_customers)
-        add("GET", "/truth/subscriptions", self.truth_subscriptions)
-        add("GET", "/truth/agreements", self.truth_agreements)
-        add("GET", "/truth/invoices", self.truth_invoices)
-        add("POST", "/customers", self.add_customer)
-        add("DELETE", "/customers/{customer_id}", self.delete_customer)
-        add("POST", "/customers/{customer_id}/subscriptions", self.add_subscription)
-        add("PATCH", "/subscriptions/{customer_id}/{subscription_id}", self.patch_subscription)
-        add("DELETE", "/subscriptions/{customer_id}/{subscription_id}", self.delete_subscription)
-        add("POST", "/invoices", self.add_invoice)
-        add("GET", "/clock", self.get_clock)
-        add("POST", "/clock", self.set_clock)
-        add("GET", "/calls", self.calls)
-        add("POST", "/calls/reset", self.reset_calls)
-        add("GET", "/faults", lambda req: json_response(200, self._fault_view()))
-        add("PUT", "/faults", self.set_faults)
-        add("GET", "/users/integration", self.get_user)
-        add("POST", "/users/integration", self.set_user)
-        add("POST", "/tokens/revoke", self.revoke_tokens)
-        add("GET", "/app/permissions", self.get_permissions)
-        add("POST", "/app/permissions", self.set_permissions)
-        add("GET", "/entra/signin", self.sign_in)
-        add("POST", "/webhooks/send", self.send_webhook)
-        add("GET", "/webhooks/deliveries", self.webhook_deliveries)
-        add("GET", CERT_PATH.removeprefix("/_sim"), self.webhook_cert)
+        router.add_handlers(self, SERVICE, prefix="/_sim")
 
     # ---- health and truth ---------------------------------------------------------------
+    @route("GET", "/health")
     def health(self, req: Request) -> Response:
         with self.state.lock:
             counts = {"customers": len(self.state.customers),
@@ -76,11 +50,17 @@ class Control:
                       "invoices": len(self.state.invoices)}
         return json_response(200, {"status": "ok", "now": iso(self.state.clock.now()), **counts})
 
+    @route("GET", "/info")
+    def get_info(self, req: Request) -> Response:
+        return json_response(200, self.info)
+
+    @route("GET", "/truth/customers")
     def truth_customers(self, req: Request) -> Response:
         with self.state.lock:
             items = [render_customer(c) for c in self.state.customers.values()]
         return json_response(200, {"totalCount": len(items), "items": items})
 
+    @route("GET", "/truth/subscriptions")
     def truth_subscriptions(self, req: Request) -> Response:
         wanted = (req.query.get("customer") or "").lower()
         now = self.state.clock.now()
@@ -94,12 +74,14 @@ class Control:
                                  for s in subs.values())
         return json_response(200, {"totalCount": len(items), "items": items})
 
+    @route("GET", "/truth/agreements")
     def truth_agreements(self, req: Request) -> Response:
         with self.state.lock:
             items = [{**render_agreement(a, with_user=True), "customerId": a.customer_id}
                      for agreements in self.state.agreements.values() for a in agreements]
         return json_response(200, {"totalCount": len(items), "items": items})
 
+    @route("GET", "/truth/invoices")
     def truth_invoices(self, req: Request) -> Response:
         with self.state.lock:
             invoices = list(self.state.invoices.values())
@@ -107,6 +89,7 @@ class Control:
         return json_response(200, {"totalCount": len(items), "items": items})
 
     # ---- mutations ----------------------------------------------------------------------
+    @route("POST", "/customers")
     def add_customer(self, req: Request) -> Response:
         body = _object_body(req)
         for key in ("companyName", "domain", "id", "country"):
@@ -122,6 +105,7 @@ class Control:
             self.state.subscriptions[customer.id] = {}
             return json_response(201, render_customer(customer))
 
+    @route("DELETE", "/customers/{customer_id}")
     def delete_customer(self, req: Request) -> Response:
         customer_id = req.params["customer_id"].lower()
         with self.state.lock:
@@ -131,6 +115,7 @@ class Control:
             self.state.agreements.pop(customer_id, None)
         return Response(204)
 
+    @route("POST", "/customers/{customer_id}/subscriptions")
     def add_subscription(self, req: Request) -> Response:
         body = _object_body(req)
         customer_id = req.params["customer_id"].lower()
@@ -159,6 +144,7 @@ class Control:
         except ValueError:
             raise _error(400, f"not an ISO-8601 time: {value!r}")
 
+    @route("PATCH", "/subscriptions/{customer_id}/{subscription_id}")
     def patch_subscription(self, req: Request) -> Response:
         """Change a subscription 'upstream' (as if in Partner Center's UI): no business rules,
         but the etag version is bumped like any other write."""
@@ -184,6 +170,7 @@ class Control:
             sub.version += 1
             return json_response(200, render_subscription(sub, self.state.clock.now()))
 
+    @route("DELETE", "/subscriptions/{customer_id}/{subscription_id}")
     def delete_subscription(self, req: Request) -> Response:
         with self.state.lock:
             subs = self.state.subscriptions.get(req.params["customer_id"].lower(), {})
@@ -191,6 +178,7 @@ class Control:
                 raise _error(404, "unknown subscription")
         return Response(204)
 
+    @route("POST", "/invoices")
     def add_invoice(self, req: Request) -> Response:
         body = _object_body(req)
         new_commerce = body.get("kind", "G") != "D"
@@ -204,9 +192,11 @@ class Control:
         return json_response(201, render_invoice(self.state, invoice))
 
     # ---- clock, calls, faults -----------------------------------------------------------
+    @route("GET", "/clock")
     def get_clock(self, req: Request) -> Response:
         return json_response(200, {"now": iso(self.state.clock.now())})
 
+    @route("POST", "/clock")
     def set_clock(self, req: Request) -> Response:
         body = _object_body(req)
         if "advance_days" in body or "advance_seconds" in body:
@@ -221,12 +211,14 @@ class Control:
             raise _error(400, "send {\"advance_days\": N} or {\"now\": \"<ISO-8601>\"}")
         return json_response(200, {"now": iso(now)})
 
+    @route("GET", "/calls")
     def calls(self, req: Request) -> Response:
         with self.state.lock:
             view = {key: {"count": c.count, "throttled": c.throttled, "faulted": c.faulted, "statuses": dict(c.statuses)}
                     for key, c in sorted(self.state.calls.items())}
         return json_response(200, view)
 
+    @route("POST", "/calls/reset")
     def reset_calls(self, req: Request) -> Response:
         with self.state.lock:
             self.state.calls.clear()
@@ -238,6 +230,11 @@ class Control:
                 "export_running_polls": self.state.config.export_running_polls,
                 "export_retry_after_seconds": self.state.config.export_retry_after_seconds}
 
+    @route("GET", "/faults")
+    def get_faults(self, req: Request) -> Response:
+        return json_response(200, self._fault_view())
+
+    @route("PUT", "/faults")
     def set_faults(self, req: Request) -> Response:
         body = _object_body(req)
         unknown = set(body) - set(FAULT_KNOBS)
@@ -272,10 +269,12 @@ class Control:
         user = self.state.user
         return {"upn": user.upn, "oid": user.oid, "roles": list(user.roles), "mfa_registered": user.mfa_registered}
 
+    @route("GET", "/users/integration")
     def get_user(self, req: Request) -> Response:
         with self.state.lock:
             return json_response(200, self._user_view())
 
+    @route("POST", "/users/integration")
     def set_user(self, req: Request) -> Response:
         body = _object_body(req)
         with self.state.lock:
@@ -293,6 +292,7 @@ class Control:
                 self.state.user.mfa_registered = body["mfa_registered"]
             return json_response(200, self._user_view())
 
+    @route("POST", "/tokens/revoke")
     def revoke_tokens(self, req: Request) -> Response:
         with self.state.lock:
             revoked = 0
@@ -301,11 +301,13 @@ class Control:
                     record.revoked, revoked = True, revoked + 1
         return json_response(200, {"revoked": revoked})
 
+    @route("GET", "/app/permissions")
     def get_permissions(self, req: Request) -> Response:
         with self.state.lock:
             return json_response(200, {"graph_application": list(self.state.app.graph_application_permissions),
                                        "graph_delegated": list(self.state.app.graph_delegated_permissions)})
 
+    @route("POST", "/app/permissions")
     def set_permissions(self, req: Request) -> Response:
         body = _object_body(req)
         with self.state.lock:
@@ -318,6 +320,7 @@ class Control:
                     setattr(self.state.app, attr, list(value))
         return self.get_permissions(req)
 
+    @route("GET", "/entra/signin")
     def sign_in(self, req: Request) -> Response:
         """Skip the HTML page: complete a sign-in for an msal auth_uri and return the redirect."""
         auth_uri = req.query.get("auth_uri")
@@ -331,6 +334,7 @@ class Control:
             raise _error(400, str(exc))
 
     # ---- webhooks -----------------------------------------------------------------------
+    @route("POST", "/webhooks/send")
     def send_webhook(self, req: Request) -> Response:
         body = _object_body(req)
         try:
@@ -342,9 +346,11 @@ class Control:
         status = 200 if record.get("status") is not None else 502
         return json_response(status, {"delivered": record.get("status") is not None, **record})
 
+    @route("GET", "/webhooks/deliveries")
     def webhook_deliveries(self, req: Request) -> Response:
         with self.state.lock:
             return json_response(200, list(self.state.webhook_deliveries))
 
+    @route("GET", CERT_PATH.removeprefix("/_sim"))
     def webhook_cert(self, req: Request) -> Response:
         return Response(200, self.webhook_cert_pem, [("Content-Type", "application/x-pem-file")])

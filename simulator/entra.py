@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from simulator.state import AuthCode, RefreshTokenRecord, SimulatorState
 from simulator.tokens import ScopeError, TokenIssuer, pkce_s256, split_scopes
-from simulator.web import HttpError, Request, Response, Router, html_response, json_response
+from simulator.web import HttpError, Request, Response, Router, html_response, json_response, route
 
 SERVICE = "entra"
 SIGN_IN_ACTIONS = ("signin_mfa", "signin_nomfa", "decline")
@@ -63,12 +63,7 @@ class Entra:
 
     # ---- routing ------------------------------------------------------------------------
     def register(self, router: Router) -> None:
-        router.add("GET", "/common/discovery/instance", self.instance_discovery, SERVICE)
-        router.add("GET", "/{tenant}/v2.0/.well-known/openid-configuration", self.openid_configuration, SERVICE)
-        router.add("GET", "/{tenant}/discovery/v2.0/keys", self.keys, SERVICE)
-        router.add("GET", "/{tenant}/oauth2/v2.0/authorize", self.authorize_page, SERVICE)
-        router.add("POST", "/{tenant}/oauth2/v2.0/authorize", self.authorize_submit, SERVICE)
-        router.add("POST", "/{tenant}/oauth2/v2.0/token", self.token, SERVICE)
+        router.add_handlers(self, SERVICE)
 
     def _check_tenant(self, tenant: str) -> None:
         known = {self.state.partner.tenant_id, self.state.partner.domain.lower(), "organizations", "common"}
@@ -78,6 +73,7 @@ class Entra:
                                               f"have the correct tenant ID and are signing into the correct cloud.")))
 
     # ---- discovery ----------------------------------------------------------------------
+    @route("GET", "/common/discovery/instance")
     def instance_discovery(self, req: Request) -> Response:
         host = urlsplit(self.base_url).netloc
         return json_response(200, {
@@ -86,6 +82,7 @@ class Entra:
             "metadata": [{"preferred_network": host, "preferred_cache": host, "aliases": [host]}],
         })
 
+    @route("GET", "/{tenant}/v2.0/.well-known/openid-configuration")
     def openid_configuration(self, req: Request) -> Response:
         self._check_tenant(req.params["tenant"])
         tenant = self.state.partner.tenant_id
@@ -109,6 +106,7 @@ class Entra:
             "tenant_region_scope": "NA", "cloud_instance_name": "microsoftonline.com",
         })
 
+    @route("GET", "/{tenant}/discovery/v2.0/keys")
     def keys(self, req: Request) -> Response:
         self._check_tenant(req.params["tenant"])
         return json_response(200, self.issuer.jwks())
@@ -134,6 +132,7 @@ class Entra:
             return str(exc)
         return None
 
+    @route("GET", "/{tenant}/oauth2/v2.0/authorize")
     def authorize_page(self, req: Request) -> Response:
         self._check_tenant(req.params["tenant"])
         query = dict(req.query)
@@ -160,6 +159,7 @@ class Entra:
 </body></html>"""
         return html_response(200, page)
 
+    @route("POST", "/{tenant}/oauth2/v2.0/authorize")
     def authorize_submit(self, req: Request) -> Response:
         self._check_tenant(req.params["tenant"])
         fields = dict(req.query)
@@ -213,6 +213,7 @@ class Entra:
         return _with_query(query["redirect_uri"], self.complete_sign_in(query, choice))
 
     # ---- token endpoint -----------------------------------------------------------------
+    @route("POST", "/{tenant}/oauth2/v2.0/token")
     def token(self, req: Request) -> Response:
         self._check_tenant(req.params["tenant"])
         form = req.form()

@@ -10,7 +10,7 @@ from simulator.line_items import (AZURE_BILLING, AZURE_USAGE, DAILY_RATED_USAGE,
 from simulator.pc_common import (BILLING_ROLES, SERVICE, PartnerCenterAuth, collection, decode_token, encode_token,
                                  fail, link, parse_offset, parse_size)
 from simulator.state import SimulatorState
-from simulator.web import Request, Response, Router, json_response
+from simulator.web import Request, Response, Router, json_response, route
 
 INVOICE_PAGE_DEFAULT, INVOICE_PAGE_MAX = 200, 1000
 LEGACY_PAGE_DEFAULT, LEGACY_PAGE_MAX = 200, 2000
@@ -51,13 +51,7 @@ class Invoices:
         self.state, self.auth = state, auth
 
     def register(self, router: Router) -> None:
-        add = lambda method, path, handler: router.add(method, path, handler, SERVICE)  # noqa: E731
-        add("GET", "/v1/invoices", self.list_invoices)
-        add("GET", "/v1/invoices/estimates/links", self.estimate_links)
-        add("GET", "/v1/invoices/unbilled/lineitems", self.unbilled_line_items)
-        add("GET", "/v1/invoices/{invoice_id}", self.get_invoice)
-        add("GET", "/v1/invoices/{invoice_id}/lineitems", self.line_items)
-        add("GET", "/v1/invoices/{invoice_id}/lineitems/{provider}/{item_type}", self.line_items_by_path)
+        router.add_handlers(self, SERVICE)
 
     def _invoice_or_404(self, invoice_id: str) -> Invoice:
         invoice = self.state.invoice(invoice_id)
@@ -65,6 +59,7 @@ class Invoices:
             raise fail(404, 1000, f"Not found: invoice {invoice_id} does not exist.", [invoice_id])
         return invoice
 
+    @route("GET", "/v1/invoices")
     def list_invoices(self, req: Request) -> Response:
         self.auth.require(req, roles=BILLING_ROLES)
         size, offset = parse_size(req, INVOICE_PAGE_DEFAULT, INVOICE_PAGE_MAX), parse_offset(req)
@@ -75,6 +70,7 @@ class Invoices:
         next_link = link(f"/invoices?size={size}&offset={offset + size}") if offset + size < len(ordered) else None
         return json_response(200, collection(items, f"/invoices?size={size}&offset={offset}", next_link))
 
+    @route("GET", "/v1/invoices/{invoice_id}")
     def get_invoice(self, req: Request) -> Response:
         self.auth.require(req, app_user_only=True, roles=BILLING_ROLES)
         return json_response(200, render_invoice(self.state, self._invoice_or_404(req.params["invoice_id"])))
@@ -94,6 +90,7 @@ class Invoices:
                        ["provider", "invoicelineitemtype"])
         return kind
 
+    @route("GET", "/v1/invoices/{invoice_id}/lineitems")
     def line_items(self, req: Request) -> Response:
         self.auth.require(req, roles=BILLING_ROLES)
         invoice = self._invoice_or_404(req.params["invoice_id"])
@@ -104,6 +101,7 @@ class Invoices:
             return self._seek_page(req, stream, base_path)
         return self._offset_page(req, stream, base_path)
 
+    @route("GET", "/v1/invoices/{invoice_id}/lineitems/{provider}/{item_type}")
     def line_items_by_path(self, req: Request) -> Response:
         """Older form /invoices/{id}/lineitems/{Provider}/{Type} with size/offset paging."""
         self.auth.require(req, roles=BILLING_ROLES)
@@ -116,6 +114,7 @@ class Invoices:
         return self._offset_page(req, stream, f"/invoices/{invoice.id}/lineitems/{req.params['provider']}/"
                                               f"{req.params['item_type']}", keep_params=False)
 
+    @route("GET", "/v1/invoices/unbilled/lineitems")
     def unbilled_line_items(self, req: Request) -> Response:
         self.auth.require(req, roles=BILLING_ROLES)
         kind = self._stream_kind(req)
@@ -161,6 +160,7 @@ class Invoices:
                              [{"key": "MS-ContinuationToken", "value": token_value}])
         return json_response(200, collection(items, f"{base_path}?{self._query(req, size)}", next_link, token_value))
 
+    @route("GET", "/v1/invoices/estimates/links")
     def estimate_links(self, req: Request) -> Response:
         self.auth.require(req, roles=BILLING_ROLES)
         currency = req.query.get("currencycode") or "USD"

@@ -17,7 +17,7 @@ import uuid
 from simulator.data import KEY_VAULT_RESOURCE
 from simulator.state import SimulatorState
 from simulator.tokens import TokenIssuer
-from simulator.web import HttpError, Request, Response, Router, json_response
+from simulator.web import HttpError, Request, Response, Router, json_response, route
 
 SERVICE = "keyvault"
 _NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
@@ -33,13 +33,7 @@ class KeyVault:
         self.state, self.issuer, self.base_url, self.authority_host = state, issuer, base_url, authority_host
 
     def register(self, router: Router) -> None:
-        router.add("GET", "/secrets", self.list_secrets, SERVICE)
-        router.add("PUT", "/secrets/{name}", self.set_secret, SERVICE)
-        router.add("GET", "/secrets/{name}", self.get_secret, SERVICE)
-        router.add("GET", "/secrets/{name}/{version}", self.get_secret, SERVICE)
-        router.add("DELETE", "/secrets/{name}", self.delete_secret, SERVICE)
-        router.add("GET", "/deletedsecrets/{name}", self.get_deleted_secret, SERVICE)
-        router.add("POST", "/deletedsecrets/{name}/recover", self.recover_deleted_secret, SERVICE)
+        router.add_handlers(self, SERVICE)
 
     def _challenge(self, message: str) -> Response:
         header = (f'Bearer authorization="{self.authority_host}/{self.state.partner.tenant_id}", '
@@ -67,6 +61,7 @@ class KeyVault:
             bundle["value"] = version["value"]
         return bundle
 
+    @route("PUT", "/secrets/{name}")
     def set_secret(self, req: Request) -> Response:
         self._authorize(req)
         name = req.params["name"]
@@ -90,6 +85,8 @@ class KeyVault:
             self.state.secrets.setdefault(name.lower(), []).append({**version, "name": name})
         return json_response(200, self._bundle(name, version))
 
+    @route("GET", "/secrets/{name}")
+    @route("GET", "/secrets/{name}/{version}")
     def get_secret(self, req: Request) -> Response:
         self._authorize(req)
         name, wanted = req.params["name"], req.params.get("version", "")
@@ -105,6 +102,7 @@ class KeyVault:
         latest = versions[-1]
         return json_response(200, self._bundle(latest["name"], latest))
 
+    @route("GET", "/secrets")
     def list_secrets(self, req: Request) -> Response:
         self._authorize(req)
         with self.state.lock:
@@ -123,6 +121,7 @@ class KeyVault:
                        "deletedDate": record["deletedDate"], "scheduledPurgeDate": record["scheduledPurgeDate"]})
         return bundle
 
+    @route("DELETE", "/secrets/{name}")
     def delete_secret(self, req: Request) -> Response:
         self._authorize(req)
         name = req.params["name"]
@@ -139,23 +138,25 @@ class KeyVault:
                                                     f"recover it using the correct recovery command.")
         return json_response(200, self._deleted_bundle(record))
 
-    def get_deleted_secret(self, req: Request) -> Response:
-        self._authorize(req)
-        name = req.params["name"]
+    def _deleted_record(self, name: str, recover: bool = False) -> dict:
+        """The deleted secret's record, 404 if there is none; recover=True also moves it back to the
+        live secrets (under the same lock, so a concurrent PUT sees either state, never both)."""
         with self.state.lock:
-            record = self.state.deleted_secrets.get(name.lower())
-        if record is None:
-            return _kv_error(404, "SecretNotFound", f"Deleted Secret not found: {name}")
-        return json_response(200, self._deleted_bundle(record))
-
-    def recover_deleted_secret(self, req: Request) -> Response:
-        self._authorize(req)
-        name = req.params["name"]
-        with self.state.lock:
-            record = self.state.deleted_secrets.pop(name.lower(), None)
-            if record is not None:
+            deleted = self.state.deleted_secrets
+            record = deleted.pop(name.lower(), None) if recover else deleted.get(name.lower())
+            if recover and record is not None:
                 self.state.secrets[name.lower()] = record["versions"]
         if record is None:
-            return _kv_error(404, "SecretNotFound", f"Deleted Secret not found: {name}")
-        latest = record["versions"][-1]
+            raise HttpError(_kv_error(404, "SecretNotFound", f"Deleted Secret not found: {name}"))
+        return record
+
+    @route("GET", "/deletedsecrets/{name}")
+    def get_deleted_secret(self, req: Request) -> Response:
+        self._authorize(req)
+        return json_response(200, self._deleted_bundle(self._deleted_record(req.params["name"])))
+
+    @route("POST", "/deletedsecrets/{name}/recover")
+    def recover_deleted_secret(self, req: Request) -> Response:
+        self._authorize(req)
+        latest = self._deleted_record(req.params["name"], recover=True)["versions"][-1]
         return json_response(200, self._bundle(latest["name"], latest, include_value=False))

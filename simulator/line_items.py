@@ -43,6 +43,11 @@ _METERS = [
 _REGIONS = ["EASTUS", "WESTEUROPE", "NORTHEUROPE", "EASTUS2", "UKSOUTH"]
 
 
+def _meter(h: int) -> tuple[str, ...]:
+    """The Azure meter of a usage row; the same hash bits pick it in every stream."""
+    return _METERS[(h >> 24) % len(_METERS)]
+
+
 def _mix(value: int) -> int:
     """splitmix64 finaliser: cheap, well spread, deterministic across runs and platforms."""
     z = (value + 0x9E3779B97F4A7C15) & _MASK
@@ -160,7 +165,7 @@ class LineItemStream:
     def _azure_common(self, index: int, h: int) -> dict:
         ctx = self.ctx
         cid, cname, cdomain, _, sub = self._customer(h)
-        meter = _METERS[(h >> 24) % len(_METERS)]
+        meter = _meter(h)
         return {
             "partnerId": ctx.partner.tenant_id, "partnerName": ctx.partner.company_name,
             "partnerBillableAccountId": str(1_010_000_000 + ctx.partner.mpn_id % 1_000_000),
@@ -233,7 +238,7 @@ class LineItemStream:
     def _daily_rated(self, index: int, h: int) -> dict:
         ctx = self.ctx
         cid, cname, cdomain, country, sub = self._customer(h)
-        meter = _METERS[(h >> 24) % len(_METERS)]
+        meter = _meter(h)
         quantity = round(((h >> 12) % 100000) / 1000, 6)
         unit_price = round(0.01 + ((h >> 30) % 5000) / 10000, 6)
         pretax = round(quantity * unit_price, 6)

@@ -12,7 +12,7 @@ from simulator.pc_common import (SALES_ROLES, SERVICE, PartnerCenterAuth, collec
                                  encode_token, fail, link, lower_keys, parse_size, read_json,
                                  stable_etag)
 from simulator.state import SimulatorState
-from simulator.web import Request, Response, Router, json_response
+from simulator.web import Request, Response, Router, json_response, route
 
 CUSTOMER_PAGE_DEFAULT, CUSTOMER_PAGE_MAX = 200, 500
 MAX_QUANTITY = 10_000
@@ -136,20 +136,10 @@ class PartnerCenter:
         self.state, self.auth, self.faults = state, auth, faults
 
     def register(self, router: Router) -> None:
-        add = lambda method, path, handler: router.add(method, path, handler, SERVICE)  # noqa: E731
-        add("GET", "/v1/profiles/organization", self.organization_profile)
-        add("GET", "/v1/profiles/legalbusiness", self.legal_business_profile)
-        add("GET", "/v1/customers/relationshiprequests", self.relationship_request)
-        add("GET", "/v1/customers", self.list_customers)
-        add("GET", "/v1/customers/{customer_id}", self.get_customer)
-        add("GET", "/v1/customers/{customer_id}/subscriptions", self.list_subscriptions)
-        add("GET", "/v1/customers/{customer_id}/subscriptions/{subscription_id}", self.get_subscription)
-        add("PATCH", "/v1/customers/{customer_id}/subscriptions/{subscription_id}", self.patch_subscription)
-        add("GET", "/v1/agreements", self.agreement_metadata)
-        add("GET", "/v1/customers/{customer_id}/agreements", self.list_customer_agreements)
-        add("POST", "/v1/customers/{customer_id}/agreements", self.create_customer_agreement)
+        router.add_handlers(self, SERVICE)
 
     # ---- profiles -----------------------------------------------------------------------
+    @route("GET", "/v1/profiles/organization")
     def organization_profile(self, req: Request) -> Response:
         self.auth.require(req, app_user_only=True)
         p = self.state.partner
@@ -164,6 +154,7 @@ class PartnerCenter:
             "attributes": {"etag": stable_etag(p.org_profile_id), "objectType": "OrganizationProfile"},
         })
 
+    @route("GET", "/v1/profiles/legalbusiness")
     def legal_business_profile(self, req: Request) -> Response:
         self.auth.require(req)
         p = self.state.partner
@@ -179,6 +170,7 @@ class PartnerCenter:
             "links": {"self": link("/profiles/legalbusiness")}, "attributes": {"objectType": "LegalBusinessProfile"},
         })
 
+    @route("GET", "/v1/customers/relationshiprequests")
     def relationship_request(self, req: Request) -> Response:
         self.auth.require(req, app_user_only=True, roles=SALES_ROLES)
         dap = str(req.query.get("dualRoleIndirectRelationship", "")).lower() == "true"
@@ -214,6 +206,7 @@ class PartnerCenter:
             return text.startswith(value) if operator == "starts_with" else text == value
         return matches
 
+    @route("GET", "/v1/customers")
     def list_customers(self, req: Request) -> Response:
         self.auth.require(req, roles=SALES_ROLES)
         if str(req.query.get("seekOperation", "")).lower() == "next":
@@ -236,11 +229,13 @@ class PartnerCenter:
                              [{"key": "MS-ContinuationToken", "value": token}])
         return json_response(200, collection([render_customer_summary(c) for c in page], self_uri, next_link, token))
 
+    @route("GET", "/v1/customers/{customer_id}")
     def get_customer(self, req: Request) -> Response:
         self.auth.require(req, roles=SALES_ROLES)
         return json_response(200, render_customer(self._customer_or_404(req.params["customer_id"])))
 
     # ---- subscriptions ------------------------------------------------------------------
+    @route("GET", "/v1/customers/{customer_id}/subscriptions")
     def list_subscriptions(self, req: Request) -> Response:
         self.auth.require(req, roles=SALES_ROLES)
         customer = self._customer_or_404(req.params["customer_id"])
@@ -259,12 +254,14 @@ class PartnerCenter:
             raise fail(404, 20003, f"Subscription with id {sid} not found.", [sid])
         return sub
 
+    @route("GET", "/v1/customers/{customer_id}/subscriptions/{subscription_id}")
     def get_subscription(self, req: Request) -> Response:
         self.auth.require(req, roles=SALES_ROLES)
         sub = self._subscription_or_404(req)
         with self.state.lock:
             return json_response(200, render_subscription(sub, self.state.clock.now()))
 
+    @route("PATCH", "/v1/customers/{customer_id}/subscriptions/{subscription_id}")
     def patch_subscription(self, req: Request) -> Response:
         self.auth.require(req, roles=SALES_ROLES)
         sub = self._subscription_or_404(req)
@@ -283,12 +280,14 @@ class PartnerCenter:
         return json_response(200, rendered)
 
     # ---- agreements ---------------------------------------------------------------------
+    @route("GET", "/v1/agreements")
     def agreement_metadata(self, req: Request) -> Response:
         self.auth.require(req, app_user_only=True, roles=SALES_ROLES)
         wanted = (req.query.get("agreementType") or "*").lower()
         items = [t for t in AGREEMENT_TEMPLATES if wanted in ("*", t["agreementType"].lower())]
         return json_response(200, collection([dict(t) for t in items]))
 
+    @route("GET", "/v1/customers/{customer_id}/agreements")
     def list_customer_agreements(self, req: Request) -> Response:
         self.auth.require(req, app_user_only=True, roles=SALES_ROLES)
         customer = self._customer_or_404(req.params["customer_id"])
@@ -300,6 +299,7 @@ class PartnerCenter:
             items = [render_agreement(a) for a in found]
         return json_response(200, collection(items))
 
+    @route("POST", "/v1/customers/{customer_id}/agreements")
     def create_customer_agreement(self, req: Request) -> Response:
         principal = self.auth.require(req, app_user_only=True, roles=SALES_ROLES)
         customer = self._customer_or_404(req.params["customer_id"])

@@ -33,6 +33,11 @@ def trusting_session(ca_bundle: str) -> requests.Session:
     return session
 
 
+def _given(**fields) -> dict:
+    """The fields that are not None: a None argument means "leave it as it is" on the server."""
+    return {name: value for name, value in fields.items() if value is not None}
+
+
 class ControlError(RuntimeError):
     def __init__(self, status: int, body):
         super().__init__(f"control API answered {status}: {body}")
@@ -128,12 +133,7 @@ class SimulatorControl:
         return self.request("GET", "/users/integration")
 
     def set_integration_user(self, roles: list[str] | None = None, mfa_registered: bool | None = None) -> dict:
-        body = {}
-        if roles is not None:
-            body["roles"] = roles
-        if mfa_registered is not None:
-            body["mfa_registered"] = mfa_registered
-        return self.request("POST", "/users/integration", body)
+        return self.request("POST", "/users/integration", _given(roles=roles, mfa_registered=mfa_registered))
 
     def revoke_refresh_tokens(self) -> int:
         return self.request("POST", "/tokens/revoke")["revoked"]
@@ -143,12 +143,8 @@ class SimulatorControl:
 
     def set_app_permissions(self, graph_application: list[str] | None = None,
                             graph_delegated: list[str] | None = None) -> dict:
-        body = {}
-        if graph_application is not None:
-            body["graph_application"] = graph_application
-        if graph_delegated is not None:
-            body["graph_delegated"] = graph_delegated
-        return self.request("POST", "/app/permissions", body)
+        return self.request("POST", "/app/permissions",
+                            _given(graph_application=graph_application, graph_delegated=graph_delegated))
 
     def sign_in(self, auth_uri: str, mfa: bool | str = True) -> str:
         """Complete the sign-in page for an msal auth_uri; returns the redirect URL

@@ -110,6 +110,15 @@ def bad_request_json(message: str) -> Response:
 Handler = Callable[[Request], Response]
 
 
+def route(method: str, template: str) -> Callable[[Handler], Handler]:
+    """Marks a handler method for Router.add_handlers; stack several for several routes."""
+    def mark(handler):
+        # Decorators apply bottom-up; insert at the front so the routes keep their reading order.
+        handler.__dict__.setdefault("_routes", []).insert(0, (method, template))
+        return handler
+    return mark
+
+
 @dataclass
 class Route:
     method: str
@@ -131,6 +140,16 @@ class Router:
     def add(self, method: str, template: str, handler: Handler, service: str) -> None:
         regex = "^" + re.sub(r"\\{(\w+)\\}", r"(?P<\1>[^/]+)", re.escape(template)) + "/?$"
         self._routes.append(Route(method.upper(), template, re.compile(regex), handler, service))
+
+    def add_handlers(self, owner, service: str, prefix: str = "") -> None:
+        """Adds the @route methods of owner's class in the order they are defined, except that
+        templates with fewer {parameters} go first: a fixed path such as
+        /v1/invoices/unbilled/lineitems must never be taken for /v1/invoices/{invoice_id}/lineitems."""
+        marked = [(method, template, getattr(owner, name)) for name, member in vars(type(owner)).items()
+                  for method, template in getattr(member, "_routes", ())]
+        marked.sort(key=lambda entry: entry[1].count("{"))   # stable: definition order otherwise
+        for method, template, handler in marked:
+            self.add(method, prefix + template, handler, service)
 
     def match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], bool]:
         """Returns (route, params, path_known). path_known=True with route=None means 405."""

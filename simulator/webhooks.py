@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from simulator.certs import KeyMaterial
 from simulator.pc_common import PartnerCenterAuth, fail, lower_keys, read_json
 from simulator.state import SimulatorState
-from simulator.web import Request, Response, Router, json_response
+from simulator.web import Request, Response, Router, json_response, route
 
 SERVICE = "webhooks"
 SUPPORTED_EVENTS = ["test-created", "subscription-updated", "usagerecords-thresholdExceeded", "referral-created",
@@ -34,16 +34,10 @@ class Webhooks:
         self._send_lock = threading.Lock()
 
     def register(self, router: Router) -> None:
-        add = lambda method, path, handler: router.add(method, path, handler, SERVICE)  # noqa: E731
-        add("GET", "/webhooks/v1/registration/events", self.list_events)
-        add("GET", "/webhooks/v1/registration", self.get_registration)
-        add("POST", "/webhooks/v1/registration", self.create_registration)
-        add("PUT", "/webhooks/v1/registration", self.update_registration)
-        add("DELETE", "/webhooks/v1/registration", self.delete_registration)
-        add("POST", "/webhooks/v1/registration/validationEvents", self.create_validation_event)
-        add("GET", "/webhooks/v1/registration/validationEvents/{correlation_id}", self.get_validation_event)
+        router.add_handlers(self, SERVICE)
 
     # ---- registration API ---------------------------------------------------------------
+    @route("GET", "/webhooks/v1/registration/events")
     def list_events(self, req: Request) -> Response:
         self.auth.require(req)
         return json_response(200, SUPPORTED_EVENTS)
@@ -69,6 +63,7 @@ class Webhooks:
                 "WebhookEvents": list(registration["WebhookEvents"]),
                 "SignatureTokenToMsSignatureHeader": registration["SignatureTokenToMsSignatureHeader"]}
 
+    @route("GET", "/webhooks/v1/registration")
     def get_registration(self, req: Request) -> Response:
         self.auth.require(req)
         with self.state.lock:
@@ -77,6 +72,7 @@ class Webhooks:
             raise fail(404, 1000, "Not found: no webhook registration exists for this partner.")
         return json_response(200, self._render(registration))
 
+    @route("POST", "/webhooks/v1/registration")
     def create_registration(self, req: Request) -> Response:
         self.auth.require(req)
         url, events, ms_header = self._parse_registration(req)
@@ -87,6 +83,7 @@ class Webhooks:
                                                "WebhookEvents": events, "SignatureTokenToMsSignatureHeader": ms_header}
             return json_response(200, self._render(self.state.webhook_registration))
 
+    @route("PUT", "/webhooks/v1/registration")
     def update_registration(self, req: Request) -> Response:
         self.auth.require(req)
         url, events, ms_header = self._parse_registration(req)
@@ -96,6 +93,7 @@ class Webhooks:
             self.state.webhook_registration = current
             return json_response(200, self._render(current))
 
+    @route("DELETE", "/webhooks/v1/registration")
     def delete_registration(self, req: Request) -> Response:
         self.auth.require(req)
         with self.state.lock:
@@ -104,6 +102,7 @@ class Webhooks:
             raise fail(404, 1000, "Not found: no webhook registration exists for this partner.")
         return Response(204)
 
+    @route("POST", "/webhooks/v1/registration/validationEvents")
     def create_validation_event(self, req: Request) -> Response:
         self.auth.require(req)
         with self.state.lock:
@@ -123,6 +122,7 @@ class Webhooks:
                 "callbackUrl": registration["WebhookUrl"], "results": [result]}
         return json_response(200, {"correlationId": correlation_id})
 
+    @route("GET", "/webhooks/v1/registration/validationEvents/{correlation_id}")
     def get_validation_event(self, req: Request) -> Response:
         self.auth.require(req)
         with self.state.lock:

@@ -43,7 +43,8 @@ def assert_same_shape(sample, actual, path: str = "$", ignore: tuple[str, ...] =
         return
     if isinstance(sample, list):
         assert isinstance(actual, list), f"{path}: expected a list, got {type(actual).__name__}"
-        if sample and actual:
+        if sample:  # an empty answer proves nothing about the items' shape
+            assert actual, f"{path}: expected a non-empty list like the sample, got []"
             assert_same_shape(sample[0], actual[0], f"{path}[0]", ignore)
         return
     raise AssertionError(f"{path}: unexpected sample type {type(sample).__name__}")
