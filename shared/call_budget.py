@@ -1,7 +1,8 @@
-"""SharedCallBudget: one Partner Center call budget per partner tenant across every worker process.
+"""Call budgets: :class:`CallBudget`, a sliding window in one process, and :class:`SharedCallBudget`,
+one Partner Center call budget per partner tenant across every worker process.
 
 Partner Center throttles per partner tenant, whoever sends the calls, while
-:class:`~shared.partner_center.CallBudget` lives in one process: N Functions instances syncing one
+:class:`CallBudget` lives in one process: N Functions instances syncing one
 provider would together send N times its budget. Here the processes lease blocks of calls from
 rows in table ``callbudget``; the in-process ``CallBudget`` stays the fast path (and keeps the
 per-customer scope), so the table is touched about once per block, not once per call.
@@ -40,6 +41,7 @@ through the table would add a storage round trip per customer for nothing in the
 """
 from __future__ import annotations
 
+import collections
 import math
 import random
 import threading
@@ -52,11 +54,11 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.data.tables import UpdateMode
 
 from .logging import get_logger
-from .partner_center import CallBudget
 from .tables import escape_key
 
 log = get_logger(__name__)
 
+DEFAULT_CALLS_PER_MINUTE = 450  # documented limit is 500/minute per tenant identifier; keep a margin
 CALL_BUDGET_TABLE = "callbudget"
 DEFAULT_LEASE_BLOCK = 25
 # Budget round trips must fail fast: a sync waits on them. One retry, short timeouts.
@@ -66,6 +68,81 @@ STORAGE_CALL_OPTIONS: dict[str, Any] = {"retry_total": 1, "connection_timeout": 
 def budget_scope(tenant_id: str, customer_id: str | None = None) -> str:
     """The PartitionKey of a scope: ``<tenant>`` or ``<tenant>|<customer>``, escaped."""
     return escape_key(tenant_id if customer_id is None else f"{tenant_id}|{customer_id}")
+
+
+class CallBudget:
+    """Sliding-window call limiter for one partner tenant: at most ``partner_limit`` calls in any
+    ``window`` seconds for the tenant, and ``customer_limit`` for each partner+customer pair.
+
+    ``acquire`` waits (outside the lock) until both windows have room, then records the call.
+    One object per partner tenant, shared by every stream and thread syncing that tenant.
+    """
+
+    def __init__(
+        self,
+        *,
+        partner_limit: int = DEFAULT_CALLS_PER_MINUTE,
+        customer_limit: int | None = None,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        if partner_limit < 1 or (customer_limit is not None and customer_limit < 1):
+            raise ValueError("call budget limits must be >= 1")
+        self.partner_limit = partner_limit
+        self.customer_limit = customer_limit or partner_limit
+        self.window = window
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._partner: collections.deque[float] = collections.deque()
+        self._customers: dict[str, collections.deque[float]] = {}
+        self.waited_seconds = 0.0
+
+    def _prune(self, calls: collections.deque[float], now: float) -> None:
+        horizon = now - self.window
+        while calls and calls[0] <= horizon:
+            calls.popleft()
+
+    def _wait_for(self, calls: collections.deque[float], limit: int, now: float) -> float:
+        self._prune(calls, now)
+        if len(calls) < limit:
+            return 0.0
+        return calls[len(calls) - limit] + self.window - now
+
+    def acquire(self, customer_id: str | None = None) -> float:
+        """Block until a call may be sent; returns the seconds spent waiting."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = self._clock()
+                wait = self._wait_for(self._partner, self.partner_limit, now)
+                customer_calls = None
+                if customer_id is not None:
+                    customer_calls = self._customers.get(customer_id)
+                    if customer_calls is None:
+                        customer_calls = self._customers[customer_id] = collections.deque()
+                    wait = max(wait, self._wait_for(customer_calls, self.customer_limit, now))
+                if wait <= 0:
+                    self._partner.append(now)
+                    if customer_calls is not None:
+                        customer_calls.append(now)
+                    self._forget_idle_customers(now)
+                    self.waited_seconds += waited
+                    return waited
+            self._sleep(wait)
+            waited += wait
+
+    def _forget_idle_customers(self, now: float) -> None:
+        if len(self._customers) > 256:
+            for key in [k for k, calls in self._customers.items() if not calls or calls[-1] <= now - self.window]:
+                del self._customers[key]
+
+    def in_window(self, customer_id: str | None = None) -> int:
+        with self._lock:
+            calls = self._partner if customer_id is None else self._customers.get(customer_id, collections.deque())
+            self._prune(calls, self._clock())
+            return len(calls)
 
 
 class _Conflict(Exception):
@@ -331,4 +408,4 @@ class SharedCallBudget:
             log.debug("call budget cleanup skipped: %s", exc)
 
 
-__all__ = ["CALL_BUDGET_TABLE", "SharedCallBudget", "budget_scope"]
+__all__ = ["CALL_BUDGET_TABLE", "DEFAULT_CALLS_PER_MINUTE", "CallBudget", "SharedCallBudget", "budget_scope"]

@@ -13,8 +13,10 @@ from urllib.parse import parse_qsl, urlsplit
 import requests
 from requests.structures import CaseInsensitiveDict
 
+from shared.call_budget import CallBudget
 from shared.errors import ConsentRequired
-from shared.partner_center import CallBudget, PartnerCenterClient, RetryPolicy
+from shared.partner_center import PartnerCenterClient
+from shared.transport import RetryPolicy
 
 BASE = "https://pc.example.test"
 
@@ -47,11 +49,15 @@ class Sent:
 
 class ScriptedSession:
     """Answers each request with the next scripted item (a Response, an exception instance, or
-    a callable taking the Sent request)."""
+    a callable taking the Sent request). A request past the end of the script fails the test;
+    ``assert_consumed()`` fails it when scripted answers were never asked for."""
 
     def __init__(self, *script: Any):
         self.script = list(script)
         self.sent: list[Sent] = []
+
+    def assert_consumed(self) -> None:
+        assert not self.script, f"{len(self.script)} scripted answer(s) never requested after {len(self.sent)} request(s)"
 
     def request(self, method, url, *, params=None, headers=None, **_):
         sent = Sent(method, url, params, headers)
@@ -70,7 +76,8 @@ class ScriptedSession:
 
 
 class FakeTokenSource:
-    """Caches its token like auth's TokenProvider; force_refresh moves to the next one."""
+    """Caches its token like auth's TokenProvider; force_refresh moves to the next one. Serves
+    Graph tokens too (``graph_token``), from the same list."""
 
     def __init__(self, tokens=("token-1", "token-2", "token-3"), *, consent_error: bool = False):
         self.tokens = list(tokens)
@@ -85,6 +92,9 @@ class FakeTokenSource:
         if force_refresh:
             self.index = min(self.index + 1, len(self.tokens) - 1)
         return self.tokens[self.index]
+
+    def graph_token(self, *, force_refresh: bool = False) -> str:
+        return self.access_token(force_refresh=force_refresh)
 
 
 class NoSleep:

@@ -11,8 +11,7 @@ import pytest
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ServiceRequestError
 
-from shared.call_budget import SharedCallBudget, budget_scope
-from shared.partner_center import CallBudget
+from shared.call_budget import CallBudget, SharedCallBudget, budget_scope
 
 
 class Entity(dict):

@@ -11,17 +11,17 @@ import pytest
 from tests.support import SAMPLES_DIR
 import requests
 
-from shared.graph_billing import (
+from shared.graph_billing import GraphBillingClient, Manifest
+from shared.graph_billing_errors import (
     BlobFormatError,
+    ExportExpired,
     ExportFailed,
     ExportTimedOut,
-    GraphBillingClient,
     GraphBillingError,
     GraphPermissionMissing,
-    Manifest,
-    iter_gzip_json_lines,
 )
-from shared.partner_center import RetryPolicy, TruncatedBody
+from shared.jsonlines import iter_gzip_json_lines
+from shared.transport import RetryPolicy, TruncatedBody
 from tests.fakes.partner_center import NoSleep, ScriptedSession, response
 
 GRAPH = "https://graph.example.test"
@@ -246,8 +246,6 @@ def test_manifest_sample_and_beta_names():
 
 
 def test_refused_blob_means_an_expired_export_not_a_missing_permission():
-    from shared.graph_billing import ExportExpired
-
     refused = response(403, raw=b"<Error><Code>AuthenticationFailed</Code></Error>")
     refused._content_consumed = True
     graph = client(ScriptedSession(refused))

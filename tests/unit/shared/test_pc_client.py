@@ -6,31 +6,32 @@ import random
 import pytest
 import requests
 
+from shared.call_budget import CallBudget
 from shared.errors import ConsentRequired, PermissionMissing
-from shared.partner_center import (
-    Action,
+from shared.jsonutil import as_bool, as_int, get_path
+from shared.paging import (
+    NextLinkPaginator,
+    OffsetPaginator,
+    PageRequest,
+    PagingStyle,
+    SeekPaginator,
+    SinglePagePaginator,
+    paginator_for,
+)
+from shared.partner_center import PartnerCenterClient
+from shared.partner_center_errors import (
     BadRequestError,
-    CallBudget,
     ConflictError,
     ForbiddenError,
-    NextLinkPaginator,
     NotFoundError,
-    PageRequest,
     PaginationLoopError,
     PartnerCenterError,
-    RetryPolicy,
-    SeekPaginator,
     ServiceError,
-    SinglePagePaginator,
     ThrottledError,
     TransportError,
     UnauthorizedError,
-    as_bool,
-    as_int,
-    get_path,
-    parse_retry_after,
-    resolve,
 )
+from shared.transport import Action, RetryPolicy, parse_retry_after, resolve
 from tests.fakes.partner_center import BASE, FakePartnerCenter, FakeTokenSource, NoSleep, ScriptedSession, make_client, response
 
 OK = {"id": "x"}
@@ -67,8 +68,6 @@ def test_bind_gives_a_new_correlation_id_and_own_counters_sharing_the_session():
 
 @pytest.mark.parametrize("base", [BASE, BASE + "/", BASE + "/v1", BASE + "/v1/"])
 def test_url_for_handles_base_and_relative_links(base):
-    from shared.partner_center import PartnerCenterClient
-
     client = PartnerCenterClient(base, FakeTokenSource(), session=ScriptedSession())
     assert client.url_for("/customers?size=2") == f"{BASE}/v1/customers?size=2"
     assert client.url_for("/v1/customers?size=2") == f"{BASE}/v1/customers?size=2"
@@ -129,8 +128,6 @@ def test_offset_paging_follows_links():
 
     session = ScriptedSession(page(["1", "2"], "/invoices?size=2&offset=2"), page(["3"]))
     client = make_client(session)
-    from shared.partner_center import OffsetPaginator
-
     items = list(client.iter_items(OffsetPaginator(PageRequest.of("/invoices", {"size": 2, "offset": 0}))))
     assert [i["id"] for i in items] == ["1", "2", "3"]
     assert session.sent[1].query == {"size": "2", "offset": "2"}
@@ -158,6 +155,18 @@ def test_stops_without_next_link_and_single_page():
     assert paginator.finished and paginator.count == 1
 
 
+@pytest.mark.parametrize("style, kind", [(PagingStyle.NONE, SinglePagePaginator), ("offset", OffsetPaginator),
+                                         (PagingStyle.SEEK, SeekPaginator), ("seek", SeekPaginator)])
+def test_paginator_for_takes_the_enum_or_its_value(style, kind):
+    paginator = paginator_for(style, PageRequest.of("/customers"))
+    assert type(paginator) is kind and paginator.current.path == "/customers"
+
+
+def test_paginator_for_refuses_an_unknown_style():
+    with pytest.raises(ValueError, match=r"unknown paging style 'pages'; expected one of \['none', 'offset', 'seek'\]"):
+        paginator_for("pages", PageRequest.of("/x"))
+
+
 def test_pascal_case_collection_is_read():
     session = ScriptedSession(response(200, {"TotalCount": 1, "Items": [{"Id": "A"}]}))
     items = list(make_client(session).iter_items(SinglePagePaginator(PageRequest.of("/x"))))
@@ -175,13 +184,13 @@ def test_pascal_case_collection_is_read():
      (504, Action.RETRY), (501, Action.FAIL)],
 )
 def test_resolution_table(status, action):
-    assert resolve(response(status)) is action
+    assert resolve(response(status)).action is action
 
 
 @pytest.mark.parametrize("exc", [requests.ConnectionError("reset"), requests.Timeout(),
                                  requests.exceptions.ChunkedEncodingError()])
 def test_transport_errors_are_retried(exc):
-    assert resolve(exc) is Action.RETRY
+    assert resolve(exc).action is Action.RETRY
 
 
 @pytest.mark.parametrize(

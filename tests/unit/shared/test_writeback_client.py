@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from shared.partner_center import BadRequestError, ServiceError, TransportError
+from shared.partner_center_errors import BadRequestError, ServiceError, TransportError
 from tests.fakes.partner_center import ScriptedSession, make_client, response
 
 SUB = {"id": "s1", "quantity": 3, "attributes": {"etag": "e2"}}

@@ -1,0 +1,118 @@
+"""Defensive accessors for service JSON: key case varies (``companyProfile`` / ``CompanyProfile``)
+and so do value types (``"5"`` or ``5``, ``"true"`` or ``true``), so every read goes through here."""
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+
+def get_path(obj: Any, *keys: str) -> Any:
+    """Nested lookup tolerant of key case; None as soon as a level is missing or not a mapping."""
+    for key in keys:
+        if not isinstance(obj, Mapping):
+            return None
+        if key in obj:
+            obj = obj[key]
+            continue
+        lowered = key.lower()
+        for k, v in obj.items():
+            if isinstance(k, str) and k.lower() == lowered:
+                obj = v
+                break
+        else:
+            return None
+    return obj
+
+
+def as_text(value: Any) -> str | None:
+    """Text as stored; objects and arrays become compact, key-sorted JSON."""
+    if value is None:
+        return None
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return str(value)
+
+
+def as_int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None if value is None else int(value)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        try:
+            number = float(str(value).strip())
+        except ValueError:
+            return None
+        return int(number) if number.is_integer() else None
+
+
+def as_bool(value: Any) -> bool | None:
+    if isinstance(value, bool) or value is None:
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    return None
+
+
+def as_enum(value: Any) -> str | None:
+    """Enum values as the service spells them today (lower snake case); unknown values pass through."""
+    if value is None:
+        return None
+    return str(value).strip().lower() or None
+
+
+__all__ = ["JsonRejected", "MAX_JSON_DEPTH", "as_bool", "as_enum", "as_int", "as_text", "get_path", "nesting_depth",
+           "parse_json_text"]
+
+
+MAX_JSON_DEPTH = 32  # pcsync's own bodies and messages nest 4 levels; Partner Center's events 3
+
+
+class JsonRejected(ValueError):
+    """Bytes that are not a JSON document pcsync accepts; the message says why and is safe to show."""
+
+
+def parse_json_text(body: bytes | bytearray | str, *, max_bytes: int, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """The one decoder for JSON from outside (HTTP bodies, queue messages, webhook posts):
+    size, UTF-8, nesting depth (checked before parsing, so a deeply nested document is refused
+    instead of exhausting the parser's recursion) and syntax. Raises JsonRejected."""
+    raw = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+    if len(raw) > max_bytes:
+        raise JsonRejected(f"larger than {max_bytes} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise JsonRejected("not UTF-8 text") from None
+    if not text.strip():
+        raise JsonRejected("empty")
+    if nesting_depth(text) > max_depth:
+        raise JsonRejected(f"nested more than {max_depth} levels deep")
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise JsonRejected("not valid JSON") from None
+
+
+def nesting_depth(text: str) -> int:
+    """The deepest bracket nesting of a JSON text (brackets inside strings do not count)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest

@@ -1,0 +1,81 @@
+"""Partner Center errors, grouped by what a caller can do; the ApiFault fields are attributes.
+
+Which class a failed call raises is decided by the transport's resolution table
+(:mod:`shared.transport`) and the client's class table (:mod:`shared.partner_center`).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import PcsyncError, PermissionMissing
+
+
+class PartnerCenterError(PcsyncError):
+    """A Partner Center call failed for good. ``status`` is None for transport failures."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        description: str | None = None,
+        request_id: str | None = None,
+        correlation_id: str | None = None,
+        method: str | None = None,
+        path: str | None = None,
+    ):
+        self.status = status
+        self.code = code
+        self.description = description
+        self.request_id = request_id
+        self.correlation_id = correlation_id
+        self.method = method
+        self.path = path
+        super().__init__(message)
+
+
+class BadRequestError(PartnerCenterError):
+    """400: the request is wrong (or an etag is stale); not retried."""
+
+
+class UnauthorizedError(PartnerCenterError):
+    """401 even after a forced token refresh (e.g. MFA required, wrong audience)."""
+
+
+class ForbiddenError(PartnerCenterError, PermissionMissing):
+    """403: the role or token type (app-only vs App+User) does not allow the operation."""
+
+
+class NotFoundError(PartnerCenterError):
+    """404: the resource does not exist (any more)."""
+
+
+class ConflictError(PartnerCenterError):
+    """409: another operation is pending on the resource."""
+
+
+class ThrottledError(PartnerCenterError):
+    """429 persisted through every retry; ``retry_after`` is the server's last hint in seconds."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any):
+        self.retry_after = retry_after
+        super().__init__(message, **kwargs)
+
+
+class ServiceError(PartnerCenterError):
+    """5xx (or an unexpected status) persisted through every retry."""
+
+
+class TransportError(PartnerCenterError):
+    """Connection resets, timeouts or truncated bodies persisted through every retry."""
+
+
+class PaginationLoopError(PartnerCenterError):
+    """The service handed back a next link or continuation token it had already given."""
+
+
+__all__ = [
+    "BadRequestError", "ConflictError", "ForbiddenError", "NotFoundError", "PaginationLoopError",
+    "PartnerCenterError", "ServiceError", "ThrottledError", "TransportError", "UnauthorizedError",
+]

@@ -1,0 +1,466 @@
+"""Transport: the one request loop under pcsync's HTTP clients (Partner Center and Graph).
+
+Per attempt: the headers are built (the same request id on every attempt, the token source's
+cached token), the call budget is waited on (so that a healthy run is never throttled), the
+request is sent, a 2xx JSON body is decoded, and the outcome (a response or a transport
+exception) is looked up in one table, :data:`RESOLUTIONS`, which says what to do:
+
+* ``RETRY``: back off with jitter (5xx, resets, timeouts, cut-short bodies);
+* ``RATE_LIMITED``: wait as ``Retry-After`` says (capped), then go again;
+* ``REFRESH_TOKEN``: force one token refresh and go again; a second 401 fails;
+* ``FAIL``: raise; the entry's :class:`ErrorType` picks the client's exception class.
+
+A write (``replay_safe=False``) that may have run (a 5xx, a reset, a read timeout, a cut-short
+body) is not sent again; one the service refused before running it (429, 401) or that never left
+(connect timeout) is. The table says which outcomes those are (``Resolution.may_have_run``).
+
+What differs between the services is a :class:`Dialect`: the name in logs, the request-id header,
+the error-body parser, and the client's exception class (and fix hint) per error type. Exceptions
+not in the table (e.g. ``ConsentRequired`` from a token source) pass through unchanged.
+"""
+from __future__ import annotations
+
+import email.utils
+import enum
+import json
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol, Sequence, Union
+
+import requests
+
+from .jsonutil import get_path
+from .logging import get_logger
+
+log = get_logger(__name__)
+
+
+# --------------------------------------------------------------------------------------------
+# Resolution: one table from outcome to action
+# --------------------------------------------------------------------------------------------
+
+
+class Action(enum.Enum):
+    SUCCESS = "success"
+    RETRY = "retry"  # transient: back off with jitter
+    RATE_LIMITED = "rate_limited"  # 429: honour Retry-After
+    REFRESH_TOKEN = "refresh_token"  # 401: refresh once, then fail
+    FAIL = "fail"
+
+
+class ErrorType(enum.Enum):
+    """What went wrong, in terms a caller can act on; each client maps these to its classes."""
+
+    BAD_REQUEST = "bad_request"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    GONE = "gone"
+    CONFLICT = "conflict"
+    THROTTLED = "throttled"
+    SERVICE = "service"  # the service failed (5xx, 408)
+    TRANSPORT = "transport"  # resets, timeouts, cut-short bodies
+    UNEXPECTED = "unexpected"  # any status the table does not know
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What to do with one outcome. ``may_have_run`` is False when the service certainly did not
+    carry the request out (refused it, or it never left), so that even a write may go again."""
+
+    action: Action
+    error_type: ErrorType | None = None
+    may_have_run: bool = True
+
+
+class TruncatedBody(Exception):
+    """A 2xx response whose body is not complete JSON."""
+
+
+_TRANSIENT = Resolution(Action.RETRY, ErrorType.SERVICE)
+_CUT_OFF = Resolution(Action.RETRY, ErrorType.TRANSPORT)
+
+# Keys: ``(status, service error code)``, a status, a status class (``"5xx"``: every status of the
+# class not listed on its own), or an exception class (looked up along the exception's MRO, so the
+# most specific entry wins). Only exception classes listed here are caught by the loop.
+ResolutionKey = Union[int, str, tuple[int, str], type[BaseException]]
+RESOLUTIONS: Mapping[ResolutionKey, Resolution] = {
+    "2xx": Resolution(Action.SUCCESS),
+    400: Resolution(Action.FAIL, ErrorType.BAD_REQUEST),
+    401: Resolution(Action.REFRESH_TOKEN, ErrorType.UNAUTHORIZED, may_have_run=False),
+    403: Resolution(Action.FAIL, ErrorType.FORBIDDEN),
+    404: Resolution(Action.FAIL, ErrorType.NOT_FOUND),
+    408: _TRANSIENT,
+    409: Resolution(Action.FAIL, ErrorType.CONFLICT),
+    410: Resolution(Action.FAIL, ErrorType.GONE),
+    429: Resolution(Action.RATE_LIMITED, ErrorType.THROTTLED, may_have_run=False),
+    "5xx": _TRANSIENT,
+    501: Resolution(Action.FAIL, ErrorType.SERVICE),  # not implemented: asking again cannot help
+    505: Resolution(Action.FAIL, ErrorType.SERVICE),  # HTTP version not supported: likewise
+    requests.exceptions.ConnectTimeout: Resolution(Action.RETRY, ErrorType.TRANSPORT, may_have_run=False),
+    requests.ConnectionError: _CUT_OFF,  # resets, refused connections
+    requests.Timeout: _CUT_OFF,  # read timeouts: the request may have run
+    requests.exceptions.ChunkedEncodingError: _CUT_OFF,  # body cut short
+    requests.exceptions.ContentDecodingError: _CUT_OFF,
+    TruncatedBody: _CUT_OFF,
+}
+UNRESOLVED = Resolution(Action.FAIL, ErrorType.UNEXPECTED)
+
+# Exceptions worth another attempt; also what a client streaming a body catches mid-stream.
+TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = tuple(
+    key for key, resolution in RESOLUTIONS.items() if isinstance(key, type) and resolution.action is Action.RETRY
+)
+_CAUGHT = tuple(key for key in RESOLUTIONS if isinstance(key, type))
+
+
+def resolve(
+    outcome: requests.Response | BaseException,
+    *,
+    code: str | None = None,
+    table: Mapping[Any, Resolution] = RESOLUTIONS,
+) -> Resolution:
+    """The table's entry for a response (by status and error code, status, status class) or an
+    exception (by class, most specific first); :data:`UNRESOLVED` when none applies."""
+    if isinstance(outcome, BaseException):
+        keys: Sequence[Any] = type(outcome).__mro__
+    else:
+        status = outcome.status_code
+        keys = ((status, code), status, f"{status // 100}xx")
+    for key in keys:
+        if key in table:
+            return table[key]
+    return UNRESOLVED
+
+
+# --------------------------------------------------------------------------------------------
+# Retry policy
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded retries with jittered exponential backoff; Retry-After capped like msal does."""
+
+    max_attempts: int = 6
+    backoff_base: float = 0.5
+    backoff_max: float = 20.0
+    retry_after_cap: float = 60.0
+    retry_after_default: float = 5.0
+    max_elapsed: float = 300.0
+
+    def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Full jitter: uniform(0, min(max, base * 2**(attempt-1))), never below a small floor."""
+        ceiling = min(self.backoff_max, self.backoff_base * (2 ** max(attempt - 1, 0)))
+        return max(0.05, (rng or random).uniform(0, ceiling))
+
+    def throttle_wait(self, response: requests.Response, attempt: int, rng: random.Random | None = None) -> float:
+        hint = parse_retry_after(response.headers.get("Retry-After"))
+        if hint is None:
+            return max(self.retry_after_default, self.backoff(attempt, rng))
+        # a little jitter so that parallel workers do not come back in the same instant
+        return min(self.retry_after_cap, hint) + (rng or random).uniform(0, 0.25)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Retry-After as seconds: delta-seconds or an HTTP date. None when absent or unparseable."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+# --------------------------------------------------------------------------------------------
+# Counters, budget hook, bodies
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CallStats:
+    """Counters for one sync run (or any scope that binds its own)."""
+
+    calls: int = 0
+    throttled: int = 0
+    retries: int = 0
+    token_refreshes: int = 0
+    budget_wait_s: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **deltas: float) -> None:
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self, name, getattr(self, name) + delta)
+
+
+class Budget(Protocol):
+    """A call limiter (``shared.call_budget``): blocks until a call may go, returns the wait."""
+
+    def acquire(self, customer_id: str | None = None) -> float: ...
+
+
+def decode_json(response: requests.Response, *, allow_empty: bool = False) -> Any:
+    """A 2xx body as JSON; empty is ``{}`` for a 204 (or when allowed), else :class:`TruncatedBody`."""
+    content = response.content
+    if not content or not content.strip():
+        if response.status_code == 204 or allow_empty:
+            return {}
+        raise TruncatedBody("empty body")
+    try:
+        return json.loads(content)
+    except ValueError as exc:
+        raise TruncatedBody(f"body is not complete JSON ({len(content)} bytes)") from exc
+
+
+def error_fields(
+    response: requests.Response,
+    code_paths: Sequence[tuple[str, ...]],
+    message_paths: Sequence[tuple[str, ...]],
+) -> tuple[str | None, str | None]:
+    """(code, message) from an error body: the first of each list of JSON paths that is present.
+    A body that is not JSON gives its first 300 characters as the message."""
+    try:
+        body = json.loads(response.content or b"null")
+    except ValueError:
+        return None, (response.text or "").strip()[:300] or None
+    if not isinstance(body, Mapping):
+        return None, None
+    code, message = _first(body, code_paths), _first(body, message_paths)
+    return (None if code is None else str(code)), (None if message is None else str(message)[:1024])
+
+
+def _first(body: Mapping[str, Any], paths: Sequence[tuple[str, ...]]) -> Any:
+    for path in paths:
+        value = get_path(body, *path)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def _new_session(pool_size: int) -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False  # this machine sets REQUESTS_CA_BUNDLE and proxies; only settings apply
+    adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=pool_size, max_retries=0)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+# --------------------------------------------------------------------------------------------
+# Calls, dialects, failures
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    """One logical call; every attempt sends the same headers and ``request_id``."""
+
+    method: str
+    url: str
+    target: str  # what logs and errors show: a path, or a URL without its query (a SAS)
+    request_id: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    params: tuple[tuple[str, str], ...] = ()
+    body: Any = None  # sent as JSON unless None
+    token: Callable[..., str] | None = None  # token(force_refresh=...); None: no Authorization
+    customer_id: str | None = None  # the budget's per-customer scope
+    replay_safe: bool = True  # False: a write that must not run twice
+    stream: bool = False  # leave the body unread; the caller streams it
+    allow_empty: bool = False  # an empty 2xx body is {} (otherwise only a 204's may be empty)
+    context: Mapping[str, Any] = field(default_factory=dict)  # for logs and errors, e.g. a correlation id
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A call that failed for good: what the client needs to build its exception."""
+
+    call: Call
+    error_type: ErrorType
+    attempts: int
+    status: int | None = None
+    reason: str | None = None
+    code: str | None = None
+    message: str | None = None
+    retry_after: float | None = None
+    cause: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What one service does its own way; ``make_error(cls, text, failure)`` fills the fields of
+    the client's exception classes, ``hints`` say how to fix an error type (added to the text)."""
+
+    name: str
+    request_id_header: str
+    parse_error: Callable[[requests.Response], tuple[str | None, str | None]]
+    errors: Mapping[ErrorType, type[Exception]]
+    default_error: type[Exception]
+    make_error: Callable[[type[Exception], str, Failure], Exception]
+    hints: Mapping[ErrorType, str] = field(default_factory=dict)
+    # True: a body goes out as compact JSON bytes (values JSON lacks, e.g. Decimal, as text);
+    # False: it is handed to requests as ``json=``, which encodes it itself
+    compact_json: bool = True
+
+    def error(self, failure: Failure) -> Exception:
+        call = failure.call
+        if failure.status is None:
+            text = f"{call.method} {call.target} failed after {failure.attempts} attempt(s): {type(failure.cause).__name__}"
+        else:
+            code = f" (code {failure.code})" if failure.code is not None else ""
+            detail = failure.message or failure.reason or "no description"
+            text = f"{call.method} {call.target} -> HTTP {failure.status}{code}: {detail}"
+            if failure.attempts > 1:
+                text += f" after {failure.attempts} attempt(s)"
+        hint = self.hints.get(failure.error_type)
+        text += (f". {hint}" if hint else "") + f" [{self.request_id_header} {call.request_id}]"
+        error = self.make_error(self.errors.get(failure.error_type, self.default_error), text, failure)
+        if failure.cause is not None:
+            error.__cause__ = failure.cause
+        return error
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    outcome: requests.Response | BaseException
+    resolution: Resolution
+    body: Any = None
+    code: str | None = None
+    message: str | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+
+class Transport:
+    """Session, retry policy and budget shared by every bound view of a client. Without a
+    ``session`` it opens its own pool of ``pool_size`` connections; ``ca_bundle`` is the CA file
+    to verify servers against (default: the system's)."""
+
+    def __init__(
+        self,
+        session: Any | None = None,
+        *,
+        pool_size: int = 8,
+        retry: RetryPolicy | None = None,
+        budget: Budget | None = None,
+        timeout: tuple[float, float] = (10.0, 120.0),
+        ca_bundle: str | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ):
+        self.session = session if session is not None else _new_session(pool_size)
+        self.retry = retry or RetryPolicy()
+        self.budget = budget
+        self.timeout = timeout
+        self.verify: Any = ca_bundle or True
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def send(self, call: Call, dialect: Dialect, stats: CallStats) -> tuple[requests.Response, Any]:
+        """Send until the table says success (returns the response and its decoded body, None
+        when streamed) or failure (raises the dialect's exception)."""
+        payload: dict[str, Any] = {}
+        if call.body is not None and dialect.compact_json:
+            payload["data"] = json.dumps(call.body, separators=(",", ":"), default=str).encode("utf-8")
+        elif call.body is not None:
+            payload["json"] = call.body
+        started = time.monotonic()
+        refreshed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            tried = self._attempt(call, payload, dialect, stats)
+            resolution = tried.resolution
+            if resolution.action is Action.SUCCESS:
+                return tried.outcome, tried.body  # type: ignore[return-value]
+            if call.stream and isinstance(tried.outcome, requests.Response):
+                tried.outcome.close()
+            if resolution.action is Action.REFRESH_TOKEN and call.token is not None and not refreshed:
+                refreshed = True
+                stats.add(token_refreshes=1)
+                log.info("%s 401; refreshing the access token once", dialect.name,
+                         extra={"request_id": call.request_id, "path": call.target})
+                call.token(force_refresh=True)
+                continue
+            if resolution.action is Action.RATE_LIMITED:
+                stats.add(throttled=1)
+            if not self._may_retry(call, resolution, attempt, started):
+                raise dialect.error(self._failure(call, tried, attempt))
+            if resolution.action is Action.RATE_LIMITED:
+                delay = self.retry.throttle_wait(tried.outcome, attempt, self.rng)  # type: ignore[arg-type]
+            else:
+                delay = self.retry.backoff(attempt, self.rng)
+            stats.add(retries=1)
+            status = getattr(tried.outcome, "status_code", None) or type(tried.outcome).__name__
+            log.warning("%s %s %s: %s; retry %d/%d in %.2fs", dialect.name, call.method, call.target, status,
+                        attempt, self.retry.max_attempts - 1, delay,
+                        extra={"request_id": call.request_id, **call.context})
+            self.sleep(delay)
+
+    def _attempt(self, call: Call, payload: Mapping[str, Any], dialect: Dialect, stats: CallStats) -> _Attempt:
+        headers = dict(call.headers)
+        if "data" in payload:
+            headers["Content-Type"] = "application/json"
+        if call.token is not None:
+            # the token source caches and renews before expiry; ConsentRequired propagates unchanged
+            headers["Authorization"] = f"Bearer {call.token(force_refresh=False)}"
+        waited = self.budget.acquire(call.customer_id) if self.budget is not None else 0.0
+        stats.add(calls=1, budget_wait_s=waited)
+        try:
+            response = self.session.request(
+                call.method, call.url, params=list(call.params) or None, headers=headers, timeout=self.timeout,
+                verify=self.verify, allow_redirects=False, stream=call.stream, **payload,
+            )
+        except _CAUGHT as exc:
+            return _Attempt(exc, resolve(exc))
+        resolution = resolve(response)
+        if resolution.action is Action.SUCCESS:
+            if call.stream:
+                return _Attempt(response, resolution)
+            try:
+                return _Attempt(response, resolution, decode_json(response, allow_empty=call.allow_empty))
+            except TruncatedBody as exc:
+                return _Attempt(exc, resolve(exc))
+        code, message = dialect.parse_error(response)
+        return _Attempt(response, resolve(response, code=code), code=code, message=message)
+
+    def _may_retry(self, call: Call, resolution: Resolution, attempt: int, started: float) -> bool:
+        if resolution.action not in (Action.RETRY, Action.RATE_LIMITED):
+            return False
+        # a write that may have run is replayed only when the caller says that is harmless
+        if resolution.may_have_run and not call.replay_safe:
+            return False
+        return attempt < self.retry.max_attempts and time.monotonic() - started <= self.retry.max_elapsed
+
+    @staticmethod
+    def _failure(call: Call, tried: _Attempt, attempts: int) -> Failure:
+        error_type = tried.resolution.error_type or ErrorType.UNEXPECTED
+        if isinstance(tried.outcome, BaseException):
+            return Failure(call, error_type, attempts, cause=tried.outcome)
+        response = tried.outcome
+        return Failure(
+            call, error_type, attempts, status=response.status_code, reason=response.reason, code=tried.code,
+            message=tried.message, retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        )
+
+
+__all__ = [
+    "Action", "Budget", "Call", "CallStats", "Dialect", "ErrorType", "Failure", "RESOLUTIONS", "Resolution",
+    "RetryPolicy", "TRANSIENT_EXCEPTIONS", "Transport", "TruncatedBody", "UNRESOLVED", "decode_json",
+    "error_fields", "parse_retry_after", "resolve",
+]
