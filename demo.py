@@ -31,8 +31,8 @@ def configure_environment(sim, storage: str) -> dict[str, str]:
     return env
 
 
-def count_rows(runtime, tables: list[str]) -> dict[str, int]:
-    return {name: sum(1 for row in runtime.tables.table(name).list_entities(select=["RowKey", "removed"])
+def count_rows(services, tables: list[str]) -> dict[str, int]:
+    return {name: sum(1 for row in services.tables.table(name).list_entities(select=["RowKey", "removed"])
                       if not row.get("removed")) for name in tables}
 
 
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from shared.logging import install_redaction
-    from shared.runtime import get_runtime, set_runtime
+    from bootstrap import get_services, install_services
     from simulator.testing import start_simulator
 
     install_redaction()
@@ -50,15 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     with running_azurite() as storage, start_simulator(customers=args.customers, subscriptions_per_customer=3) as sim:
         step(f"Azurite (in memory) and the simulator at {sim.partner_center_url}")
         configure_environment(sim, storage)
-        set_runtime(None)
-        runtime = get_runtime()  # the same lazy construction the functions use, from the environment
-        runtime.secrets.set_secret(runtime.settings.client_secret_name, sim.client_secret)
-        print(f"app client secret stored in Key Vault as {runtime.settings.client_secret_name!r}")
+        install_services(None)
+        services = get_services()  # the same lazy construction the functions use, from the environment
+        services.secrets.set_secret(services.settings.client_secret_name, sim.client_secret)
+        print(f"app client secret stored in Key Vault as {services.settings.client_secret_name!r}")
 
         step("Provider connection")
-        from admin import providers as providers_service
-
-        provider, _ = providers_service.put_provider(runtime.providers, PROVIDER_ID, {
+        provider, _ = services.provider_admin.put(PROVIDER_ID, {
             "name": "Microsoft US Partner Center",
             "countryCode": "US",
             "currencyCode": "USD",
@@ -73,36 +71,32 @@ def main(argv: list[str] | None = None) -> int:
         summary["provider"] = PROVIDER_ID
 
         step(f"Consent: {sim.integration_user} signs in with MFA at the simulated Entra ID")
-        outcome = register_and_consent(runtime, sim, PROVIDER_ID, name="Microsoft US Partner Center")
+        outcome = register_and_consent(services, sim, PROVIDER_ID, name="Microsoft US Partner Center")
         print(outcome.message)
-        provider = runtime.providers.get_provider(PROVIDER_ID)
+        provider = services.providers.get_provider(PROVIDER_ID)
         print(f"consent status: {provider.consent_status} (by {provider.consented_upn}); "
               f"refresh token kept only in Key Vault as {provider.refresh_token_secret_name!r}")
         summary["consent"] = {"status": provider.consent_status}
 
         step("Verify Connectivity")
-        from auth.verify import VerifyService
-
-        report = VerifyService.for_runtime(runtime).verify(PROVIDER_ID)
+        report = services.verify.verify(PROVIDER_ID)
         for check in report.checks:
             print(f"  [{'pass' if check.passed else 'FAIL'}] {check.name}: {check.evidence}")
         summary["verify"] = {"passed": sum(c.passed for c in report.checks),
                              "failed": sum(not c.passed for c in report.checks)}
 
         step("Full sync: customers, then each customer's subscriptions and agreements")
-        from sync.engine import SyncService, summarize
+        from sync.engine import summarize
 
-        service = SyncService.for_runtime(runtime)
+        service = services.sync
         first = summarize(service.sync_provider_now(provider, workers=4))
         print(f"  {first['calls']} Partner Center calls, {first['rows_written']} rows written, "
               f"{first['throttled_429']} throttled, {first['failed']} failed runs")
-        summary["synced"] = count_rows(runtime, ["customers", "subscriptions", "agreements"])
+        summary["synced"] = count_rows(services, ["customers", "subscriptions", "agreements"])
         print(f"  stored: {summary['synced']}")
 
         step("Invoices: list, then import one new-commerce invoice (Graph billing export) and reconcile it")
-        from sync.invoices.service import invoice_service_for
-
-        invoices = invoice_service_for(runtime)
+        invoices = services.invoices
         listed = invoices.sync_provider_invoices(provider, enqueue=False)
         g_invoice = next(i for i in listed.invoice_ids if i.startswith("G"))
         imported = invoices.import_invoice(provider, g_invoice)
@@ -110,18 +104,17 @@ def main(argv: list[str] | None = None) -> int:
               f"from {imported.source}, {imported.summary.status}")
         summary["invoice"] = {"id": g_invoice, "source": imported.source, "lines": imported.summary.line_count,
                               "reconciliation": imported.summary.status}
-        summary["synced"] = count_rows(runtime, ["customers", "subscriptions", "agreements", "invoices",
+        summary["synced"] = count_rows(services, ["customers", "subscriptions", "agreements", "invoices",
                                                  "invoicelineitems"])
         print(f"  stored: {summary['synced']}")
 
         step("Write-back: one subscription's quantity + 1 (validated, logged, applied with its etag)")
         from shared.tables import escape_key
-        from sync.writeback import service as writeback
 
         customer_id = next(iter(service.live_customer_ids(PROVIDER_ID)))
-        target = next(r for r in runtime.tables.table("subscriptions").list_entities(
+        target = next(r for r in services.tables.table("subscriptions").list_entities(
             partition_key=escape_key(f"{PROVIDER_ID}|{customer_id}")) if r.get("status") == "active" and not r.get("removed"))
-        record = writeback.service_for(runtime).run_now({
+        record = services.writeback.run_now({
             "idempotencyKey": "demo-quantity-1", "provider": PROVIDER_ID, "customer": customer_id,
             "operation": "subscription.quantity", "subscription": target["id"], "quantity": target["quantity"] + 1,
         }, source="demo")
@@ -130,10 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         summary["writeback"] = {"state": record.state}
 
         step("Sync again with nothing changed upstream")
-        second = summarize(service.sync_provider_now(runtime.providers.get_provider(PROVIDER_ID), workers=4))
+        second = summarize(service.sync_provider_now(services.providers.get_provider(PROVIDER_ID), workers=4))
         print(f"  {second['calls']} calls, {second['rows_written']} rows written")
         summary["resync_writes"] = second["rows_written"]
-        set_runtime(None)
+        install_services(None)
     print(json.dumps(summary, separators=(",", ":")))
     return 0
 

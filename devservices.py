@@ -165,12 +165,12 @@ def simulator_app_settings(sim, storage_connection: str) -> dict[str, str]:
 
 
 def build_simulator_runtime(sim, storage_connection: str, *, storage_options: dict | None = None, **overrides: str):
-    """A Runtime over the given storage and the simulator's app settings, authenticating to the
+    """The app's Services (bootstrap.py) over the given storage and the simulator's app settings, authenticating to the
     simulated Key Vault as the app, with the app's client secret stored there (as a partner
     would store it in theirs). ``overrides`` replace app settings by name."""
     from azure.identity import ClientSecretCredential
 
-    from shared.runtime import Runtime
+    from bootstrap import Services
     from shared.settings import Settings
 
     settings = Settings.from_environment(simulator_app_settings(sim, storage_connection) | overrides)
@@ -178,23 +178,21 @@ def build_simulator_runtime(sim, storage_connection: str, *, storage_options: di
         sim.tenant_id, sim.client_id, sim.client_secret, authority=sim.authority_host,
         disable_instance_discovery=True, connection_verify=sim.ca_bundle,
     )
-    runtime = Runtime.from_settings(settings, credential=credential, storage_options=storage_options)
-    runtime.secrets.set_secret(settings.client_secret_name, sim.client_secret)
-    return runtime
+    services = Services(settings, credential=credential, storage_options=storage_options)
+    services.secrets.set_secret(settings.client_secret_name, sim.client_secret)
+    return services
 
 
-def register_and_consent(runtime, sim, provider_id: str, *, name: str = "Simulated partner", mfa: bool | str = True):
+def register_and_consent(services, sim, provider_id: str, *, name: str = "Simulated partner", mfa: bool | str = True):
     """Run the real consent flow for a provider (created for the simulator's partner tenant when it
     does not exist yet), answering the simulator's sign-in page as the integration user.
     Returns the consent outcome."""
     from urllib.parse import parse_qsl, urlsplit
 
-    from auth.consent import ConsentService
-
-    if runtime.providers.find_provider(provider_id) is None:
-        runtime.providers.put_provider(provider_id, {"name": name, "countryCode": "US", "currencyCode": "USD",
+    if services.providers.find_provider(provider_id) is None:
+        services.providers.put_provider(provider_id, {"name": name, "countryCode": "US", "currencyCode": "USD",
                                                      "tenantId": sim.tenant_id})
-    consent = ConsentService.for_runtime(runtime)
+    consent = services.consent
     link = consent.create_link(provider_id)
     redirect = sim.control.sign_in(link.url, mfa=mfa)
     return consent.complete(dict(parse_qsl(urlsplit(redirect).query)), callback_url=redirect.split("?")[0])

@@ -12,16 +12,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .consent import ConsentService
-from .verify import VerifyService
-
 
 def _console() -> Console:
     return Console(highlight=False, soft_wrap=True)
 
 
-def consent_link_command(args: argparse.Namespace, runtime: Any) -> int:
-    link = ConsentService.for_runtime(runtime).create_link(args.provider, login_hint=args.login_hint)
+def consent_link_command(args: argparse.Namespace, services: Any) -> int:
+    link = services.consent.create_link(args.provider, login_hint=args.login_hint)
     if args.json:
         print(json.dumps(link.to_json(), indent=2))
         return 0
@@ -35,8 +32,8 @@ def consent_link_command(args: argparse.Namespace, runtime: Any) -> int:
     return 0
 
 
-def verify_command(args: argparse.Namespace, runtime: Any) -> int:
-    report = VerifyService.for_runtime(runtime).verify(args.provider)
+def verify_command(args: argparse.Namespace, services: Any) -> int:
+    report = services.verify.verify(args.provider)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
         return 0 if report.passed else 1

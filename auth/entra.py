@@ -20,7 +20,7 @@ from msal.exceptions import MsalServiceError
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from shared.errors import Conflict, PcsyncError
+from shared.errors import Conflict, Unavailable, UpstreamRefused
 from shared.logging import get_logger, register_secret
 from shared.settings import DEFAULT_AUTHORITY_HOST, Settings
 
@@ -42,12 +42,12 @@ TOKEN_HTTP_BACKOFF = 0.5  # urllib3: 0 s, 1 s, 2 s between the attempts, plus ji
 TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
 
 
-class IdentityProviderUnavailable(PcsyncError):
+class IdentityProviderUnavailable(Unavailable):
     """Entra ID could not be reached or kept failing with 5xx after the bounded retries.
     Transient: the Functions runtime (or the operator) should try again later."""
 
 
-class TokenRequestFailed(PcsyncError):
+class TokenRequestFailed(UpstreamRefused):
     """Entra ID refused a token request for a reason that new consent would not fix, such as a
     wrong client secret or certificate (AADSTS7000215, AADSTS700027). ``error`` and ``codes``
     carry the OAuth error and AADSTS numbers; the message never contains a token."""
@@ -189,16 +189,6 @@ def build_client(
             f"Entra ID at {settings.authority_host} does not know tenant {tenant_id}: "
             "check the provider's tenant id (the partner's Microsoft ID)"
         ) from None
-
-
-class LazySecrets:
-    """Defers ``runtime.secrets`` (which builds a Key Vault client) until a secret is needed."""
-
-    def __init__(self, runtime: Any):
-        self._runtime = runtime
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._runtime.secrets, name)
 
 
 def unverified_claims(token: str | None) -> dict[str, Any]:

@@ -8,7 +8,7 @@ workers redeeming the same token; it is a worker redeeming, or writing back, an 
 than the newest one, which would let the newest one idle out. We therefore:
 
 * serialize refreshes per provider inside a process with a lock (one TokenProvider per provider
-  per process, see ``token_provider_for``), so threads share one access token and one rotation;
+  per process, see ``TokenProviders``), so threads share one access token and one rotation;
 * never keep a refresh token in memory between refreshes: every refresh reads the latest Key
   Vault version right before redeeming it and writes the rotated token as a new version right
   after, so across processes the token redeemed is always the newest one stored;
@@ -23,23 +23,22 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Callable
 
 import requests
 from msal.exceptions import MsalServiceError
 
+from shared.clock import Clock, to_iso, utc_now
 from shared.errors import ConsentRequired
 from shared.logging import get_logger, redact, register_secret
-from shared.providers import ProviderConnection
+from shared.providers import ConsentStatus, ProviderConnection
 
 from .entra import (
     ClientFactory,
     ConfidentialClient,
     IdentityProviderUnavailable,
     TokenRequestFailed,
-    LazySecrets,
-    build_client,
     describe_error,
     error_codes,
     graph_scope,
@@ -51,27 +50,15 @@ log = get_logger(__name__)
 
 REFRESH_TOKEN_LIFETIME = timedelta(days=90)  # Entra's inactivity window for refresh tokens
 ACCESS_TOKEN_MARGIN = timedelta(minutes=5)  # refresh this long before the access token expires
-BLOCKED_STATUSES = ("expired", "revoked")
 
 AADSTS_EXPIRED = 700082  # refresh token unused for 90 days
 AADSTS_REVOKED = 50173  # grant revoked (password reset, sessions revoked)
 AADSTS_MFA_AGAIN = (50076, 50079)  # MFA or Conditional Access re-challenge
 
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
-
-
 RECONSENT = "An administrator must open a new consent link and sign in as the integration user (with MFA)."
 
 
-def classify_token_error(result: dict[str, Any]) -> tuple[str, str] | None:
+def classify_token_error(result: dict[str, Any]) -> tuple[ConsentStatus, str] | None:
     """``(consent status, message)`` when an msal error result means the stored consent is
     unusable, ``None`` when it is some other failure (configuration, transient)."""
     error = result.get("error")
@@ -79,31 +66,18 @@ def classify_token_error(result: dict[str, Any]) -> tuple[str, str] | None:
         return None
     codes = set(error_codes(result))
     if AADSTS_EXPIRED in codes:
-        return "expired", ("The stored consent expired: its refresh token was not used for 90 days "
-                           f"(AADSTS{AADSTS_EXPIRED}). " + RECONSENT)
+        return ConsentStatus.EXPIRED, ("The stored consent expired: its refresh token was not used for "
+                                       f"90 days (AADSTS{AADSTS_EXPIRED}). " + RECONSENT)
     if AADSTS_REVOKED in codes:
-        return "revoked", ("The stored consent was revoked by Entra ID, for example after the integration "
-                           f"user's password was reset or their sessions revoked (AADSTS{AADSTS_REVOKED}). "
-                           + RECONSENT)
+        return ConsentStatus.REVOKED, ("The stored consent was revoked by Entra ID, for example after the "
+                                       "integration user's password was reset or their sessions revoked "
+                                       f"(AADSTS{AADSTS_REVOKED}). " + RECONSENT)
     challenged = codes.intersection(AADSTS_MFA_AGAIN)
     if challenged:
-        return "expired", ("Entra ID requires the integration user to complete multi-factor authentication "
-                           f"again (AADSTS{min(challenged)}). " + RECONSENT)
-    return "revoked", f"Entra ID no longer accepts the stored consent ({describe_error(result)}). " + RECONSENT
-
-
-def blocked_status(provider: ProviderConnection) -> str | None:
-    """``expired``/``revoked`` when the stored consent is known to be unusable, else None.
-
-    A new consent link moves the provider to ``pending`` but keeps ``consent_error`` until the
-    consent succeeds, so a provider whose consent was lost stays blocked while the admin signs
-    in again; a ``pending`` re-consent of a working provider (no error) keeps working.
-    """
-    if provider.consent_status in BLOCKED_STATUSES:
-        return provider.consent_status
-    if provider.consent_status == "pending" and provider.consent_error:
-        return "revoked" if "revoked" in provider.consent_error.lower() else "expired"
-    return None
+        return ConsentStatus.EXPIRED, ("Entra ID requires the integration user to complete multi-factor "
+                                       f"authentication again (AADSTS{min(challenged)}). " + RECONSENT)
+    return ConsentStatus.REVOKED, (f"Entra ID no longer accepts the stored consent ({describe_error(result)}). "
+                                   + RECONSENT)
 
 
 @dataclass(frozen=True)
@@ -124,12 +98,10 @@ class TokenProvider:
         secrets: Any,
         client_for_tenant: ClientFactory,
         clock: Clock = utc_now,
-        runtime: Any = None,
     ):
         self.provider_id = provider.id
         self.tenant_id = provider.tenant_id
         self.secret_name = provider.refresh_token_secret_name
-        self.runtime = runtime
         self._settings = settings
         self._providers = providers
         self._secrets = secrets
@@ -210,7 +182,7 @@ class TokenProvider:
 
     def _refresh(self) -> str:
         provider: ProviderConnection = self._providers.get_provider(self.provider_id)
-        blocked = blocked_status(provider)
+        blocked = provider.consent_blocked
         if blocked:
             # Marked once by whoever saw invalid_grant; do not ask Entra again until re-consent.
             raise ConsentRequired(self.provider_id, blocked,
@@ -233,8 +205,8 @@ class TokenProvider:
             self._secrets.set_secret(self.secret_name, rotated)
         self._providers.update_status(
             self.provider_id,
-            last_token_refresh=_iso(now),
-            refresh_token_expires_at=_iso(now + REFRESH_TOKEN_LIFETIME),
+            last_token_refresh=to_iso(now),
+            refresh_token_expires_at=to_iso(now + REFRESH_TOKEN_LIFETIME),
         )
         token = result["access_token"]
         expires_in = int(result.get("expires_in") or 3600)
@@ -245,7 +217,7 @@ class TokenProvider:
     def _read_refresh_token(self) -> str:
         refresh_token = self._secrets.find_secret(self.secret_name)
         if not refresh_token:
-            raise ConsentRequired(self.provider_id, "none",
+            raise ConsentRequired(self.provider_id, ConsentStatus.NONE,
                                   f"No consent is stored for provider {self.provider_id}. " + RECONSENT)
         register_secret(refresh_token)
         return refresh_token
@@ -272,32 +244,37 @@ class TokenProvider:
         raise ConsentRequired(self.provider_id, status, message)
 
 
-# -- one TokenProvider per provider per process ------------------------------------------------
+class TokenProviders:
+    """One :class:`TokenProvider` per provider for the process (rebuilt when the provider's
+    tenant changes), so threads share one access token and one refresh-token rotation. Built once
+    by the composition root; ``for_provider`` is the token source factory the clients use."""
 
-_token_providers: dict[str, TokenProvider] = {}
-_factory_lock = threading.Lock()
+    def __init__(self, *, settings: Any, providers: Any, secrets: Any, client_for_tenant: ClientFactory,
+                 clock: Clock = utc_now):
+        self._settings = settings
+        self._providers = providers
+        self._secrets = secrets
+        self._client_for_tenant = client_for_tenant
+        self._clock = clock
+        self._by_provider: dict[str, TokenProvider] = {}
+        self._lock = threading.Lock()
 
+    def for_provider(self, provider: ProviderConnection) -> TokenProvider:
+        with self._lock:
+            existing = self._by_provider.get(provider.id)
+            if existing is not None and existing.tenant_id == provider.tenant_id:
+                return existing
+            created = TokenProvider(provider=provider, settings=self._settings, providers=self._providers,
+                                    secrets=self._secrets, client_for_tenant=self._client_for_tenant, clock=self._clock)
+            self._by_provider[provider.id] = created
+            return created
 
-def token_provider_for(runtime: Any, provider: ProviderConnection) -> TokenProvider:
-    """The process's TokenProvider for ``provider`` (rebuilt when the runtime or tenant changes)."""
-    with _factory_lock:
-        existing = _token_providers.get(provider.id)
-        if existing is not None and existing.runtime is runtime and existing.tenant_id == provider.tenant_id:
-            return existing
-        created = TokenProvider(
-            provider=provider,
-            settings=runtime.settings,
-            providers=runtime.providers,
-            secrets=LazySecrets(runtime),
-            client_for_tenant=lambda tenant: build_client(runtime.settings, runtime.secrets, tenant),
-            runtime=runtime,
-        )
-        _token_providers[provider.id] = created
-        return created
+    def __contains__(self, provider_id: object) -> bool:
+        """Whether a TokenProvider of the provider is kept (after a purge it must not be)."""
+        with self._lock:
+            return provider_id in self._by_provider
 
-
-def forget_token_provider(provider_id: str) -> None:
-    """Drop the cached TokenProvider (after a new consent, so no stale state survives)."""
-    with _factory_lock:
-        _token_providers.pop(provider_id, None)
-
+    def forget(self, provider_id: str) -> None:
+        """Drop the provider's TokenProvider (after a new consent or a purge, so no stale state survives)."""
+        with self._lock:
+            self._by_provider.pop(provider_id, None)

@@ -9,28 +9,24 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Callable
 
 import requests
 
+from shared.clock import Clock, to_iso, utc_now
 from shared.errors import Conflict, ConsentRequired, NotFound
 from shared.logging import get_logger
 from shared.providers import ProviderConnection, validate_provider_id
 from shared.settings import SettingsError
 
 from .entra import IdentityProviderUnavailable, TokenRequestFailed, http_session, unverified_claims
-from .tokens import TokenProvider, token_provider_for
+from .tokens import TokenProvider
 
 log = get_logger(__name__)
 
 GRAPH_BILLING_ROLE = "PartnerBilling.Read.All"
 PC_TIMEOUT = (5, 30)
 USER_MANAGEMENT = "in Partner Center (Account settings > User management)"
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -64,6 +60,20 @@ class VerifyReport:
             "checkedAt": self.checked_at,
             "checks": [c.to_json() for c in self.checks],
         }
+
+
+# What a missing provider, an unusable tenant or an empty setting raises: the check fails with
+# the error's own message, which says what to fix.
+SETUP_ERRORS = (NotFound, Conflict, SettingsError)
+
+
+def _setup_failed(name: str, exc: Exception) -> Check:
+    return Check(name, False, type(exc).__name__, str(exc))
+
+
+def _token_error_evidence(exc: TokenRequestFailed) -> str:
+    """``invalid_client AADSTS7000215``: the OAuth error and its AADSTS numbers."""
+    return " ".join(filter(None, [exc.error] + [f"AADSTS{c}" for c in exc.codes]))
 
 
 def _fault_code(response: requests.Response) -> str | None:
@@ -103,29 +113,20 @@ class VerifyService:
         *,
         settings: Any,
         providers: Any,
-        token_provider_for: Callable[[ProviderConnection], TokenProvider],
+        token_sources: Callable[[ProviderConnection], TokenProvider],
         session: requests.Session | None = None,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Clock = utc_now,
     ):
         self._settings = settings
         self._providers = providers
-        self._token_provider_for = token_provider_for
+        self._token_sources = token_sources
         self._session = session
         self._clock = clock
-
-    @classmethod
-    def for_runtime(cls, runtime: Any, **options: Any) -> "VerifyService":
-        return cls(
-            settings=runtime.settings,
-            providers=runtime.providers,
-            token_provider_for=lambda provider: token_provider_for(runtime, provider),
-            **options,
-        )
 
     def verify(self, provider_id: str) -> VerifyReport:
         validate_provider_id(provider_id)
         provider = self._providers.get_provider(provider_id)  # NotFound -> 404
-        tokens = self._token_provider_for(provider)
+        tokens = self._token_sources(provider)
         session = self._session or http_session(self._settings, retries=0)
         correlation_id = str(uuid.uuid4())
 
@@ -144,7 +145,7 @@ class VerifyService:
         if provider.cost_management:
             checks.append(self._graph_billing(tokens))
 
-        report = VerifyReport(provider_id, self._clock().isoformat(timespec="seconds"), tuple(checks))
+        report = VerifyReport(provider_id, to_iso(self._clock()), tuple(checks))
         self._providers.update_status(
             provider_id, verify_result=json.dumps(report.to_json()), verified_at=report.checked_at
         )
@@ -162,14 +163,13 @@ class VerifyService:
         except ConsentRequired as exc:
             return None, Check(name, False, f"consent {exc.status}", str(exc))
         except TokenRequestFailed as exc:
-            return None, Check(name, False, " ".join(filter(None, [exc.error] + [f"AADSTS{c}" for c in exc.codes])),
-                               "Check the app registration: client id, and the client secret or certificate "
-                               "stored in Key Vault.")
+            return None, Check(name, False, _token_error_evidence(exc), "Check the app registration: client id, "
+                               "and the client secret or certificate stored in Key Vault.")
         except IdentityProviderUnavailable:
             return None, Check(name, False, "Entra ID unreachable", "Try again later; check network access to "
                                "Entra ID from the Function App.")
-        except (NotFound, Conflict, SettingsError) as exc:
-            return None, Check(name, False, type(exc).__name__, str(exc))
+        except SETUP_ERRORS as exc:
+            return None, _setup_failed(name, exc)
 
     @staticmethod
     def _mfa_claim(token: str | None, claims: dict[str, Any]) -> Check:
@@ -235,12 +235,12 @@ class VerifyService:
         try:
             token = tokens.graph_token(force_refresh=True)
         except TokenRequestFailed as exc:
-            return Check(name, False, " ".join(filter(None, [exc.error] + [f"AADSTS{c}" for c in exc.codes])),
+            return Check(name, False, _token_error_evidence(exc),
                          "Check the app registration's client secret or certificate; " + fix)
         except IdentityProviderUnavailable:
             return Check(name, False, "Entra ID unreachable", "Try again later.")
-        except (NotFound, Conflict, SettingsError) as exc:
-            return Check(name, False, type(exc).__name__, str(exc))
+        except SETUP_ERRORS as exc:
+            return _setup_failed(name, exc)
         roles = [str(r) for r in unverified_claims(token).get("roles") or []]
         if GRAPH_BILLING_ROLE in roles:
             return Check(name, True, f"roles include {GRAPH_BILLING_ROLE}")

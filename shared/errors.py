@@ -1,6 +1,11 @@
 """Typed errors, grouped by what the caller can do about them."""
 from __future__ import annotations
 
+import enum
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
 
 class PcsyncError(Exception):
     """Base class for errors raised by pcsync's own code."""
@@ -38,3 +43,87 @@ class ConsentRequired(PcsyncError):
 
 class PermissionMissing(PcsyncError):
     """Partner Center or Graph refused an operation for lack of a role or permission."""
+
+
+class InvalidInput(PcsyncError):
+    """A request body, queue message or argument that can never succeed as it is (HTTP 400 by
+    default; ``status`` may say 413 for a body that is too large)."""
+
+    status = 400
+
+    def __init__(self, message: str, *, status: int | None = None, problems: dict[str, str] | None = None):
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+        self.problems = problems
+
+
+class NotConfigured(PcsyncError):
+    """An app setting the operation needs is missing or malformed."""
+
+
+class Unavailable(PcsyncError):
+    """A dependency (Entra ID, Key Vault, storage, a queue) could not be reached; later may work."""
+
+
+class UpstreamRefused(PcsyncError):
+    """Entra ID or another service refused the request in a way the operator has to fix."""
+
+
+# -- the one table for the edges -----------------------------------------------------------------
+#
+# Every blueprint turns a raised error into an answer through this table: the HTTP status for an
+# HTTP trigger, and for a queue trigger whether the message is recorded and dropped (a redelivery
+# cannot help) or raised again so the host redelivers it (and after maxDequeueCount moves it to
+# <queue>-poison). The first row whose type matches wins, so specific types come first. An error
+# that matches no row is a bug: HTTP answers 500 without details, a queue redelivers.
+
+
+class QueueAction(str, enum.Enum):
+    DROP = "drop"  # log it with the message id, complete the message
+    RETRY = "retry"  # raise: the host redelivers, then poisons
+
+
+@dataclass(frozen=True)
+class EdgeRule:
+    matches: Callable[[BaseException], bool]
+    status: int
+    queue: QueueAction
+    public_message: str | None = None  # None: the error's own text (our messages never carry secrets)
+
+
+def _is(kind: type[BaseException]) -> Callable[[BaseException], bool]:
+    return lambda exc: isinstance(exc, kind)
+
+
+def _is_azure_sdk_error(exc: BaseException) -> bool:
+    # looked up only if the SDK is loaded: nothing here imports it (cold start), and an SDK error
+    # cannot have been raised without it
+    sdk = sys.modules.get("azure.core.exceptions")
+    return sdk is not None and isinstance(exc, sdk.AzureError)
+
+
+EDGE_RULES: tuple[EdgeRule, ...] = (
+    EdgeRule(_is(ValidationFailed), 400, QueueAction.DROP),
+    EdgeRule(_is(InvalidInput), 400, QueueAction.DROP),
+    EdgeRule(_is(MessageTooLarge), 413, QueueAction.DROP),
+    EdgeRule(_is(NotFound), 404, QueueAction.DROP),
+    EdgeRule(_is(ConsentRequired), 409, QueueAction.DROP),
+    EdgeRule(_is(Conflict), 409, QueueAction.DROP),
+    EdgeRule(_is(PermissionMissing), 403, QueueAction.DROP),
+    EdgeRule(_is(UpstreamRefused), 502, QueueAction.DROP),
+    EdgeRule(_is(NotConfigured), 500, QueueAction.RETRY),
+    EdgeRule(_is(Unavailable), 503, QueueAction.RETRY),
+    EdgeRule(_is_azure_sdk_error, 503, QueueAction.RETRY, "a storage or Key Vault request failed; try again later"),
+)
+
+
+def edge_rule(exc: BaseException) -> EdgeRule | None:
+    return next((rule for rule in EDGE_RULES if rule.matches(exc)), None)
+
+
+def edge_status(exc: BaseException, rule: EdgeRule) -> int:
+    """The error's own HTTP status when it carries one (413 for a body that is too large, 502 for
+    a Key Vault refusal), else the rule's."""
+    status = getattr(exc, "status", None)
+    return status if isinstance(status, int) and 400 <= status < 600 else rule.status

@@ -2,18 +2,19 @@
 from __future__ import annotations
 
 import json
+from html import escape
 from typing import Any
 
 import azure.functions as func
 
+from .errors import InvalidInput
+from .jsonutil import JsonRejected, parse_json_text
+
 MAX_BODY_BYTES = 64 * 1024
 
 
-class BadRequest(Exception):
-    def __init__(self, message: str, *, status: int = 400, problems: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.problems = problems
+class BadRequest(InvalidInput):
+    """A request the HTTP layer refuses before any service sees it (400, or 413 when too large)."""
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
@@ -33,8 +34,6 @@ def error_response(status: int, message: str, problems: dict[str, str] | None = 
 
 
 def html_response(title: str, message: str, status: int = 200) -> func.HttpResponse:
-    from html import escape
-
     page = (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         f"<title>{escape(title)}</title></head><body><h1>{escape(title)}</h1>"
@@ -50,6 +49,6 @@ def read_json_body(req: func.HttpRequest, *, max_bytes: int = MAX_BODY_BYTES) ->
     if not body.strip():
         raise BadRequest("request body must be a JSON object")
     try:
-        return json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise BadRequest("request body is not valid JSON") from None
+        return parse_json_text(body, max_bytes=max_bytes)
+    except JsonRejected as exc:
+        raise BadRequest(f"request body is {exc}" if "nested" in str(exc) else "request body is not valid JSON") from None

@@ -5,6 +5,7 @@ The editable fields mirror the setup form. Consent and verify fields are maintai
 """
 from __future__ import annotations
 
+import enum
 import json
 import re
 import uuid
@@ -14,6 +15,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Iterator, Mapping
 from urllib.parse import urlparse
 
+from .clock import utc_now
 from .errors import NotFound, ValidationFailed
 from .reference_data import AZURE_SPECIALIZATIONS, COUNTRY_CODES, CURRENCY_CODES
 from .tables import TableRepository, TableStore
@@ -21,7 +23,24 @@ from .tables import TableRepository, TableStore
 PROVIDERS_TABLE = "providers"
 PROVIDER_PARTITION = "provider"
 PROVIDER_ID_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-CONSENT_STATUSES = ("none", "pending", "active", "expired", "revoked")
+
+
+class ConsentStatus(str, enum.Enum):
+    """The provider's consent, as stored in column ``consent_status`` (str-valued: stored values
+    are these strings)."""
+
+    NONE = "none"  # never consented
+    PENDING = "pending"  # a consent link is out
+    ACTIVE = "active"
+    EXPIRED = "expired"  # the refresh token expired, or Entra asks for MFA again
+    REVOKED = "revoked"  # Entra no longer accepts the stored consent
+
+    def __str__(self) -> str:
+        return self.value
+
+
+CONSENT_STATUSES = tuple(status.value for status in ConsentStatus)
+BLOCKED_STATUSES = (ConsentStatus.EXPIRED, ConsentStatus.REVOKED)
 
 # JSON field name (camelCase, as the HTTP API and CLI use) -> attribute name
 EDITABLE_FIELDS = {
@@ -40,9 +59,6 @@ EDITABLE_FIELDS = {
 REQUIRED_FIELDS = ("name", "countryCode", "currencyCode", "tenantId")
 _LOOKUP = {k.lower(): k for k in EDITABLE_FIELDS} | {v.replace("_", ""): k for k, v in EDITABLE_FIELDS.items()}
 
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -88,7 +104,7 @@ class ProviderConnection:
     azure_specializations: tuple[str, ...] = ()
     enabled: bool = True
     # maintained by auth/, never by clients
-    consent_status: str = "none"
+    consent_status: ConsentStatus = ConsentStatus.NONE
     consented_upn: str | None = None
     consented_oid: str | None = None
     consented_at: str | None = None
@@ -99,6 +115,24 @@ class ProviderConnection:
     verified_at: str | None = None
     created_at: str | None = None
     updated_at: str | None = None
+
+    @property
+    def consent_active(self) -> bool:
+        return self.consent_status == ConsentStatus.ACTIVE
+
+    @property
+    def consent_blocked(self) -> ConsentStatus | None:
+        """``expired``/``revoked`` when the stored consent is known to be unusable, else None.
+
+        A new consent link moves the provider to ``pending`` but keeps ``consent_error`` until the
+        consent succeeds, so a provider whose consent was lost stays blocked while the admin signs
+        in again; a ``pending`` re-consent of a working provider (no error) keeps working.
+        """
+        if self.consent_status in BLOCKED_STATUSES:
+            return ConsentStatus(self.consent_status)
+        if self.consent_status == ConsentStatus.PENDING and self.consent_error:
+            return ConsentStatus.REVOKED if "revoked" in self.consent_error.lower() else ConsentStatus.EXPIRED
+        return None
 
     @property
     def tolerance(self) -> Tolerance:
@@ -138,6 +172,8 @@ class ProviderConnection:
             value = getattr(self, f.name)
             if f.name == "azure_specializations":
                 value = json.dumps(list(value))
+            if isinstance(value, enum.Enum):
+                value = value.value
             if value is not None:
                 entity[f.name] = value
         return entity
@@ -152,6 +188,7 @@ class ProviderConnection:
         values["azure_specializations"] = tuple(json.loads(entity.get("azure_specializations") or "[]"))
         if values.get("billing_start_day") is not None:
             values["billing_start_day"] = int(values["billing_start_day"])
+        values["consent_status"] = ConsentStatus(values.get("consent_status") or ConsentStatus.NONE)
         return cls(**values)
 
 
@@ -343,7 +380,7 @@ class ProviderRepository:
             raise ValueError(f"unknown consent status {changes['consent_status']!r}")
         self.get_provider(provider_id)
         entity = {"PartitionKey": PROVIDER_PARTITION, "RowKey": provider_id, "updated_at": utc_now().isoformat()}
-        entity.update({k: ("" if v is None else v) for k, v in changes.items()})
+        entity.update({k: ("" if v is None else v.value if isinstance(v, enum.Enum) else v) for k, v in changes.items()})
         self._table.upsert_entity(entity)
         return self.get_provider(provider_id)
 

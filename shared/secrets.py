@@ -26,7 +26,7 @@ from azure.core.exceptions import (
 )
 from azure.keyvault.secrets import SecretClient
 
-from .errors import NotFound, PcsyncError
+from .errors import NotFound, Unavailable
 from .logging import get_logger, register_secret
 
 log = get_logger(__name__)
@@ -42,13 +42,11 @@ _KEY_VAULT_SUFFIXES = (
 _SECRET_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
 
 
-
-
 def is_valid_secret_name(name: str) -> bool:
     return bool(_SECRET_NAME.match(name))
 
 
-class SecretStoreError(PcsyncError):
+class SecretStoreError(Unavailable):
     """Key Vault refused or could not be reached. ``status`` is the HTTP status to answer: 503
     when trying again later may help (unreachable, throttled, 5xx), 502 when it needs a fix
     (no permission, authentication failed). The message never contains a secret value."""

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
+
+from .errors import NotConfigured
 
 DEFAULT_PARTNER_CENTER_URL = "https://api.partnercenter.microsoft.com"
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 DEFAULT_GRAPH_URL = "https://graph.microsoft.com"
 
-# Streams that have a timer; the schedule setting is PCSYNC_SCHEDULE_<NAME upper-cased>.
+# Streams that have a timer; the schedule setting is PCSYNC_SCHEDULE_<NAME upper-cased>. The
+# Functions host reads these itself (the timer bindings say %PCSYNC_SCHEDULE_CUSTOMERS%), so the
+# values live in app settings and local.settings.json.sample, not here.
 SCHEDULED_STREAMS = ("customers", "invoices")
-# Customers every 4 hours; invoices daily at 06:00 UTC (Partner Center publishes invoices once a
-# month, and the daily run also picks up late adjustments).
-DEFAULT_SCHEDULES = {"customers": "0 0 */4 * * *", "invoices": "0 0 6 * * *"}
 # Hosts allowed to serve the Partner Center webhook signing certificate (x-ms-certificate-url).
 DEFAULT_WEBHOOK_CERTIFICATE_HOSTS = ("3psostorageacct.blob.core.windows.net",)
 
@@ -52,7 +53,7 @@ HOST_AND_SDK_SETTINGS = (
 )
 
 
-class SettingsError(ValueError):
+class SettingsError(NotConfigured, ValueError):
     """A required app setting is missing or malformed; the message names the setting."""
 
 
@@ -91,11 +92,8 @@ class StorageSettings:
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> "StorageSettings":
-        def text(name: str) -> str:
-            return (environ.get(name) or "").strip()
-
-        connection = text(STORAGE_SETTING)
-        identity = {name: text(name) for name in STORAGE_IDENTITY_SETTINGS}
+        connection = _text(environ, STORAGE_SETTING)
+        identity = {name: _text(environ, name) for name in STORAGE_IDENTITY_SETTINGS}
         given = [name for name, value in identity.items() if value]
         if connection and given:
             raise SettingsError(
@@ -105,7 +103,7 @@ class StorageSettings:
         if connection:
             return cls(connection_string=connection)
         if not given:
-            host = text(HOST_STORAGE_SETTING)
+            host = _text(environ, HOST_STORAGE_SETTING)
             if host:
                 return cls(connection_string=host)
             raise SettingsError(
@@ -114,46 +112,58 @@ class StorageSettings:
                 f"{STORAGE_QUEUE_URI_SETTING} ({HOST_STORAGE_SETTING} is used when it is a connection string "
                 "and none of these is set)"
             )
-
-        account = identity[STORAGE_ACCOUNT_NAME_SETTING]
-        table_uri = identity[STORAGE_TABLE_URI_SETTING].rstrip("/")
-        queue_uri = identity[STORAGE_QUEUE_URI_SETTING].rstrip("/")
-        if account:
-            explicit = [n for n in (STORAGE_TABLE_URI_SETTING, STORAGE_QUEUE_URI_SETTING) if identity[n]]
-            if explicit:
-                raise SettingsError(
-                    f"{STORAGE_ACCOUNT_NAME_SETTING} and {', '.join(explicit)} are both set; use the account name "
-                    "(public cloud) or both service URIs (sovereign clouds, Azurite), not both"
-                )
-            if not _STORAGE_ACCOUNT_NAME.match(account):
-                raise SettingsError(
-                    f"{STORAGE_ACCOUNT_NAME_SETTING} must be a storage account name (3-24 lower-case letters "
-                    f"and digits), got {account!r}"
-                )
-            table_uri = f"https://{account}.table.core.windows.net"
-            queue_uri = f"https://{account}.queue.core.windows.net"
-        else:
-            missing = [n for n in (STORAGE_TABLE_URI_SETTING, STORAGE_QUEUE_URI_SETTING) if not identity[n]]
-            if missing:
-                raise SettingsError(
-                    f"identity-based storage needs {' and '.join(missing)} (or {STORAGE_ACCOUNT_NAME_SETTING} "
-                    f"instead of both service URIs); {', '.join(given)} alone is not enough"
-                )
-            for name, uri in ((STORAGE_TABLE_URI_SETTING, table_uri), (STORAGE_QUEUE_URI_SETTING, queue_uri)):
-                if not re.match(r"^https://[^/?#\s]+", uri):
-                    raise SettingsError(f"{name} must be an https URL (bearer tokens are never sent over http), got {uri!r}")
-
-        credential = identity[STORAGE_CREDENTIAL_SETTING]
-        if credential and credential.lower() != "managedidentity":
-            raise SettingsError(f"{STORAGE_CREDENTIAL_SETTING} must be 'managedidentity' or empty, got {credential!r}")
-        client_id = identity[STORAGE_CLIENT_ID_SETTING]
-        if client_id and not credential:
-            raise SettingsError(
-                f"{STORAGE_CLIENT_ID_SETTING} needs {STORAGE_CREDENTIAL_SETTING}=managedidentity (it names the "
-                "user-assigned identity to use; without the credential setting the Functions host reads it differently)"
-            )
+        table_uri, queue_uri = _service_uris(identity, given)
+        credential = _storage_credential(identity)
         return cls(table_service_uri=table_uri, queue_service_uri=queue_uri,
-                   managed_identity=bool(credential), client_id=client_id)
+                   managed_identity=bool(credential), client_id=identity[STORAGE_CLIENT_ID_SETTING])
+
+
+def _text(environ: Mapping[str, str], name: str, default: str = "") -> str:
+    return (environ.get(name) or default).strip()
+
+
+def _service_uris(identity: Mapping[str, str], given: list[str]) -> tuple[str, str]:
+    """The table and queue service URIs of identity-based storage: from the account name (public
+    cloud) or given both (sovereign clouds, Azurite)."""
+    account = identity[STORAGE_ACCOUNT_NAME_SETTING]
+    table_uri = identity[STORAGE_TABLE_URI_SETTING].rstrip("/")
+    queue_uri = identity[STORAGE_QUEUE_URI_SETTING].rstrip("/")
+    if account:
+        explicit = [n for n in (STORAGE_TABLE_URI_SETTING, STORAGE_QUEUE_URI_SETTING) if identity[n]]
+        if explicit:
+            raise SettingsError(
+                f"{STORAGE_ACCOUNT_NAME_SETTING} and {', '.join(explicit)} are both set; use the account name "
+                "(public cloud) or both service URIs (sovereign clouds, Azurite), not both"
+            )
+        if not _STORAGE_ACCOUNT_NAME.match(account):
+            raise SettingsError(
+                f"{STORAGE_ACCOUNT_NAME_SETTING} must be a storage account name (3-24 lower-case letters "
+                f"and digits), got {account!r}"
+            )
+        return f"https://{account}.table.core.windows.net", f"https://{account}.queue.core.windows.net"
+    missing = [n for n in (STORAGE_TABLE_URI_SETTING, STORAGE_QUEUE_URI_SETTING) if not identity[n]]
+    if missing:
+        raise SettingsError(
+            f"identity-based storage needs {' and '.join(missing)} (or {STORAGE_ACCOUNT_NAME_SETTING} "
+            f"instead of both service URIs); {', '.join(given)} alone is not enough"
+        )
+    for name, uri in ((STORAGE_TABLE_URI_SETTING, table_uri), (STORAGE_QUEUE_URI_SETTING, queue_uri)):
+        if not re.match(r"^https://[^/?#\s]+", uri):
+            raise SettingsError(f"{name} must be an https URL (bearer tokens are never sent over http), got {uri!r}")
+    return table_uri, queue_uri
+
+
+def _storage_credential(identity: Mapping[str, str]) -> str:
+    """``managedidentity`` or empty (the runtime's DefaultAzureCredential)."""
+    credential = identity[STORAGE_CREDENTIAL_SETTING]
+    if credential and credential.lower() != "managedidentity":
+        raise SettingsError(f"{STORAGE_CREDENTIAL_SETTING} must be 'managedidentity' or empty, got {credential!r}")
+    if identity[STORAGE_CLIENT_ID_SETTING] and not credential:
+        raise SettingsError(
+            f"{STORAGE_CLIENT_ID_SETTING} needs {STORAGE_CREDENTIAL_SETTING}=managedidentity (it names the "
+            "user-assigned identity to use; without the credential setting the Functions host reads it differently)"
+        )
+    return credential
 
 
 @dataclass(frozen=True)
@@ -169,71 +179,27 @@ class Settings:
     authority_host: str = DEFAULT_AUTHORITY_HOST
     graph_url: str = DEFAULT_GRAPH_URL
     ca_bundle: str | None = None
+    # hosts allowed to serve the Partner Center webhook signing certificate
+    webhook_certificate_hosts: tuple[str, ...] = DEFAULT_WEBHOOK_CERTIFICATE_HOSTS
     # Partner Center call budget per partner tenant, and per partner+customer (None = same as
     # the partner budget); kept below the documented 500 requests/minute so a run sees no 429s.
-    webhook_certificate_hosts: tuple[str, ...] = DEFAULT_WEBHOOK_CERTIFICATE_HOSTS
     calls_per_minute: int = 450
     customer_calls_per_minute: int | None = None
     # Share the partner-tenant budget between worker processes through table `callbudget`
     # (shared/call_budget.py); off = each process keeps its own budget.
     shared_budget: bool = True
-    schedules: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_SCHEDULES))
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> "Settings":
-        def text(name: str, default: str = "") -> str:
-            return (environ.get(name) or default).strip()
-
-        storage = StorageSettings.from_environment(environ)
-        urls = {
-            "PCSYNC_PARTNER_CENTER_URL": text("PCSYNC_PARTNER_CENTER_URL", DEFAULT_PARTNER_CENTER_URL),
-            "PCSYNC_AUTHORITY_HOST": text("PCSYNC_AUTHORITY_HOST", DEFAULT_AUTHORITY_HOST),
-            "PCSYNC_GRAPH_URL": text("PCSYNC_GRAPH_URL", DEFAULT_GRAPH_URL),
-        }
-        key_vault_url = text("PCSYNC_KEY_VAULT_URL")
-        if key_vault_url:
-            urls["PCSYNC_KEY_VAULT_URL"] = key_vault_url
-        for name, value in urls.items():
-            if not value.startswith("https://"):
-                raise SettingsError(f"{name} must be an https URL, got {value!r}")
-        schedules = {
-            stream: text(schedule_setting_name(stream), DEFAULT_SCHEDULES[stream])
-            for stream in SCHEDULED_STREAMS
-        }
-        def positive_int(name: str, default: int | None) -> int | None:
-            raw = text(name)
-            if not raw:
-                return default
-            if not raw.isdigit() or int(raw) < 1:
-                raise SettingsError(f"{name} must be a whole number of calls per minute, got {raw!r}")
-            return int(raw)
-
-        def flag(name: str, default: bool) -> bool:
-            raw = text(name).lower()
-            if not raw:
-                return default
-            if raw not in ("true", "false"):
-                raise SettingsError(f"{name} must be true or false, got {raw!r}")
-            return raw == "true"
-
         return cls(
-            storage=storage,
-            shared_budget=flag("PCSYNC_SHARED_BUDGET", True),
-            calls_per_minute=positive_int("PCSYNC_CALLS_PER_MINUTE", 450),
+            storage=StorageSettings.from_environment(environ),
+            **_endpoint_settings(environ),
+            **_app_identity_settings(environ),
+            **_budget_settings(environ),
             webhook_certificate_hosts=tuple(
-                h.strip().lower() for h in text("PCSYNC_WEBHOOK_CERTIFICATE_HOSTS").split(",") if h.strip()
+                h.strip().lower() for h in _text(environ, "PCSYNC_WEBHOOK_CERTIFICATE_HOSTS").split(",") if h.strip()
             ) or DEFAULT_WEBHOOK_CERTIFICATE_HOSTS,
-            customer_calls_per_minute=positive_int("PCSYNC_CUSTOMER_CALLS_PER_MINUTE", None),
-            key_vault_url=key_vault_url.rstrip("/"),
-            client_id=text("PCSYNC_CLIENT_ID"),
-            client_secret_name=text("PCSYNC_CLIENT_SECRET_NAME", "pcsync-client-secret"),
-            client_certificate_name=text("PCSYNC_CLIENT_CERTIFICATE_NAME"),
-            redirect_uri=text("PCSYNC_REDIRECT_URI"),
-            partner_center_url=urls["PCSYNC_PARTNER_CENTER_URL"].rstrip("/"),
-            authority_host=urls["PCSYNC_AUTHORITY_HOST"].rstrip("/"),
-            graph_url=urls["PCSYNC_GRAPH_URL"].rstrip("/"),
-            ca_bundle=text("PCSYNC_CA_BUNDLE") or None,
-            schedules=schedules,
+            ca_bundle=_text(environ, "PCSYNC_CA_BUNDLE") or None,
         )
 
     def require(self, *names: str) -> None:
@@ -241,3 +207,61 @@ class Settings:
         missing = [n for n in names if not getattr(self, n)]
         if missing:
             raise SettingsError("missing app settings: " + ", ".join(missing))
+
+
+def _endpoint_settings(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The service URLs (Partner Center, Entra ID, Graph, Key Vault): https only."""
+    urls = {
+        "PCSYNC_PARTNER_CENTER_URL": _text(environ, "PCSYNC_PARTNER_CENTER_URL", DEFAULT_PARTNER_CENTER_URL),
+        "PCSYNC_AUTHORITY_HOST": _text(environ, "PCSYNC_AUTHORITY_HOST", DEFAULT_AUTHORITY_HOST),
+        "PCSYNC_GRAPH_URL": _text(environ, "PCSYNC_GRAPH_URL", DEFAULT_GRAPH_URL),
+    }
+    key_vault_url = _text(environ, "PCSYNC_KEY_VAULT_URL")
+    if key_vault_url:
+        urls["PCSYNC_KEY_VAULT_URL"] = key_vault_url
+    for name, value in urls.items():
+        if not value.startswith("https://"):
+            raise SettingsError(f"{name} must be an https URL, got {value!r}")
+    return {
+        "key_vault_url": key_vault_url.rstrip("/"),
+        "partner_center_url": urls["PCSYNC_PARTNER_CENTER_URL"].rstrip("/"),
+        "authority_host": urls["PCSYNC_AUTHORITY_HOST"].rstrip("/"),
+        "graph_url": urls["PCSYNC_GRAPH_URL"].rstrip("/"),
+    }
+
+
+def _app_identity_settings(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The app registration: its client id, its credential's Key Vault name, the consent redirect."""
+    return {
+        "client_id": _text(environ, "PCSYNC_CLIENT_ID"),
+        "client_secret_name": _text(environ, "PCSYNC_CLIENT_SECRET_NAME", "pcsync-client-secret"),
+        "client_certificate_name": _text(environ, "PCSYNC_CLIENT_CERTIFICATE_NAME"),
+        "redirect_uri": _text(environ, "PCSYNC_REDIRECT_URI"),
+    }
+
+
+def _budget_settings(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The Partner Center call budgets and whether worker processes share them."""
+    return {
+        "shared_budget": _flag(environ, "PCSYNC_SHARED_BUDGET", True),
+        "calls_per_minute": _calls_per_minute(environ, "PCSYNC_CALLS_PER_MINUTE", 450),
+        "customer_calls_per_minute": _calls_per_minute(environ, "PCSYNC_CUSTOMER_CALLS_PER_MINUTE", None),
+    }
+
+
+def _calls_per_minute(environ: Mapping[str, str], name: str, default: int | None) -> int | None:
+    raw = _text(environ, name)
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise SettingsError(f"{name} must be a whole number of calls per minute, got {raw!r}")
+    return int(raw)
+
+
+def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _text(environ, name).lower()
+    if not raw:
+        return default
+    if raw not in ("true", "false"):
+        raise SettingsError(f"{name} must be true or false, got {raw!r}")
+    return raw == "true"

@@ -1,176 +1,53 @@
-"""The sync engine: run a stream, diff by content hash, batch-upsert, tombstone, record the run.
+"""The sync engine: run a stream for a provider (or one of its customers) and fan out.
 
 Service functions used by the timer, the queue trigger and the CLI live here too, so that the
 triggers stay thin (decode -> call -> return).
 
-Guarantees:
+Guarantees (the row rules themselves are in :mod:`sync.rows`):
 * a row is written only when new, changed, or coming back after removal (content hash of the
   kept columns + raw JSON compared with the stored row);
 * rows missing upstream are marked ``removed=True`` with ``removed_at`` and never deleted, and
   only after the whole collection was read (a failed run tombstones nothing);
 * when a customer disappears, its subscriptions and agreements are tombstoned too (children
   first, so a crash in between is repaired by the next run);
-* every run writes a ``syncruns`` row; ``ConsentRequired`` ends the provider's work cleanly.
+* every run writes a ``syncruns`` row (:mod:`sync.runs`); ``ConsentRequired`` ends the
+  provider's work cleanly.
 """
 from __future__ import annotations
 
-import json
 import re
 import threading
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping
 
-from shared.call_budget import CALL_BUDGET_TABLE, SharedCallBudget
-from shared.errors import ConsentRequired
+from shared.clock import utc_now
+from shared.clients import ClientRegistry
+from shared.errors import ConsentRequired, InvalidInput
+from shared.jsonutil import JsonRejected, parse_json_text
 from shared.logging import get_logger
-from shared.partner_center import (
-    DEFAULT_CALLS_PER_MINUTE,
-    CallBudget,
-    CallStats,
-    PartnerCenterClient,
-    PartnerCenterError,
-    ServiceError,
-    ThrottledError,
-    TokenSource,
-    TransportError,
-)
+from shared.partner_center import PartnerCenterClient
+from shared.partner_center_errors import PartnerCenterError
 from shared.providers import PROVIDER_ID_PATTERN, ProviderConnection
-from shared.tables import MAX_BATCH_OPERATIONS, escape_key
+from shared.queues import MAX_MESSAGE_BYTES
+from shared.tables import unescape_key
+from shared.transport import CallStats
 
-from .streams import CUSTOMER_STREAMS, CUSTOMERS, STREAMS, Stream
+from .rows import RowWriter, StoredByKey, live_row_keys, tombstone_rows
+# SYNC_RUNS_TABLE and summarize are re-exported: callers of the engine (demo, tests) import them from here
+from .runs import SYNC_RUNS_TABLE, RunOutcome, RunResult, Tables, TimerOutcome, record_run, summarize
+from .streams import CUSTOMER_STREAMS, CUSTOMERS, Stream
 
 log = get_logger(__name__)
 
-SYNC_RUNS_TABLE = "syncruns"
 SYNC_CUSTOMER_QUEUE = "sync-customer"
-
-OUTCOME_SUCCEEDED = "succeeded"
-OUTCOME_FAILED = "failed"
-OUTCOME_CONSENT_REQUIRED = "consent_required"
-OUTCOME_RUNNING = "running"
-
-# Failures the queue runtime should retry (redelivery may succeed); others are final.
-RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (ThrottledError, ServiceError, TransportError)
-MAX_ERROR_TEXT = 2000
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class Tables(Protocol):
-    def table(self, name: str) -> Any: ...
-
-
-TokenSourceFactory = Callable[[Any, ProviderConnection], TokenSource]
-
-
-def default_token_source(runtime: Any, provider: ProviderConnection) -> TokenSource:
-    """The production token source: ``auth.tokens.token_provider_for`` (imported on use)."""
-    from auth.tokens import token_provider_for  # type: ignore[import-not-found]
-
-    return token_provider_for(runtime, provider)
-
-
-# --------------------------------------------------------------------------------------------
-# Results
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class RunResult:
-    provider_id: str
-    stream: str
-    customer_id: str | None = None
-    correlation_id: str = ""
-    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    started_at: datetime = field(default_factory=utc_now)
-    finished_at: datetime | None = None
-    rows_read: int = 0
-    rows_written: int = 0
-    rows_removed: int = 0
-    children_removed: int = 0
-    rows_skipped: int = 0
-    duplicates: int = 0
-    calls: int = 0
-    throttled_429: int = 0
-    retries: int = 0
-    outcome: str = OUTCOME_RUNNING
-    error: str | None = None
-    exception: BaseException | None = field(default=None, repr=False)
-
-    @property
-    def duration_s(self) -> float:
-        end = self.finished_at or utc_now()
-        return (end - self.started_at).total_seconds()
-
-    @property
-    def retryable(self) -> bool:
-        return isinstance(self.exception, RETRYABLE_ERRORS)
-
-    def to_entity(self) -> dict[str, Any]:
-        # newest first within a provider's partition: reverse milliseconds, then the run id
-        reverse_ms = 10**13 - int(self.started_at.timestamp() * 1000)
-        entity = {
-            "PartitionKey": escape_key(self.provider_id),
-            "RowKey": f"{reverse_ms:013d}-{self.run_id}",
-            "run_id": self.run_id,
-            "provider_id": self.provider_id,
-            "stream": self.stream,
-            "customer_id": self.customer_id or "",
-            "correlation_id": self.correlation_id,
-            "started_at": self.started_at,
-            "outcome": self.outcome,
-            "rows_read": self.rows_read,
-            "rows_written": self.rows_written,
-            "rows_removed": self.rows_removed,
-            "children_removed": self.children_removed,
-            "rows_skipped": self.rows_skipped,
-            "duplicates": self.duplicates,
-            "calls": self.calls,
-            "throttled_429": self.throttled_429,
-            "retries": self.retries,
-            "error": (self.error or "")[:MAX_ERROR_TEXT],
-        }
-        if self.finished_at is not None:
-            entity["finished_at"] = self.finished_at
-            entity["duration_s"] = round(self.duration_s, 3)
-        return entity
 
 
 # --------------------------------------------------------------------------------------------
 # Running one stream
 # --------------------------------------------------------------------------------------------
-
-
-def _batched(rows: Iterable[dict[str, Any]], size: int = MAX_BATCH_OPERATIONS) -> Iterator[list[dict[str, Any]]]:
-    batch: list[dict[str, Any]] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _stored_state(table: Any, partition_key: str) -> dict[str, tuple[str | None, bool]]:
-    """RowKey -> (content_hash, removed) for one partition; small per row, no payloads."""
-    return {
-        row["RowKey"]: (row.get("content_hash"), bool(row.get("removed")))
-        for row in table.list_entities(partition_key=partition_key, select=["RowKey", "content_hash", "removed"])
-    }
-
-
-def tombstone_rows(table: Any, partition_key: str, row_keys: Iterable[str], *, when: datetime) -> int:
-    """Merge ``removed=True`` + ``removed_at`` into rows (their content columns stay)."""
-    written = 0
-    marks = ({"PartitionKey": partition_key, "RowKey": rk, "removed": True, "removed_at": when} for rk in row_keys)
-    for batch in _batched(marks):
-        written += table.upsert_entities(batch, replace=False)
-    return written
 
 
 def sync_stream(
@@ -186,13 +63,13 @@ def sync_stream(
     """Read the whole collection and bring the partition in line with it (counts go to ``result``)."""
     table = tables.table(stream.table)
     partition = stream.partition_key(provider_id, customer_id)
-    stored = _stored_state(table, partition)
-    seen: set[str] = set()
-    budget_key = customer_id if stream.parent else None
-    stamp = now()
+    stored = StoredByKey(table, partition)
+    writer = RowWriter(table, partition, stored, stamp=now())
+    items = client.iter_items(stream.paginator(parent_id=customer_id),
+                              customer_id=customer_id if stream.per_customer else None)
 
-    def changed_rows() -> Iterator[dict[str, Any]]:
-        for item in client.iter_items(stream.paginator(customer_id=customer_id), customer_id=budget_key):
+    def rows() -> Iterator[dict[str, Any]]:
+        for item in items:
             result.rows_read += 1
             row = stream.build_row(item, provider_id=provider_id, customer_id=customer_id)
             if row is None:
@@ -200,86 +77,81 @@ def sync_stream(
                 log.warning("%s item without a key skipped", stream.name,
                             extra={"provider_id": provider_id, "customer_id": customer_id})
                 continue
-            key = row["RowKey"]
-            if key in seen:
-                result.duplicates += 1
-                continue
-            seen.add(key)
-            if stored.get(key) == (row["content_hash"], False):
-                continue
-            row["removed"] = False  # a reappearing row clears its tombstone (replace drops removed_at)
-            row["updated_at"] = stamp
             yield row
 
-    pending: list[dict[str, Any]] = []
     try:
-        for row in changed_rows():
-            pending.append(row)
-            if len(pending) >= MAX_BATCH_OPERATIONS:
-                result.rows_written += table.upsert_entities(pending, replace=True)
-                pending = []
+        writer.write(rows())
     finally:
-        # keep what was read before a failure: the rows are correct, and a re-run skips them
-        if pending:
-            result.rows_written += table.upsert_entities(pending, replace=True)
+        result.rows_written += writer.counts.written
+        result.duplicates += writer.counts.duplicates
 
     # only a complete read may tombstone
-    gone = [key for key, (_, removed) in stored.items() if key not in seen and not removed]
-    if gone and stream.name == CUSTOMERS.name:
-        result.children_removed += _tombstone_children(tables, provider_id, gone, when=stamp)
-    if gone:
-        result.rows_removed += tombstone_rows(table, partition, gone, when=stamp)
+    gone = list(stored.gone())
+    if gone and stream is CUSTOMERS:
+        result.children_removed += _tombstone_children(tables, provider_id, gone, when=writer.stamp)
+    result.rows_removed += writer.tombstone(gone)
     return result
 
 
 def _tombstone_children(tables: Tables, provider_id: str, customer_row_keys: list[str], *, when: datetime) -> int:
-    from shared.tables import unescape_key
-
     removed = 0
     for child in CUSTOMER_STREAMS:
         table = tables.table(child.table)
         for row_key in customer_row_keys:
             partition = child.partition_key(provider_id, unescape_key(row_key))
-            live = [rk for rk, (_, gone) in _stored_state(table, partition).items() if not gone]
-            removed += tombstone_rows(table, partition, live, when=when)
+            removed += tombstone_rows(table, partition, list(live_row_keys(table, partition)), when=when)
     return removed
 
 
 # --------------------------------------------------------------------------------------------
-# The service: providers, clients, budgets, run records
+# Queue messages
 # --------------------------------------------------------------------------------------------
 
 
-class InvalidMessage(ValueError):
-    """A ``sync-customer`` message that can never succeed (bad JSON or fields)."""
+class InvalidMessage(InvalidInput, ValueError):
+    """A queue message that can never succeed (bad JSON or fields)."""
 
 
 @dataclass(frozen=True)
-class CustomerMessage:
+class ItemMessage:
+    """A queue message naming one item of a provider: ``{"provider", <item_field>, "correlationId"}``."""
+
+    item_field: ClassVar[str]
+    item_id_pattern: ClassVar[re.Pattern[str]]
+    item_problem: ClassVar[str]  # what InvalidMessage says when the item id is not valid
+
     provider_id: str
-    customer_id: str
+    item_id: str
     correlation_id: str
 
     def to_json(self) -> dict[str, str]:
-        return {"provider": self.provider_id, "customer": self.customer_id, "correlationId": self.correlation_id}
+        return {"provider": self.provider_id, self.item_field: self.item_id, "correlationId": self.correlation_id}
+
+    @classmethod
+    def parse(cls, body: bytes | str | Mapping[str, Any]) -> Any:
+        message, correlation = decode_message(body)
+        item = message.get(cls.item_field)
+        if not isinstance(item, str) or not cls.item_id_pattern.match(item):
+            raise InvalidMessage(cls.item_problem)
+        return cls(message["provider"], item, correlation)
 
 
-_CUSTOMER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+@dataclass(frozen=True)
+class CustomerMessage(ItemMessage):
+    item_field = "customer"
+    item_id_pattern = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+    item_problem = "'customer' must be a customer tenant id"
+    customer_id = property(lambda self: self.item_id)
 
 
 def decode_message(body: bytes | str | Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
     """A queue message's JSON object and its correlation id (a new one when absent); every
     pcsync queue message is a small JSON object."""
-    if isinstance(body, (bytes, bytearray)):
+    if not isinstance(body, Mapping):
         try:
-            body = body.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidMessage("message body is not UTF-8") from None
-    if isinstance(body, str):
-        try:
-            body = json.loads(body)
-        except ValueError:
-            raise InvalidMessage("message body is not JSON") from None
+            body = parse_json_text(body, max_bytes=MAX_MESSAGE_BYTES)
+        except JsonRejected as exc:
+            raise InvalidMessage(f"message body is {exc}") from None
     if not isinstance(body, Mapping):
         raise InvalidMessage("message body must be a JSON object")
     provider = body.get("provider")
@@ -292,129 +164,35 @@ def decode_message(body: bytes | str | Mapping[str, Any]) -> tuple[Mapping[str, 
 
 
 def parse_customer_message(body: bytes | str | Mapping[str, Any]) -> CustomerMessage:
-    message, correlation = decode_message(body)
-    customer = message.get("customer")
-    if not isinstance(customer, str) or not _CUSTOMER_ID.match(customer):
-        raise InvalidMessage("'customer' must be a customer tenant id")
-    return CustomerMessage(message["provider"], customer, correlation)
+    return CustomerMessage.parse(body)
+
+
+# --------------------------------------------------------------------------------------------
+# The service: providers, clients, run records, fan-out
+# --------------------------------------------------------------------------------------------
 
 
 @dataclass
-class ProviderOutcome:
-    provider_id: str
-    outcome: str
+class ProviderOutcome(TimerOutcome):
     customers_enqueued: int = 0
-    runs: list[RunResult] = field(default_factory=list)
-    error: str | None = None
+
+
+def _scope(provider_id: str, customer_id: str | None) -> str:
+    return f"{provider_id}/{customer_id}" if customer_id else provider_id
 
 
 class SyncService:
-    """Runs streams for providers. One per process (see :func:`service_for`): it keeps one
-    Partner Center client, and so one call budget and one connection pool, per partner tenant.
+    """Runs streams for providers. Built once per process by the composition root; Partner
+    Center clients (and so call budgets and connection pools) come from the injected
+    :class:`~shared.clients.ClientRegistry`, shared with the other services."""
 
-    With ``shared_budget`` (the default for a runtime, ``PCSYNC_SHARED_BUDGET``) the partner-tenant
-    budget is shared with the other worker processes through table ``callbudget``
-    (:class:`~shared.call_budget.SharedCallBudget`); the per-customer budget stays in-process."""
-
-    def __init__(
-        self,
-        *,
-        tables: Tables,
-        providers: Any,
-        partner_center_url: str,
-        ca_bundle: str | None = None,
-        queues: Any = None,
-        token_sources: TokenSourceFactory | None = None,
-        runtime: Any = None,
-        calls_per_minute: int = DEFAULT_CALLS_PER_MINUTE,
-        customer_calls_per_minute: int | None = None,
-        shared_budget: bool = False,
-        client_options: Mapping[str, Any] | None = None,
-    ):
+    def __init__(self, *, tables: Tables, providers: Any, queues: Any, clients: ClientRegistry):
         self.tables = tables
         self.providers = providers
         self.queues = queues
-        self.partner_center_url = partner_center_url
-        self.ca_bundle = ca_bundle
-        self.runtime = runtime
-        self._token_sources = token_sources
-        self.calls_per_minute = calls_per_minute
-        self.customer_calls_per_minute = customer_calls_per_minute
-        self.shared_budget = shared_budget
-        self.client_options = dict(client_options or {})
-        self._clients: dict[str, tuple[str, PartnerCenterClient]] = {}
-        self._budgets: dict[str, CallBudget | SharedCallBudget] = {}
-        self._lock = threading.Lock()
-
-    @classmethod
-    def for_runtime(cls, runtime: Any, **overrides: Any) -> "SyncService":
-        settings = runtime.settings
-        options: dict[str, Any] = {
-            "tables": runtime.tables,
-            "providers": runtime.providers,
-            "queues": runtime.queues,
-            "partner_center_url": settings.partner_center_url,
-            "ca_bundle": settings.ca_bundle,
-            "runtime": runtime,
-            "calls_per_minute": settings.calls_per_minute,
-            "customer_calls_per_minute": settings.customer_calls_per_minute,
-            "shared_budget": settings.shared_budget,
-        }
-        options.update(overrides)
-        return cls(**options)
-
-    # -- clients and budgets -----------------------------------------------------------------
-
-    def budget_for(self, tenant_id: str) -> CallBudget | SharedCallBudget:
-        """The tenant's call budget, one per process: in-process only, or (``shared_budget``)
-        the in-process one plus leases from table ``callbudget`` shared with other processes."""
-        with self._lock:
-            budget = self._budgets.get(tenant_id)
-            if budget is None:
-                local = CallBudget(partner_limit=self.calls_per_minute, customer_limit=self.customer_calls_per_minute)
-                if self.shared_budget:
-                    tables = self.tables
-                    # the table is created on first lease, under the budget's storage-failure fallback
-                    budget = SharedCallBudget(lambda: tables.table(CALL_BUDGET_TABLE).client, tenant_id.lower(),
-                                              limit=self.calls_per_minute, local=local)
-                else:
-                    budget = local
-                self._budgets[tenant_id] = budget
-            return budget
-
-    def token_source_for(self, provider: ProviderConnection) -> TokenSource:
-        """The provider's token source (auth's TokenProvider unless the service was given another)."""
-        factory = self._token_sources or default_token_source
-        return factory(self.runtime, provider)
-
-    def client_for(self, provider: ProviderConnection) -> PartnerCenterClient:
-        """The provider's client (built once); bind it per run for correlation id and counters."""
-        with self._lock:
-            cached = self._clients.get(provider.id)
-            if cached and cached[0] == provider.tenant_id:
-                return cached[1]
-        token_source = self.token_source_for(provider)
-        client = PartnerCenterClient(
-            self.partner_center_url, token_source, budget=self.budget_for(provider.tenant_id),
-            ca_bundle=self.ca_bundle, **self.client_options,
-        )
-        with self._lock:
-            self._clients[provider.id] = (provider.tenant_id, client)
-        return client
-
-    def forget_client(self, provider_id: str) -> None:
-        with self._lock:
-            cached = self._clients.pop(provider_id, None)
-        if cached:
-            cached[1].close()
+        self.clients = clients
 
     # -- one recorded run --------------------------------------------------------------------
-
-    def _record(self, result: RunResult) -> None:
-        try:
-            self.tables.table(SYNC_RUNS_TABLE).upsert_entity(result.to_entity(), replace=True)
-        except Exception:  # the run record must never hide the run's own outcome
-            log.exception("could not write the syncruns row", extra={"run_id": result.run_id})
 
     def run_stream(
         self,
@@ -434,39 +212,50 @@ class SyncService:
         result = RunResult(provider.id, stream.name, customer_id, correlation_id)
         stats = CallStats()  # the syncruns row is written once, when the run ends
         try:
-            bound = (client or self.client_for(provider)).bind(correlation_id=correlation_id, stats=stats)
+            bound = (client or self.clients.partner_center(provider)).bind(correlation_id=correlation_id, stats=stats)
             sync_stream(stream, client=bound, tables=self.tables, provider_id=provider.id,
                         customer_id=customer_id, result=result)
-            result.outcome = OUTCOME_SUCCEEDED
+            result.end(RunOutcome.SUCCEEDED)
         except ConsentRequired as exc:
-            result.outcome, result.error, result.exception = OUTCOME_CONSENT_REQUIRED, str(exc), exc
-            self.forget_client(provider.id)
-            log.warning("provider %s needs consent again (%s); its sync stops", provider.id, exc.status,
-                        extra={"provider_id": provider.id})
+            self.consent_lost(provider, result, exc, f"{stream.name} sync of {_scope(provider.id, customer_id)}")
         except PartnerCenterError as exc:
-            result.outcome, result.error, result.exception = OUTCOME_FAILED, str(exc), exc
-            log.warning("%s sync failed for %s%s: %s", stream.name, provider.id,
-                        f"/{customer_id}" if customer_id else "", exc,
+            result.end(RunOutcome.FAILED, exc)
+            log.warning("%s sync failed for %s: %s", stream.name, _scope(provider.id, customer_id), exc,
                         extra={"provider_id": provider.id, "customer_id": customer_id, "stream": stream.name})
         except Exception as exc:  # record, then let the runtime see it
-            result.outcome, result.error, result.exception = OUTCOME_FAILED, f"{type(exc).__name__}: {exc}", exc
-            result.finished_at = utc_now()
+            result.crashed(exc)
             self._finish(result, stats)
             raise
         self._finish(result, stats)
         return result
 
+    def consent_lost(self, provider: ProviderConnection, result: RunResult, exc: ConsentRequired, what: str) -> None:
+        """End the run as ``consent_required`` and drop the provider's cached clients."""
+        result.end(RunOutcome.CONSENT_REQUIRED, exc)
+        self.clients.forget(provider.id)
+        log.warning("provider %s needs consent again (%s); %s stopped", provider.id, exc.status, what,
+                    extra={"provider_id": provider.id})
+
     def _finish(self, result: RunResult, stats: CallStats) -> None:
-        result.calls, result.throttled_429, result.retries = stats.calls, stats.throttled, stats.retries
-        result.finished_at = result.finished_at or utc_now()
-        self._record(result)
+        result.take_stats(stats)
+        record_run(self.tables, result)
         log.info(
-            "sync %s %s%s: %s read=%d written=%d removed=%d calls=%d 429s=%d in %.1fs",
-            result.stream, result.provider_id, f"/{result.customer_id}" if result.customer_id else "",
-            result.outcome, result.rows_read, result.rows_written, result.rows_removed, result.calls,
-            result.throttled_429, result.duration_s,
+            "sync %s %s: %s read=%d written=%d removed=%d calls=%d 429s=%d in %.1fs",
+            result.stream, _scope(result.provider_id, result.customer_id), result.outcome, result.rows_read,
+            result.rows_written, result.rows_removed, result.calls, result.throttled_429, result.duration_s,
             extra={"provider_id": result.provider_id, "stream": result.stream, "run_id": result.run_id},
         )
+
+    def workable_provider(self, provider_id: str, what: str) -> ProviderConnection | None:
+        """The provider queue work is for, or None (logged) when it is missing, disabled or
+        without active consent: such a message is dropped, not retried."""
+        provider = self.providers.find_provider(provider_id)
+        if provider is not None and provider.enabled and provider.consent_active:
+            return provider
+        state = "missing" if provider is None else ("disabled" if not provider.enabled else
+                                                    f"consent {provider.consent_status}")
+        log.info("%s dropped: provider %s", what, state, extra={"provider_id": provider_id})
+        return None
 
     # -- flows -------------------------------------------------------------------------------
 
@@ -491,7 +280,7 @@ class SyncService:
             result = self.run_stream(stream, provider, customer_id=customer_id,
                                      correlation_id=correlation_id, client=client)
             results.append(result)
-            if result.outcome == OUTCOME_CONSENT_REQUIRED:
+            if result.outcome == RunOutcome.CONSENT_REQUIRED:
                 break
         return results
 
@@ -501,7 +290,7 @@ class SyncService:
         correlation_id = correlation_id or str(uuid.uuid4())
         result = self.run_stream(CUSTOMERS, provider, correlation_id=correlation_id)
         outcome = ProviderOutcome(provider.id, result.outcome, runs=[result], error=result.error)
-        if result.outcome != OUTCOME_SUCCEEDED or not enqueue:
+        if result.outcome != RunOutcome.SUCCEEDED or not enqueue:
             return outcome
         for customer_id in self.live_customer_ids(provider.id):
             message = CustomerMessage(provider.id, customer_id, correlation_id)
@@ -530,46 +319,37 @@ class SyncService:
         """The timer + queue flow in one process (CLI, tests, benchmarks): customers, then each
         live customer's streams on a bounded thread pool instead of the queue. A consent failure
         stops the remaining work; ``streams``/``customer_id`` narrow it down."""
-        from concurrent.futures import ThreadPoolExecutor
-
         correlation_id = correlation_id or str(uuid.uuid4())
         wanted = tuple(streams) if streams is not None else (CUSTOMERS, *CUSTOMER_STREAMS)
-        child_streams = tuple(s for s in wanted if s.parent == CUSTOMERS.name)
+        child_streams = tuple(s for s in wanted if s.per_customer)
         results: list[RunResult] = []
         if customer_id is None and CUSTOMERS in wanted:
             first = self.run_stream(CUSTOMERS, provider, correlation_id=correlation_id)
             results.append(first)
-            if first.outcome != OUTCOME_SUCCEEDED:
+            if first.outcome != RunOutcome.SUCCEEDED:
                 return results
         if not child_streams:
             return results
         customers = [customer_id] if customer_id else list(self.live_customer_ids(provider.id))
         if on_fan_out:
             on_fan_out(len(customers))
-        stop = threading.Event()
 
         def one(cid: str) -> list[RunResult]:
-            if stop.is_set():
-                return []
             runs = self.sync_customer(provider, cid, correlation_id=correlation_id, streams=child_streams)
-            if any(r.outcome == OUTCOME_CONSENT_REQUIRED for r in runs):
-                stop.set()
             if on_customer_done:
                 on_customer_done(cid, runs)
             return runs
 
-        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="pcsync-sync") as pool:
-            for runs in pool.map(one, customers):
-                results.extend(runs)
+        for runs in fan_out(customers, one, workers=workers, thread_name="pcsync-sync",
+                            stops=lambda runs: any(r.outcome == RunOutcome.CONSENT_REQUIRED for r in runs)):
+            results.extend(runs)
         return results
 
     def handle_customer_message(self, message: CustomerMessage) -> list[RunResult]:
         """Queue work: returns the runs; raises only when a redelivery could succeed."""
-        provider = self.providers.find_provider(message.provider_id)
-        if provider is None or not provider.enabled or provider.consent_status != "active":
-            state = "missing" if provider is None else ("disabled" if not provider.enabled else f"consent {provider.consent_status}")
-            log.info("sync-customer for %s/%s dropped: provider %s", message.provider_id, message.customer_id, state,
-                     extra={"provider_id": message.provider_id, "customer_id": message.customer_id})
+        what = f"sync-customer for {message.provider_id}/{message.customer_id}"
+        provider = self.workable_provider(message.provider_id, what)
+        if provider is None:
             return []
         results = self.sync_customer(provider, message.customer_id, correlation_id=message.correlation_id)
         retryable = [r for r in results if r.retryable]
@@ -578,32 +358,22 @@ class SyncService:
         return results
 
 
-# --------------------------------------------------------------------------------------------
-# Process-wide service (one per runtime) and the entry points the triggers call
-# --------------------------------------------------------------------------------------------
+def fan_out(work_items: Iterable[str], work: Callable[[str], Any], *, workers: int, thread_name: str,
+            stops: Callable[[Any], bool]) -> list[Any]:
+    """``work`` for each item on a bounded thread pool, in item order; once a result ``stops``
+    (consent lost), items not yet started are skipped."""
+    stop = threading.Event()
 
-_service_slot: tuple[Any, SyncService] | None = None
-_slot_lock = threading.Lock()
+    def one(item: str) -> Any:
+        if stop.is_set():
+            return None
+        done = work(item)
+        if stops(done):
+            stop.set()
+        return done
 
-
-def service_for(runtime: Any) -> SyncService:
-    """The SyncService for this runtime, built on first use and kept for the process so that
-    clients, connection pools and call budgets outlive one invocation."""
-    global _service_slot
-    with _slot_lock:
-        if _service_slot is None or _service_slot[0] is not runtime:
-            _service_slot = (runtime, SyncService.for_runtime(runtime))
-        return _service_slot[1]
-
-
-def run_customers_timer(runtime: Any) -> list[ProviderOutcome]:
-    return service_for(runtime).sync_all_providers()
-
-
-def run_customer_message(runtime: Any, body: bytes | str) -> list[RunResult]:
-    """Raises :class:`InvalidMessage` for bad input; retryable Partner Center errors propagate."""
-    message = parse_customer_message(body)
-    return service_for(runtime).handle_customer_message(message)
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix=thread_name) as pool:
+        return [done for done in pool.map(one, work_items) if done is not None]
 
 
 def for_each_active_provider(providers: Any, work: Callable[[ProviderConnection], Any],
@@ -612,35 +382,21 @@ def for_each_active_provider(providers: Any, work: Callable[[ProviderConnection]
     consent is skipped and one that fails is recorded, so neither stops the others."""
     outcomes = []
     for provider in providers.list_providers(enabled_only=True):
-        if provider.consent_status != "active":
+        if not provider.consent_active:
             log.info("provider %s skipped: consent is %s", provider.id, provider.consent_status,
                      extra={"provider_id": provider.id})
-            outcomes.append(outcome_type(provider.id, "skipped", error=f"consent {provider.consent_status}"))
+            outcomes.append(outcome_type(provider.id, RunOutcome.SKIPPED, error=f"consent {provider.consent_status}"))
             continue
         try:
             outcomes.append(work(provider))
         except Exception as exc:  # noqa: BLE001 - isolate providers from each other
             log.exception("%s crashed for provider %s", what, provider.id, extra={"provider_id": provider.id})
-            outcomes.append(outcome_type(provider.id, OUTCOME_FAILED, error=f"{type(exc).__name__}: {exc}"))
+            outcomes.append(outcome_type(provider.id, RunOutcome.FAILED, error=f"{type(exc).__name__}: {exc}"))
     return outcomes
 
 
-def stream_names() -> list[str]:
-    return list(STREAMS)
-
-
-def summarize(results: Iterable[RunResult]) -> dict[str, Any]:
-    totals: dict[str, Any] = {"runs": 0, "calls": 0, "rows_read": 0, "rows_written": 0, "rows_removed": 0,
-                              "children_removed": 0, "throttled_429": 0, "retries": 0, "failed": 0}
-    for r in results:
-        totals["runs"] += 1
-        for key in ("calls", "rows_read", "rows_written", "rows_removed", "children_removed", "throttled_429", "retries"):
-            totals[key] += getattr(r, key)
-        totals["failed"] += r.outcome != OUTCOME_SUCCEEDED
-    return totals
-
-
 __all__ = [
-    "InvalidMessage", "CustomerMessage", "ProviderOutcome", "for_each_active_provider", "RunResult", "SyncService", "parse_customer_message",
-    "run_customer_message", "run_customers_timer", "service_for", "summarize", "sync_stream", "tombstone_rows",
+    "CustomerMessage", "InvalidMessage", "ItemMessage", "ProviderOutcome", "RunOutcome", "RunResult", "SYNC_CUSTOMER_QUEUE",
+    "SYNC_RUNS_TABLE", "SyncService", "decode_message", "fan_out", "for_each_active_provider",
+    "parse_customer_message", "summarize", "sync_stream", "tombstone_rows",
 ]

@@ -1,8 +1,8 @@
 """One declarative Stream per Partner Center resource type.
 
 A stream says *what* to read and *how to store it*: name, table, path, paging style, key,
-parent, and the kept fields that become flat table columns. The engine owns the request loop,
-diffing and writing; streams have no I/O.
+parent, and the kept fields that become flat table columns. The client owns the request loop,
+:mod:`sync.rows` the diffing and writing, :mod:`sync.engine` runs streams; streams have no I/O.
 """
 from __future__ import annotations
 
@@ -11,9 +11,13 @@ import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
+from urllib.parse import quote
 
-from shared.partner_center import PageRequest, Paginator, as_bool, as_enum, as_int, as_text, get_path, paginator_for
+from shared.jsonutil import as_bool, as_enum, as_int, as_text, get_path
+from shared.paging import PageRequest, Paginator, PagingStyle, paginator_for
 from shared.tables import escape_key
+
+from .resources import invoice_kind, is_nce
 
 # Edm.String holds 64 KiB of UTF-16, i.e. 32,768 code units; keep room for nothing else.
 MAX_RAW_UTF16_UNITS = 32_000
@@ -74,40 +78,52 @@ def _default_key(item: Mapping[str, Any]) -> str | None:
 
 @dataclass(frozen=True)
 class Stream:
+    """``parent`` names the stream whose rows this one hangs under (rows partitioned per parent
+    id); ``path`` may contain ``{parent_id}``. ``path=None``: not a Partner Center collection
+    (the Graph billed reconciliation export, read by the Graph client)."""
+
     name: str
     table: str
-    path: str  # may contain {customer_id}
-    paging: str  # "none" | "offset" | "seek"
+    path: str | None
+    paging: PagingStyle
     columns: tuple[Column, ...]
     derived: tuple[Derived, ...] = ()
     params: Mapping[str, str] = field(default_factory=dict)
-    parent: str | None = None  # name of the parent stream (rows partitioned per parent id)
+    parent: str | None = None
     page_size: int | None = None
     key: Callable[[Mapping[str, Any]], str | None] = _default_key
     requires_user: bool = False  # App+User token needed (agreements)
 
     # -- request side ------------------------------------------------------------------------
 
-    def first_request(self, *, customer_id: str | None = None) -> PageRequest:
-        if self.parent and not customer_id:
-            raise ValueError(f"stream {self.name!r} needs a customer id")
-        params = dict(self.params)
-        if self.page_size and self.paging in ("seek", "offset"):
-            params["size"] = str(self.page_size)
-        if self.paging == "offset":
-            params.setdefault("offset", "0")
-        return PageRequest.of(self.path.format(customer_id=customer_id or ""), params)
+    @property
+    def per_customer(self) -> bool:
+        """Rows of one customer: its calls also count against that customer's budget."""
+        return self.parent == "customers"
 
-    def paginator(self, *, customer_id: str | None = None) -> Paginator:
-        return paginator_for(self.paging, self.first_request(customer_id=customer_id))
+    def first_request(self, *, parent_id: str | None = None, page_size: int | None = None) -> PageRequest:
+        if self.path is None:
+            raise ValueError(f"stream {self.name!r} is not read from Partner Center")
+        if self.parent and not parent_id:
+            raise ValueError(f"stream {self.name!r} needs a {self.parent} id")
+        params = dict(self.params)
+        size = page_size or self.page_size
+        if size and self.paging in (PagingStyle.SEEK, PagingStyle.OFFSET):
+            params["size"] = str(size)
+        if self.paging == PagingStyle.OFFSET:
+            params.setdefault("offset", "0")
+        return PageRequest.of(self.path.format(parent_id=quote(parent_id or "", safe=":")), params)
+
+    def paginator(self, *, parent_id: str | None = None, page_size: int | None = None) -> Paginator:
+        return paginator_for(self.paging, self.first_request(parent_id=parent_id, page_size=page_size))
 
     # -- storage side ------------------------------------------------------------------------
 
-    def partition_key(self, provider_id: str, customer_id: str | None = None) -> str:
-        """Provider-level rows under ``provider_id``; per-customer rows under
-        ``provider_id|customer_id`` (escaped), so a purge by prefix finds both."""
+    def partition_key(self, provider_id: str, parent_id: str | None = None) -> str:
+        """Provider-level rows under ``provider_id``; a child stream's rows (per customer, per invoice) under
+        ``provider_id|parent_id`` (escaped), so a purge by prefix finds both."""
         if self.parent:
-            return escape_key(f"{provider_id}|{customer_id}")
+            return escape_key(f"{provider_id}|{parent_id}")
         return escape_key(provider_id)
 
     def build_row(self, item: Mapping[str, Any], *, provider_id: str, customer_id: str | None = None) -> dict[str, Any] | None:
@@ -151,15 +167,11 @@ def content_hash(row: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _is_nce(item: Mapping[str, Any]) -> bool:
-    return ":" in str(get_path(item, "offerId") or "")
-
-
 CUSTOMERS = Stream(
     name="customers",
     table="customers",
     path="/customers",
-    paging="seek",
+    paging=PagingStyle.SEEK,
     page_size=500,  # the service caps customer pages at 500
     columns=(
         col("companyName", "companyProfile.companyName"),
@@ -174,8 +186,8 @@ CUSTOMERS = Stream(
 SUBSCRIPTIONS = Stream(
     name="subscriptions",
     table="subscriptions",
-    path="/customers/{customer_id}/subscriptions",
-    paging="none",
+    path="/customers/{parent_id}/subscriptions",
+    paging=PagingStyle.NONE,
     parent="customers",
     columns=(
         col("offerId"),
@@ -198,15 +210,15 @@ SUBSCRIPTIONS = Stream(
         col("isTrial", convert=as_bool),
         col("etag", "attributes.etag"),
     ),
-    derived=(Derived("isNce", _is_nce),),
+    derived=(Derived("isNce", is_nce),),
 )
 
 AGREEMENTS = Stream(
     name="agreements",
     table="agreements",
-    path="/customers/{customer_id}/agreements",
+    path="/customers/{parent_id}/agreements",
     params={"agreementType": "MicrosoftCustomerAgreement"},
-    paging="none",
+    paging=PagingStyle.NONE,
     parent="customers",
     requires_user=True,
     key=_agreement_key,
@@ -235,15 +247,6 @@ def _as_float(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _invoice_kind(item: Mapping[str, Any]) -> str:
-    """``D`` for legacy (Recurring, office/azure) invoices, ``G`` for new commerce (OneTime).
-    The id prefix decides when it is D or G; otherwise the invoice type does."""
-    invoice_id = str(get_path(item, "id") or "").upper()
-    if invoice_id[:1] in ("D", "G"):
-        return invoice_id[:1]
-    return "D" if str(get_path(item, "invoiceType") or "").lower() == "recurring" else "G"
-
-
 # Invoices: one partition per provider (a few dozen rows a year). The reconciliation summary
 # (recon_* columns) and the import bookkeeping (import_hash) are merged into these rows by
 # sync/invoices/; they are not part of the content hash.
@@ -251,7 +254,7 @@ INVOICES = Stream(
     name="invoices",
     table="invoices",
     path="/invoices",
-    paging="offset",
+    paging=PagingStyle.OFFSET,
     page_size=200,
     requires_user=True,
     columns=(
@@ -264,11 +267,11 @@ INVOICES = Stream(
         col("invoiceType"),
         col("documentType", convert=as_enum),
     ),
-    derived=(Derived("kind", _invoice_kind),),
+    derived=(Derived("kind", invoice_kind),),
 )
 
 STREAMS: dict[str, Stream] = {s.name: s for s in (CUSTOMERS, SUBSCRIPTIONS, AGREEMENTS, INVOICES)}
-CUSTOMER_STREAMS: tuple[Stream, ...] = tuple(s for s in STREAMS.values() if s.parent == "customers")
+CUSTOMER_STREAMS: tuple[Stream, ...] = tuple(s for s in STREAMS.values() if s.per_customer)
 
 
 def get_stream(name: str) -> Stream:

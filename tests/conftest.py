@@ -6,12 +6,24 @@ With CI=true a missing Azurite or simulator fails the run instead of skipping.
 from __future__ import annotations
 
 import os
+import pathlib
 
 import pytest
 
 from tests.support import STORAGE_TEST_OPTIONS, simulator_runtime
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+TESTS = pathlib.Path(__file__).resolve().parent
+# The tiers by directory (see pyproject markers): unit tests use fakes only; function,
+# integration and simulator tests need Azurite and/or the simulator.
+INTEGRATION_DIRS = ("functions", "integration", "simulator")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        tier = pathlib.Path(str(item.path)).resolve().relative_to(TESTS).parts[0]
+        if tier in INTEGRATION_DIRS:
+            item.add_marker(pytest.mark.integration)
 
 
 def unavailable(reason: str):
@@ -72,23 +84,21 @@ def storage(azurite):
 @pytest.fixture
 def runtime(storage):
     """A Runtime over the clean Azurite, installed as the process runtime for function tests."""
-    from shared.runtime import Runtime, set_runtime
+    from bootstrap import Services, install_services
     from shared.settings import Settings
 
     settings = Settings.from_environment({"PCSYNC_STORAGE": storage})
-    rt = Runtime.from_settings(settings, storage_options=STORAGE_TEST_OPTIONS)
-    set_runtime(rt)
+    rt = Services(settings, storage_options=STORAGE_TEST_OPTIONS)
+    install_services(rt)
     yield rt
-    set_runtime(None)
+    install_services(None)
 
 
 @pytest.fixture(scope="session")
 def simulator():
     """The Partner Center / Entra / Graph / Key Vault simulator, in-process over HTTPS."""
-    try:
-        from simulator.testing import start_simulator
-    except ImportError as exc:  # pragma: no cover - only when the package is broken
-        unavailable(f"simulator cannot be imported: {exc}")
+    from simulator.testing import start_simulator
+
     sim = start_simulator()
     try:
         yield sim

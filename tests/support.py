@@ -34,15 +34,15 @@ def simulator_runtime(sim, storage_connection: str):
     runtime, with the app's client secret in the simulated Key Vault and no faults injected.
     For fixtures: ``yield from simulator_runtime(sim, storage)``."""
     from devservices import build_simulator_runtime
-    from shared.runtime import set_runtime
+    from bootstrap import install_services
 
     sim.control.set_faults(fault_5xx=0, fault_429=0, fault_reset=0, fault_truncate=0, latency_ms=0, write_202=0)
     runtime = build_simulator_runtime(sim, storage_connection, storage_options=STORAGE_TEST_OPTIONS)
-    set_runtime(runtime)
+    install_services(runtime)
     try:
         yield runtime
     finally:
-        set_runtime(None)
+        install_services(None)
         sim.control.set_faults(fault_5xx=0, fault_429=0, fault_reset=0, fault_truncate=0, write_202=0)
 
 

@@ -20,14 +20,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from shared.errors import ValidationFailed
-from shared.partner_center import ConflictError, NotFoundError, PartnerCenterClient
 from shared.providers import validate_provider_id
 
-from .. import engine
-from .service import DEFAULT_EVENTS, service_for
+from .registration import CALLBACK_ROUTE
+from .events import DEFAULT_EVENTS
 
-REGISTRATION_PATH = "/webhooks/v1/registration"
-CALLBACK_ROUTE = "/api/webhooks/partner-center/"
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
@@ -50,42 +47,6 @@ def validate_callback_url(url: str, provider_id: str) -> list[str]:
     return warnings
 
 
-def registration_url(runtime: Any) -> str:
-    # the registration API lives outside /v1; an absolute URL on the configured origin is allowed
-    return runtime.settings.partner_center_url.rstrip("/") + REGISTRATION_PATH
-
-
-def _client(runtime: Any, provider_id: str) -> PartnerCenterClient:
-    provider = runtime.providers.get_provider(provider_id)
-    return engine.service_for(runtime).client_for(provider).bind()
-
-
-def get_registration(client: PartnerCenterClient, url: str) -> dict[str, Any] | None:
-    try:
-        return client.get_json(url)
-    except NotFoundError:
-        return None
-
-
-def register_webhook(runtime: Any, provider_id: str, callback_url: str, events: list[str]) -> dict[str, Any]:
-    """Create or replace the partner's registration; returns Partner Center's answer."""
-    client = _client(runtime, provider_id)
-    base = registration_url(runtime)
-    supported = client.get_json(base + "/events").get("items", [])
-    known = {str(e).lower(): str(e) for e in supported}
-    unknown = [e for e in events if e.lower() not in known]
-    if unknown:
-        raise ValidationFailed({"events": f"not offered by Partner Center: {', '.join(unknown)}; "
-                                          f"supported: {', '.join(known.values())}"})
-    body = {"WebhookUrl": callback_url, "WebhookEvents": [known[e.lower()] for e in events]}
-    method = "PUT" if get_registration(client, base) is not None else "POST"
-    try:
-        # POST is safe to replay (a second create is refused with 409), PUT replaces
-        return client.send_json(method, base, body, replay_safe=True).body
-    except ConflictError:
-        return client.send_json("PUT", base, body, replay_safe=True).body
-
-
 def _printable(registration: dict[str, Any]) -> dict[str, Any]:
     shown = dict(registration)
     for key in list(shown):
@@ -94,21 +55,21 @@ def _printable(registration: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
-def register_command(args: argparse.Namespace, runtime: Any) -> int:
+def register_command(args: argparse.Namespace, services: Any) -> int:
     validate_provider_id(args.provider)
     events = args.events or list(DEFAULT_EVENTS)
     for warning in validate_callback_url(args.url, args.provider):
         print(f"warning: {warning}", file=sys.stderr)
-    registration = register_webhook(runtime, args.provider, args.url, events)
+    registration = services.webhook_registrations.register(args.provider, args.url, events)
     print(json.dumps(_printable(registration), indent=2))
     print(f"webhook registered for provider {args.provider}", file=sys.stderr)
     return 0
 
 
-def status_command(args: argparse.Namespace, runtime: Any) -> int:
+def status_command(args: argparse.Namespace, services: Any) -> int:
     validate_provider_id(args.provider)
-    registration = get_registration(_client(runtime, args.provider), registration_url(runtime))
-    events = service_for(runtime).list_events(args.provider, limit=args.limit)
+    registration = services.webhook_registrations.get(args.provider)
+    events = services.webhooks.list_events(args.provider, limit=args.limit)
     report = {"provider": args.provider, "registered": registration is not None,
               "registration": _printable(registration) if registration else None, "recentEvents": events}
     print(json.dumps(report, indent=2, default=str))

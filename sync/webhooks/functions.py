@@ -14,13 +14,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.http import error_response, json_response
-from shared.logging import get_logger
-from shared.runtime import get_runtime
-
-from . import service as webhooks
-
-log = get_logger(__name__)
+from shared.edges import json_call
 
 bp = func.Blueprint()
 
@@ -28,15 +22,9 @@ bp = func.Blueprint()
 @bp.function_name("partner_center_webhook")
 @bp.route(route="webhooks/partner-center/{provider}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def partner_center_webhook(req: func.HttpRequest) -> func.HttpResponse:
+    from bootstrap import get_services
+
     provider_id = req.route_params.get("provider", "")
-    try:
-        receipt = webhooks.service_for(get_runtime()).receive(
-            provider_id, headers=dict(req.headers), body=req.get_body() or b"")
-        return json_response(receipt.to_json())
-    except webhooks.WebhookRejected as exc:
-        return error_response(exc.status, str(exc))
-    except webhooks.EnqueueFailed as exc:
-        return error_response(503, str(exc))
-    except Exception:  # the caller gets JSON, the log gets the trace
-        log.exception("partner center webhook for %s failed", provider_id, extra={"provider_id": provider_id})
-        return error_response(500, "internal error")
+    body = req.get_body() or b""
+    return json_call(lambda: get_services().webhooks.receive(provider_id, headers=dict(req.headers), body=body).to_json(),
+                     what=f"partner center webhook for {provider_id!r}")

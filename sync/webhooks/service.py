@@ -1,498 +1,43 @@
 """Partner Center webhooks: verify the signed callback, turn the event into sync work, record it.
 
-Verification follows Microsoft's documented steps (partner-center-webhooks, "Authenticating the
-callback"), failing closed at every one of them:
-
-1. the headers are present: the signature (``Authorization: Signature <base64>``, or
-   ``x-ms-signature`` when the registration asked for it), ``x-ms-certificate-url`` and
-   ``x-ms-signature-algorithm`` (only ``rsa-sha256`` is accepted);
-2. the certificate URL is https and its ``host[:port]`` is in ``settings.webhook_certificate_hosts``;
-   no other URL from the request is ever fetched (an attacker-chosen URL would turn us into an
-   SSRF proxy). The download uses a session that ignores proxy/CA environment variables, verifies
-   TLS (``settings.ca_bundle`` or the default store), follows no redirects, times out quickly and
-   stops reading at ``MAX_CERTIFICATE_BYTES``;
-3. the certificate (PEM or DER) is valid now, and its chain ends at a trusted root: the
-   certificates in ``settings.ca_bundle`` when that is set, otherwise the certifi bundle that
-   ``requests`` trusts. The chain is built and checked by ``cryptography.x509.verification``
-   (signatures, validity of every certificate, CA basic constraints, path length); intermediates
-   come from extra certificates in the downloaded file or, for the real Microsoft certificate,
-   from the Authority Information Access "CA Issuers" URL when its host is one of Microsoft's or
-   DigiCert's fixed PKI hosts (``INTERMEDIATE_CERTIFICATE_HOSTS``). Not checked: revocation
-   (CRL/OCSP), and extended key usage (the signing certificate carries no client/server EKU);
-4. the subject Organization is ``Microsoft Corporation``;
-5. the RSA PKCS#1 v1.5 SHA-256 signature verifies over the exact body bytes.
-
-Certificates are cached per URL for ``CERTIFICATE_TTL`` (a failed download or a rejected
-certificate for ``FAILED_DOWNLOAD_TTL``), so a burst of events costs one download.
-
-Events: ``subscription-updated`` becomes a ``sync-customer`` message for the customer,
-``invoice-ready`` an ``import-invoice`` message, ``test-created`` is acknowledged, anything else is
-acknowledged and recorded as ignored. Each received event for a known provider is recorded in
-table ``webhookevents`` (never the signature or the certificate URL's query).
+The signature check is ``verify.py``, the event and the work it becomes ``events.py``. Each
+received event for a known provider is recorded in table ``webhookevents`` (never the signature
+or the certificate URL's query).
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import re
-import ssl
-import threading
-import time
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping
-from urllib.parse import urlsplit
+from dataclasses import dataclass
+from typing import Any, Mapping
 
-import requests
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
-from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
-
-from shared.errors import PcsyncError
+from shared.clock import Clock, utc_now
+from shared.errors import Unavailable
 from shared.logging import get_logger
-from shared.providers import PROVIDER_ID_PATTERN
-from shared.tables import escape_key
+from shared.providers import PROVIDER_ID_PATTERN, ProviderRepository
+from shared.queues import QueuePublisher
+from shared.tables import TableStore, escape_key
 
-from ..engine import SYNC_CUSTOMER_QUEUE, CustomerMessage, InvalidMessage, parse_customer_message
-from ..invoices.service import IMPORT_INVOICE_QUEUE, ImportMessage, parse_import_message
+from .errors import PayloadTooLarge, UnknownProvider, WebhookRejected
+from .events import (
+    MAX_DATE_FIELD,
+    MAX_RESOURCE_URI,
+    MAX_TEXT_FIELD,
+    MAX_WEBHOOK_BODY_BYTES,
+    WebhookEvent,
+    WebhookOutcome,
+    Work,
+    map_event,
+    parse_event,
+)
+from .verify import SignatureVerifier
 
 log = get_logger(__name__)
 
 WEBHOOK_EVENTS_TABLE = "webhookevents"
-
-MAX_WEBHOOK_BODY_BYTES = 64 * 1024
-MAX_CERTIFICATE_BYTES = 32 * 1024
-CERTIFICATE_TTL = 3600.0          # seconds a downloaded, chain-checked certificate is reused
-FAILED_DOWNLOAD_TTL = 60.0        # seconds a failed download is remembered (no refetch storms)
-MAX_CACHED_CERTIFICATES = 16
-FETCH_TIMEOUT = (3.05, 5.0)       # connect, read (the whole callback must answer quickly)
-SIGNATURE_ALGORITHM = "rsa-sha256"
-REQUIRED_ORGANIZATION = "Microsoft Corporation"
-MIN_RSA_KEY_BITS = 2048
-# Hosts Microsoft and DigiCert publish issuing-CA certificates on (AIA "CA Issuers" URLs of the
-# certificate Partner Center signs with). Fetched only to complete a chain that is then verified
-# against the trust store; any other AIA host is ignored.
-INTERMEDIATE_CERTIFICATE_HOSTS = frozenset({"www.microsoft.com", "caissuers.microsoft.com", "cacerts.digicert.com"})
-MAX_INTERMEDIATE_FETCHES = 2
-
-EVENT_SUBSCRIPTION_UPDATED = "subscription-updated"
-EVENT_INVOICE_READY = "invoice-ready"
-EVENT_TEST_CREATED = "test-created"
-# The events `pcsync webhook register` asks for by default.
-DEFAULT_EVENTS = (EVENT_SUBSCRIPTION_UPDATED, EVENT_INVOICE_READY, EVENT_TEST_CREATED)
-
-OUTCOME_ENQUEUED = "enqueued"
-OUTCOME_ACKNOWLEDGED = "acknowledged"
-OUTCOME_IGNORED = "ignored"
-OUTCOME_REJECTED = "rejected"
-
-_EVENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_SUBSCRIPTION_PATH = re.compile(r"/customers/([^/]+)/subscriptions/([^/]+)/?$", re.IGNORECASE)
-_INVOICE_PATH = re.compile(r"/invoices/([^/]+)/?$", re.IGNORECASE)
-MAX_RESOURCE_URI = 2048
-MAX_TEXT_FIELD = 256
-
-
-# --------------------------------------------------------------------------------------------
-# Errors: one type per HTTP answer
-# --------------------------------------------------------------------------------------------
-
-
-class WebhookRejected(PcsyncError):
-    """The callback is refused; ``status`` is the HTTP answer, the message is safe to return."""
-
-    status = 400
-
-
-class MalformedEvent(WebhookRejected):
-    status = 400
-
-
-class PayloadTooLarge(WebhookRejected):
-    status = 413
-
-
-class SignatureRejected(WebhookRejected):
-    """Any failed authentication step (headers, certificate, chain, organization, signature)."""
-
-    status = 401
-
-
-class UnknownProvider(WebhookRejected):
-    status = 404
-
-
-class CertificateUnavailable(SignatureRejected):
-    """The certificate could not be downloaded or parsed."""
-
-
-# --------------------------------------------------------------------------------------------
-# The event
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WebhookEvent:
-    event_name: str
-    resource_uri: str
-    resource_name: str
-    resource_change_utc_date: str
-    audit_uri: str | None = None
-
-
-def parse_event(body: bytes) -> WebhookEvent:
-    """The callback body: a JSON object with the documented PascalCase fields (any key case)."""
-    if len(body) > MAX_WEBHOOK_BODY_BYTES:
-        raise PayloadTooLarge(f"request body is larger than {MAX_WEBHOOK_BODY_BYTES} bytes")
-    try:
-        data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise MalformedEvent("request body is not UTF-8 JSON") from None
-    if not isinstance(data, dict):
-        raise MalformedEvent("request body must be a JSON object")
-    fields = {str(k).lower(): v for k, v in data.items()}
-
-    def text(name: str, limit: int = MAX_TEXT_FIELD) -> str:
-        value = fields.get(name.lower())
-        if not isinstance(value, str) or not value.strip():
-            raise MalformedEvent(f"{name} must be a non-empty string")
-        if len(value) > limit:
-            raise MalformedEvent(f"{name} is longer than {limit} characters")
-        return value.strip()
-
-    event_name = text("EventName")
-    if not _EVENT_NAME.match(event_name):
-        raise MalformedEvent("EventName is not an event name")
-    audit = fields.get("audituri")
-    return WebhookEvent(
-        event_name=event_name,
-        resource_uri=text("ResourceUri", MAX_RESOURCE_URI),
-        resource_name=text("ResourceName"),
-        resource_change_utc_date=text("ResourceChangeUtcDate", 64),
-        audit_uri=audit[:MAX_RESOURCE_URI] if isinstance(audit, str) else None,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Event -> work
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Work:
-    """What an event turns into: a queue message, or nothing (``queue`` is None)."""
-
-    outcome: str
-    reason: str
-    queue: str | None = None
-    message: Mapping[str, str] | None = None
-
-
-def _resource_path(resource_uri: str) -> str:
-    parts = urlsplit(resource_uri)
-    return parts.path if parts.scheme else resource_uri.split("?", 1)[0]
-
-
-def map_event(provider_id: str, event: WebhookEvent, *, correlation_id: str) -> Work:
-    """Raises :class:`MalformedEvent` when a handled event's ResourceUri does not name its resource."""
-    name = event.event_name.lower()
-    if name == EVENT_SUBSCRIPTION_UPDATED:
-        match = _SUBSCRIPTION_PATH.search(_resource_path(event.resource_uri))
-        if not match:
-            raise MalformedEvent("ResourceUri of subscription-updated must end in /customers/{id}/subscriptions/{id}")
-        try:
-            message = parse_customer_message(CustomerMessage(provider_id, match.group(1), correlation_id).to_json())
-        except InvalidMessage as exc:
-            raise MalformedEvent(f"ResourceUri of subscription-updated: {exc}") from None
-        return Work(OUTCOME_ENQUEUED, f"subscription {match.group(2)} changed", SYNC_CUSTOMER_QUEUE, message.to_json())
-    if name == EVENT_INVOICE_READY:
-        match = _INVOICE_PATH.search(_resource_path(event.resource_uri))
-        if not match:
-            raise MalformedEvent("ResourceUri of invoice-ready must end in /invoices/{id}")
-        try:
-            message = parse_import_message(ImportMessage(provider_id, match.group(1), correlation_id).to_json())
-        except InvalidMessage as exc:
-            raise MalformedEvent(f"ResourceUri of invoice-ready: {exc}") from None
-        return Work(OUTCOME_ENQUEUED, f"invoice {message.invoice_id} is ready", IMPORT_INVOICE_QUEUE,
-                    message.to_json())
-    if name == EVENT_TEST_CREATED:
-        return Work(OUTCOME_ACKNOWLEDGED, "test event")
-    return Work(OUTCOME_IGNORED, f"event {event.event_name} is not handled by pcsync")
-
-
-# --------------------------------------------------------------------------------------------
-# Signature verification
-# --------------------------------------------------------------------------------------------
-
-Fetch = Callable[[str], bytes]
-
-
-def certificate_host(url: str) -> str:
-    """``host[:port]`` of an https URL, lower-case; raises SignatureRejected for anything else."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise SignatureRejected("x-ms-certificate-url is not a valid URL") from None
-    if parts.scheme.lower() != "https" or not parts.hostname:
-        raise SignatureRejected("x-ms-certificate-url must be an https URL")
-    if parts.username or parts.password:
-        raise SignatureRejected("x-ms-certificate-url must not carry credentials")
-    host = parts.hostname.lower()
-    return f"{host}:{port}" if port and port != 443 else host
-
-
-def http_fetcher(*, ca_bundle: str | None, timeout: tuple[float, float] = FETCH_TIMEOUT,
-                 max_bytes: int = MAX_CERTIFICATE_BYTES) -> Fetch:
-    """GET a small document: no proxies or CA variables from the environment, no redirects,
-    a short timeout and a size cap. Raises CertificateUnavailable."""
-    session = requests.Session()
-    session.trust_env = False
-    lock = threading.Lock()
-
-    def fetch(url: str) -> bytes:
-        try:
-            with lock, session.get(url, timeout=timeout, verify=ca_bundle or True, allow_redirects=False,
-                                   stream=True) as response:
-                if response.status_code != 200:
-                    raise CertificateUnavailable(f"certificate download answered HTTP {response.status_code}")
-                content = b""
-                for chunk in response.iter_content(8192):
-                    content += chunk
-                    if len(content) > max_bytes:
-                        raise CertificateUnavailable(f"certificate is larger than {max_bytes} bytes")
-                return content
-        except requests.RequestException as exc:
-            raise CertificateUnavailable(f"certificate download failed: {type(exc).__name__}") from None
-
-    return fetch
-
-
-def load_certificates(data: bytes) -> list[x509.Certificate]:
-    """PEM (one or more certificates) or DER (one); raises CertificateUnavailable."""
-    try:
-        if b"-----BEGIN" in data:
-            certificates = x509.load_pem_x509_certificates(data)
-        else:
-            certificates = [x509.load_der_x509_certificate(data)]
-    except ValueError:
-        raise CertificateUnavailable("the signing certificate is neither PEM nor DER") from None
-    if not certificates:
-        raise CertificateUnavailable("the signing certificate file holds no certificate")
-    return certificates
-
-
-def default_trust_anchors(ca_bundle: str | None) -> list[x509.Certificate]:
-    """The certificates in ``ca_bundle``; without it, certifi's bundle (what requests trusts) or
-    the OpenSSL default CA file."""
-    path = ca_bundle
-    if not path:
-        try:
-            import certifi
-
-            path = certifi.where()
-        except ImportError:  # pragma: no cover - requests depends on certifi
-            path = ssl.get_default_verify_paths().cafile
-    if not path:  # pragma: no cover
-        return []
-    with open(path, "rb") as fh:
-        return x509.load_pem_x509_certificates(fh.read())
-
-
-def _organizations(name: x509.Name) -> list[str]:
-    return [str(a.value) for a in name.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
-
-
-def _ca_issuer_urls(certificate: x509.Certificate) -> list[str]:
-    try:
-        aia = certificate.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
-    except x509.ExtensionNotFound:
-        return []
-    return [d.access_location.value for d in aia
-            if d.access_method == AuthorityInformationAccessOID.CA_ISSUERS
-            and isinstance(d.access_location, x509.UniformResourceIdentifier)]
-
-
-@dataclass
-class _Cached:
-    expires: float
-    certificate: x509.Certificate | None = None
-    error: str | None = None
-
-
-def _header(headers: Mapping[str, str], name: str) -> str:
-    for key, value in headers.items():
-        if key.lower() == name:
-            return (value or "").strip()
-    return ""
-
-
-def signature_from_headers(headers: Mapping[str, str]) -> bytes:
-    """The raw signature from ``x-ms-signature`` or ``Authorization`` (``Signature <base64>``)."""
-    raw = _header(headers, "x-ms-signature") or _header(headers, "authorization")
-    if not raw:
-        raise SignatureRejected("the signature header (Authorization or x-ms-signature) is missing")
-    scheme, _, value = raw.partition(" ")
-    if value and scheme.lower() == "signature":
-        raw = value.strip()
-    elif value or not _header(headers, "x-ms-signature"):
-        raise SignatureRejected("the signature must be given as 'Signature <base64>'")
-    try:
-        return base64.b64decode(raw, validate=True)
-    except (binascii.Error, ValueError):
-        raise SignatureRejected("the signature is not base64") from None
-
-
-class SignatureVerifier:
-    """Checks a callback's signature; thread-safe; keeps a small certificate cache per URL."""
-
-    def __init__(
-        self,
-        *,
-        allowed_hosts: Iterable[str],
-        fetch: Fetch,
-        trust_anchors: Callable[[], list[x509.Certificate]],
-        intermediate_fetch: Fetch | None = None,
-        intermediate_hosts: Iterable[str] = INTERMEDIATE_CERTIFICATE_HOSTS,
-        clock: Callable[[], float] = time.time,
-        ttl: float = CERTIFICATE_TTL,
-    ):
-        self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
-        self._fetch = fetch
-        self._intermediate_fetch = intermediate_fetch or fetch
-        self._intermediate_hosts = frozenset(intermediate_hosts)
-        self._trust_anchors = trust_anchors
-        self._anchors: list[x509.Certificate] | None = None
-        self._clock = clock
-        self._ttl = ttl
-        self._cache: dict[str, _Cached] = {}
-        self._lock = threading.Lock()
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> "SignatureVerifier":
-        fetch = http_fetcher(ca_bundle=settings.ca_bundle)
-        return cls(allowed_hosts=settings.webhook_certificate_hosts, fetch=fetch,
-                   trust_anchors=lambda: default_trust_anchors(settings.ca_bundle))
-
-    # -- the documented steps --------------------------------------------------------------
-
-    def verify(self, headers: Mapping[str, str], body: bytes) -> x509.Certificate:
-        """Returns the signing certificate; raises SignatureRejected with the failed step."""
-        signature = signature_from_headers(headers)
-        algorithm = _header(headers, "x-ms-signature-algorithm")
-        if not algorithm:
-            raise SignatureRejected("the x-ms-signature-algorithm header is missing")
-        if algorithm.lower() != SIGNATURE_ALGORITHM:
-            raise SignatureRejected(f"signature algorithm {algorithm[:32]!r} is not supported (only rsa-sha256)")
-        url = _header(headers, "x-ms-certificate-url")
-        if not url:
-            raise SignatureRejected("the x-ms-certificate-url header is missing")
-        if certificate_host(url) not in self.allowed_hosts:
-            raise SignatureRejected("x-ms-certificate-url is not on an allowed certificate host")
-        certificate = self.certificate(url)
-        public_key = certificate.public_key()
-        if not isinstance(public_key, rsa.RSAPublicKey):
-            raise SignatureRejected("the signing certificate does not hold an RSA key")
-        try:
-            public_key.verify(signature, body, padding.PKCS1v15(), hashes.SHA256())
-        except InvalidSignature:
-            raise SignatureRejected("the signature does not match the request body") from None
-        return certificate
-
-    def certificate(self, url: str) -> x509.Certificate:
-        """The checked certificate for an allowed URL (cached); validity is re-checked on each use."""
-        now = self._clock()
-        with self._lock:
-            cached = self._cache.get(url)
-        if cached is None or cached.expires <= now:
-            cached = self._load(url, now)
-            with self._lock:
-                if len(self._cache) >= MAX_CACHED_CERTIFICATES:
-                    self._cache.pop(next(iter(self._cache)))
-                self._cache[url] = cached
-        if cached.certificate is None:
-            raise SignatureRejected(cached.error or "the signing certificate is not usable")
-        self._check_dates(cached.certificate, now)
-        return cached.certificate
-
-    def _load(self, url: str, now: float) -> _Cached:
-        try:
-            certificates = load_certificates(self._fetch(url))
-            leaf = certificates[0]
-            self._check(leaf, certificates[1:], now)
-        except SignatureRejected as exc:  # unavailable, or not acceptable: either way not refetched at once
-            log.warning("webhook signing certificate from %s rejected: %s", certificate_host(url), exc)
-            return _Cached(now + FAILED_DOWNLOAD_TTL, error=str(exc))
-        return _Cached(now + self._ttl, certificate=leaf)
-
-    @staticmethod
-    def _check_dates(certificate: x509.Certificate, now: float) -> None:
-        moment = datetime.fromtimestamp(now, timezone.utc)
-        if moment < certificate.not_valid_before_utc:
-            raise SignatureRejected("the signing certificate is not valid yet")
-        if moment > certificate.not_valid_after_utc:
-            raise SignatureRejected("the signing certificate has expired")
-
-    def _check(self, leaf: x509.Certificate, extra: list[x509.Certificate], now: float) -> None:
-        self._check_dates(leaf, now)
-        if REQUIRED_ORGANIZATION not in _organizations(leaf.subject):
-            raise SignatureRejected(f"the signing certificate's subject Organization is not {REQUIRED_ORGANIZATION}")
-        key = leaf.public_key()
-        if not isinstance(key, rsa.RSAPublicKey) or key.key_size < MIN_RSA_KEY_BITS:
-            raise SignatureRejected(f"the signing certificate must hold an RSA key of at least {MIN_RSA_KEY_BITS} bits")
-        self._check_chain(leaf, extra, now)
-
-    def _anchors_store(self) -> Store:
-        if self._anchors is None:
-            self._anchors = self._trust_anchors()
-        if not self._anchors:
-            raise SignatureRejected("no trusted root certificates are configured")
-        return Store(self._anchors)
-
-    def _check_chain(self, leaf: x509.Certificate, intermediates: list[x509.Certificate], now: float) -> None:
-        ca_policy = ExtensionPolicy.permit_all().require_present(x509.BasicConstraints, Criticality.AGNOSTIC, None)
-        verifier = (
-            PolicyBuilder().store(self._anchors_store()).time(datetime.fromtimestamp(now, timezone.utc))
-            .max_chain_depth(4)
-            .extension_policies(ca_policy=ca_policy, ee_policy=ExtensionPolicy.permit_all())
-            .build_client_verifier()
-        )
-        pool = list(intermediates)
-        last_error = ""
-        for _ in range(MAX_INTERMEDIATE_FETCHES + 1):
-            try:
-                verifier.verify(leaf, pool)
-                return
-            except VerificationError as exc:
-                last_error = str(exc)
-            missing = self._fetch_issuer(pool[-1] if pool else leaf)
-            if missing is None:
-                break
-            pool.append(missing)
-        log.warning("webhook signing certificate chain rejected: %s", last_error[:300])
-        raise SignatureRejected("the signing certificate does not chain to a trusted root")
-
-    def _fetch_issuer(self, certificate: x509.Certificate) -> x509.Certificate | None:
-        """The issuer from an AIA URL on a known PKI host, or None (other hosts are never fetched)."""
-        for url in _ca_issuer_urls(certificate):
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or (parts.hostname or "").lower() not in self._intermediate_hosts:
-                continue
-            try:
-                return load_certificates(self._intermediate_fetch(url))[0]
-            except CertificateUnavailable as exc:
-                log.warning("issuing CA certificate unavailable from %s: %s", parts.hostname, exc)
-        return None
-
-
-# --------------------------------------------------------------------------------------------
-# The service
-# --------------------------------------------------------------------------------------------
+# The "status" of every 200 answer: the callback was taken (whatever its outcome).
+RECEIPT_ACCEPTED = "accepted"
+EVENT_COLUMNS = ("received_at", "event_name", "resource_uri", "outcome", "reason", "status", "queue",
+                 "correlation_id")
 
 
 @dataclass
@@ -501,60 +46,42 @@ class Receipt:
 
     provider_id: str
     event_name: str
-    outcome: str
+    outcome: WebhookOutcome
     reason: str
     correlation_id: str
     queue: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        body = {"status": "accepted", "event": self.event_name, "outcome": self.outcome, "correlationId": self.correlation_id}
+        body = {"status": RECEIPT_ACCEPTED, "event": self.event_name, "outcome": self.outcome.value,
+                "correlationId": self.correlation_id}
         if self.queue:
             body["queue"] = self.queue
         return body
 
 
-class EnqueueFailed(PcsyncError):
+class EnqueueFailed(Unavailable):
     """The work could not be queued; the callback answers 503 so Partner Center delivers again."""
 
 
-@dataclass
 class WebhookService:
-    providers: Any            # ProviderRepository
-    tables: Any               # TableStore
-    queues: Any               # QueuePublisher
-    verifier: SignatureVerifier
-    now: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
-
-    @classmethod
-    def for_runtime(cls, runtime: Any) -> "WebhookService":
-        return cls(runtime.providers, runtime.tables, runtime.queues, SignatureVerifier.from_settings(runtime.settings))
+    def __init__(self, providers: ProviderRepository, tables: TableStore, queues: QueuePublisher,
+                 verifier: SignatureVerifier, now: Clock = utc_now):
+        self.providers = providers
+        self.tables = tables
+        self.queues = queues
+        self.verifier = verifier
+        self.now = now
 
     def receive(self, provider_id: str, *, headers: Mapping[str, str], body: bytes) -> Receipt:
         """Verify, map, enqueue, record. Raises WebhookRejected (400/401/404/413) or EnqueueFailed."""
-        if not isinstance(provider_id, str) or not PROVIDER_ID_PATTERN.match(provider_id):
-            raise UnknownProvider("unknown provider")
-        provider = self.providers.find_provider(provider_id)
-        if provider is None or not provider.enabled:
-            raise UnknownProvider(f"no enabled provider {provider_id}")
+        self._require_provider(provider_id)
         correlation_id = str(uuid.uuid4())
-        event: WebhookEvent | None = None
-        try:
-            if len(body) > MAX_WEBHOOK_BODY_BYTES:
-                raise PayloadTooLarge(f"request body is larger than {MAX_WEBHOOK_BODY_BYTES} bytes")
-            self.verifier.verify(headers, body)
-            event = parse_event(body)
-            work = map_event(provider_id, event, correlation_id=correlation_id)
-        except WebhookRejected as exc:
-            self._record(provider_id, event or _unverified_event(body), OUTCOME_REJECTED, str(exc), correlation_id,
-                         status=exc.status)
-            log.warning("partner center webhook for %s rejected (%d): %s", provider_id, exc.status, exc,
-                        extra={"provider_id": provider_id, "correlation_id": correlation_id})
-            raise
+        event, work = self._verified_work(provider_id, headers, body, correlation_id)
         if work.queue and work.message is not None:
             try:
                 self.queues.send_json(work.queue, work.message)
             except Exception as exc:  # storage trouble: let Partner Center deliver again
-                self._record(provider_id, event, OUTCOME_REJECTED, f"could not queue work: {type(exc).__name__}",
+                self._record(provider_id, event, WebhookOutcome.REJECTED, f"could not queue work: {type(exc).__name__}",
                              correlation_id, status=503)
                 raise EnqueueFailed("the event could not be queued; deliver it again later") from exc
         self._record(provider_id, event, work.outcome, work.reason, correlation_id, status=200, queue=work.queue)
@@ -567,13 +94,37 @@ class WebhookService:
         rows = self.tables.table(WEBHOOK_EVENTS_TABLE).list_entities(partition_key=escape_key(provider_id))
         out = []
         for row in rows:
-            out.append({k: row.get(k) for k in ("received_at", "event_name", "resource_uri", "outcome", "reason",
-                                                  "status", "queue", "correlation_id")})
+            out.append({k: row.get(k) for k in EVENT_COLUMNS})
             if len(out) >= limit:
                 break
         return out
 
-    def _record(self, provider_id: str, event: WebhookEvent | None, outcome: str, reason: str,
+    def _require_provider(self, provider_id: str) -> None:
+        if not isinstance(provider_id, str) or not PROVIDER_ID_PATTERN.match(provider_id):
+            raise UnknownProvider("unknown provider")
+        provider = self.providers.find_provider(provider_id)
+        if provider is None or not provider.enabled:
+            raise UnknownProvider(f"no enabled provider {provider_id}")
+
+    def _verified_work(self, provider_id: str, headers: Mapping[str, str], body: bytes,
+                       correlation_id: str) -> tuple[WebhookEvent, Work]:
+        """The event and its work, once the signature is checked; a refusal is recorded and raised."""
+        event: WebhookEvent | None = None
+        try:
+            # the size first: a too large body is neither downloaded a certificate for nor parsed
+            if len(body) > MAX_WEBHOOK_BODY_BYTES:
+                raise PayloadTooLarge(f"request body is larger than {MAX_WEBHOOK_BODY_BYTES} bytes")
+            self.verifier.verify(headers, body)
+            event = parse_event(body)
+            return event, map_event(provider_id, event, correlation_id=correlation_id)
+        except WebhookRejected as exc:
+            self._record(provider_id, event or _unverified_event(body), WebhookOutcome.REJECTED, str(exc),
+                         correlation_id, status=exc.status)
+            log.warning("partner center webhook for %s rejected (%d): %s", provider_id, exc.status, exc,
+                        extra={"provider_id": provider_id, "correlation_id": correlation_id})
+            raise
+
+    def _record(self, provider_id: str, event: WebhookEvent | None, outcome: WebhookOutcome, reason: str,
                 correlation_id: str, *, status: int, queue: str | None = None) -> None:
         received = self.now()
         reverse_ms = 10**13 - int(received.timestamp() * 1000)
@@ -581,12 +132,13 @@ class WebhookService:
             "PartitionKey": escape_key(provider_id),
             "RowKey": f"{reverse_ms:013d}-{uuid.uuid4().hex}",
             "provider_id": provider_id,
+            # stored as a table timestamp (Edm.DateTime), not as text
             "received_at": received,
             "event_name": (event.event_name if event else "")[:MAX_TEXT_FIELD],
             "resource_uri": (event.resource_uri if event else "")[:MAX_RESOURCE_URI],
             "resource_name": (event.resource_name if event else "")[:MAX_TEXT_FIELD],
-            "resource_change_utc_date": (event.resource_change_utc_date if event else "")[:64],
-            "outcome": outcome,
+            "resource_change_utc_date": (event.resource_change_utc_date if event else "")[:MAX_DATE_FIELD],
+            "outcome": outcome.value,
             "reason": reason[:1000],
             "status": status,
             "queue": queue or "",
@@ -604,16 +156,3 @@ def _unverified_event(body: bytes) -> WebhookEvent | None:
         return parse_event(body)
     except WebhookRejected:
         return None
-
-
-_service_slot: tuple[Any, WebhookService] | None = None
-_slot_lock = threading.Lock()
-
-
-def service_for(runtime: Any) -> WebhookService:
-    """The WebhookService for this runtime, kept for the process so the certificate cache lives on."""
-    global _service_slot
-    with _slot_lock:
-        if _service_slot is None or _service_slot[0] is not runtime:
-            _service_slot = (runtime, WebhookService.for_runtime(runtime))
-        return _service_slot[1]

@@ -21,7 +21,8 @@ from typing import Any
 
 from shared.errors import ValidationFailed
 
-from . import service as writeback
+from .record import WritebackRecord, WritebackState
+from .request import AUTO_RENEW, CANCEL, CONFIRM_AGREEMENT, QUANTITY, REACTIVATE, SUSPEND
 
 
 def register(subparsers: Any) -> None:
@@ -56,7 +57,7 @@ def build_body(args: argparse.Namespace) -> dict[str, Any]:
     body: dict[str, Any] = {"idempotencyKey": args.key or f"cli-{uuid.uuid4()}", "provider": args.provider,
                             "customer": args.customer, "requestedBy": "pcsync cli"}
     if args.agreement:
-        body["operation"] = writeback.CONFIRM_AGREEMENT
+        body["operation"] = CONFIRM_AGREEMENT
         contact = {"firstName": args.contact_first_name, "lastName": args.contact_last_name,
                    "email": args.contact_email, "phoneNumber": args.contact_phone}
         body["contact"] = {k: v for k, v in contact.items() if v is not None}
@@ -68,28 +69,28 @@ def build_body(args: argparse.Namespace) -> dict[str, Any]:
     if args.subscription is not None:
         body["subscription"] = args.subscription
     if args.quantity is not None:
-        body.update(operation=writeback.QUANTITY, quantity=args.quantity)
+        body.update(operation=QUANTITY, quantity=args.quantity)
     elif args.suspend:
-        body["operation"] = writeback.SUSPEND
+        body["operation"] = SUSPEND
     elif args.reactivate:
-        body["operation"] = writeback.REACTIVATE
+        body["operation"] = REACTIVATE
     elif args.cancel:
-        body["operation"] = writeback.CANCEL
+        body["operation"] = CANCEL
     else:
-        body.update(operation=writeback.AUTO_RENEW, autoRenewEnabled=args.auto_renew == "on")
+        body.update(operation=AUTO_RENEW, autoRenewEnabled=args.auto_renew == "on")
     return body
 
 
-def _exit_code(record: writeback.WritebackRecord) -> int:
-    if record.state in (writeback.SUCCEEDED, writeback.ACCEPTED):
+def _exit_code(record: WritebackRecord) -> int:
+    if record.state in (WritebackState.SUCCEEDED, WritebackState.ACCEPTED):
         return 0
     if record.error_code == "consent":
         return 3
     return 1
 
 
-def writeback_command(args: argparse.Namespace, runtime: Any) -> int:
-    service = writeback.service_for(runtime)
+def writeback_command(args: argparse.Namespace, services: Any) -> int:
+    service = services.writeback
     body = build_body(args)
     try:
         if args.queue:
@@ -107,7 +108,7 @@ def writeback_command(args: argparse.Namespace, runtime: Any) -> int:
     return _exit_code(record)
 
 
-def writeback_show(args: argparse.Namespace, runtime: Any) -> int:
-    record = writeback.get_record(runtime, args.key, args.provider)
+def writeback_show(args: argparse.Namespace, services: Any) -> int:
+    record = services.writeback.get_record(args.key, args.provider)
     print(json.dumps(record.to_json(), indent=2, default=str))
     return 0

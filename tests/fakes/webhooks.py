@@ -162,16 +162,16 @@ def webhook_runtime(sim, storage):
 def consented_webhook_runtime(sim, storage, provider_id: str):
     """For fixtures (``yield from``): the webhook runtime, installed, with a consented provider."""
     from devservices import register_and_consent
-    from shared.runtime import set_runtime
+    from bootstrap import install_services
 
     runtime = webhook_runtime(sim, storage)
-    set_runtime(runtime)
+    install_services(runtime)
     outcome = register_and_consent(runtime, sim, provider_id, name="Webhook partner")
     assert outcome.succeeded, outcome.message
     try:
         yield runtime
     finally:
-        set_runtime(None)
+        install_services(None)
 
 
 def http_request(delivery: Delivery, *, provider: str | None = None, body: bytes | None = None):

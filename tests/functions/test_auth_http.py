@@ -99,12 +99,10 @@ def test_callback_refuses_oversized_bodies(call, runtime):
 
 @pytest.fixture
 def sim_provider(sim_runtime, simulator):
-    from auth.tokens import forget_token_provider
-
     provider_id = f"fn-{uuid.uuid4().hex[:8]}"
     sim_runtime.providers.put_provider(provider_id, VALID | {"tenantId": simulator.tenant_id})
     yield provider_id
-    forget_token_provider(provider_id)
+    sim_runtime.forget_provider_state(provider_id)
 
 
 def form_post(redirect: str) -> func.HttpRequest:
@@ -122,7 +120,6 @@ def link_for(call, provider_id):
     return json.loads(body)
 
 
-@pytest.mark.integration
 def test_consent_then_verify_through_the_functions(call, sim_runtime, simulator, sim_provider):
     link = link_for(call, sim_provider)
     assert "MFA" in " ".join(link["instructions"]) and link["expiresAt"]
@@ -141,7 +138,6 @@ def test_consent_then_verify_through_the_functions(call, sim_runtime, simulator,
     assert sim_runtime.providers.get_provider(sim_provider).verified_at
 
 
-@pytest.mark.integration
 def test_sign_in_without_mfa_through_the_functions(call, sim_runtime, simulator, sim_provider):
     redirect = simulator.control.sign_in(link_for(call, sim_provider)["consentUrl"], False)
     response, body = call("consent_callback", request("GET", "consent/callback",

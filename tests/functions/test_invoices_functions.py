@@ -11,8 +11,6 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 from devservices import register_and_consent
 from sync.invoices.reconciliation import line_partition_key
 
-pytestmark = pytest.mark.integration
-
 PROVIDER_ID = "fn-invoices"
 
 

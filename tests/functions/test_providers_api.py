@@ -113,13 +113,14 @@ class FailingSecrets:
 
 @pytest.mark.parametrize("status", [502, 503])
 def test_a_key_vault_failure_stops_the_purge_before_any_row_is_deleted(call, runtime, monkeypatch, status):
-    from admin import providers as providers_service
+    from admin.providers import ProviderAdmin
 
     call("PUT", "p1", VALID)
     _seed_provider_rows(runtime, "p1")
     before = _provider_rows(runtime, "p1")
     secrets = FailingSecrets(runtime, status)
-    monkeypatch.setattr(providers_service, "refresh_token_store", lambda rt: secrets)
+    runtime.provider_admin = ProviderAdmin(tables=runtime.tables, providers=runtime.providers,
+                                           refresh_tokens=lambda: secrets)
     code, body = call("DELETE", "p1", params={"purge": "true"})
     assert code == status and set(body) == {"error"}
     assert "stopped before deleting anything" in body["error"] and "Traceback" not in body["error"]
@@ -144,14 +145,11 @@ def test_purge_deletes_only_that_providers_consent_flows(call, runtime):
     assert _provider_rows(runtime, "p2")["consentflows"] == ["state-p2"]
 
 
-@pytest.mark.integration
 def test_purge_deletes_the_refresh_token_against_the_simulator(sim_runtime, simulator, registered_functions,
                                                                caplog):
     import logging
     import uuid
 
-    from auth import tokens
-    from auth.consent import ConsentService
     from devservices import register_and_consent
 
     caplog.set_level(logging.DEBUG)
@@ -159,13 +157,13 @@ def test_purge_deletes_the_refresh_token_against_the_simulator(sim_runtime, simu
     for provider_id in (gone, kept):
         assert register_and_consent(sim_runtime, simulator, provider_id).succeeded
         _seed_provider_rows(sim_runtime, provider_id)
-    ConsentService.for_runtime(sim_runtime).create_link(gone)  # a pending flow too
+    sim_runtime.consent.create_link(gone)  # a pending flow too
     provider = sim_runtime.providers.get_provider(gone)
     secret_name = provider.refresh_token_secret_name
     refresh_token = sim_runtime.secrets.find_secret(secret_name)
     kept_token = sim_runtime.secrets.find_secret(sim_runtime.providers.get_provider(kept).refresh_token_secret_name)
     assert refresh_token and kept_token
-    tokens.token_provider_for(sim_runtime, provider)  # cached in this process
+    sim_runtime.tokens.for_provider(provider)  # cached in this process
 
     request = func.HttpRequest(method="DELETE", url=f"http://localhost/api/providers/{gone}", body=b"",
                                params={"purge": "true"}, route_params={"id": gone})
@@ -179,7 +177,7 @@ def test_purge_deletes_the_refresh_token_against_the_simulator(sim_runtime, simu
     assert sim_runtime.secrets.find_secret(secret_name) is None
     assert sim_runtime.providers.find_provider(gone) is None
     assert _provider_rows(sim_runtime, gone) == {"customers": [], "subscriptions": [], "consentflows": []}
-    assert gone not in tokens._token_providers
+    assert gone not in sim_runtime.tokens
     # the other provider is untouched
     assert sim_runtime.secrets.find_secret(sim_runtime.providers.get_provider(kept).refresh_token_secret_name) \
         == kept_token
@@ -202,7 +200,6 @@ def test_purge_deletes_the_refresh_token_against_the_simulator(sim_runtime, simu
     assert sim_runtime.secrets.find_secret(secret_name) is None
 
 
-@pytest.mark.integration
 def test_purge_of_a_provider_that_never_consented(sim_runtime, registered_functions):
     import uuid
 

@@ -12,8 +12,6 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 from devservices import register_and_consent
 from shared.tables import escape_key
 
-pytestmark = pytest.mark.integration
-
 PROVIDER_ID = "fn-partner"
 
 

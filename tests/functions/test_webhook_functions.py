@@ -8,10 +8,7 @@ import azure.functions as func
 import pytest
 
 from sync.webhooks import functions as webhook_functions
-from sync.webhooks.cli import register_webhook
 from tests.fakes.webhooks import capture_server, consented_webhook_runtime, http_request
-
-pytestmark = pytest.mark.integration
 
 PROVIDER_ID = "hook-fn"
 
@@ -38,7 +35,7 @@ def deliveries(runtime, simulator):
     """Deliveries signed by the simulator, captured (answered 200) and not yet processed."""
     with capture_server() as (base, received):
         url = f"{base}/api/webhooks/partner-center/{PROVIDER_ID}?code=test-key"
-        register_webhook(runtime, PROVIDER_ID, url, ["subscription-updated", "invoice-ready", "test-created"])
+        runtime.webhook_registrations.register(PROVIDER_ID, url, ["subscription-updated", "invoice-ready", "test-created"])
         yield simulator, received
 
 

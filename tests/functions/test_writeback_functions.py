@@ -17,8 +17,6 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 from devservices import register_and_consent
 from shared.tables import escape_key
 
-pytestmark = pytest.mark.integration
-
 PROVIDER_ID = "wbfn-partner"
 
 
@@ -106,10 +104,9 @@ def test_submit_queue_apply_and_read_back_without_leaking_secrets(functions, con
     deliver(functions, message, message_id="m1", dequeue_count=2)  # a redelivery changes nothing
     assert simulator.control.calls()["PATCH /v1/customers/{id}/subscriptions/{id}"]["count"] == 1
 
-    from auth.tokens import token_provider_for
 
     provider = runtime.providers.get_provider(PROVIDER_ID)
-    secrets = [token_provider_for(runtime, provider).access_token(),
+    secrets = [runtime.tokens.for_provider(provider).access_token(),
                runtime.secrets.get_secret(provider.refresh_token_secret_name), simulator.client_secret]
     stored = json.dumps(records(runtime), default=str)
     for secret in secrets:

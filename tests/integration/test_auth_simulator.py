@@ -14,14 +14,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 
-from auth.consent import CONSENT_FLOWS_TABLE, ConsentService
-from tests.fakes.auth import ManualClock
-from auth.tokens import forget_token_provider, token_provider_for
-from auth.verify import VerifyService
+from auth.consent import CONSENT_FLOWS_TABLE
 from shared.errors import ConsentRequired
 from shared.providers import PROVIDERS_TABLE
-
-pytestmark = pytest.mark.integration
+from tests.fakes.auth import ManualClock
 
 TOKEN_CALLS = "POST /{id}/oauth2/v2.0/token"
 
@@ -34,7 +30,6 @@ def provider_id(sim_runtime, simulator):
         "tenantId": simulator.tenant_id, "costManagement": True,
     })
     yield provider_id
-    forget_token_provider(provider_id)
 
 
 def callback_params(redirect: str) -> dict[str, str]:
@@ -43,7 +38,7 @@ def callback_params(redirect: str) -> dict[str, str]:
 
 def consent(runtime, simulator, provider_id, *, mfa=True, clock=None, before_callback=None):
     """Link -> simulated sign-in -> callback. Returns (outcome, link, redirect)."""
-    service = ConsentService.for_runtime(runtime, **({"clock": clock} if clock else {}))
+    service = runtime.derive(clock=clock).consent if clock else runtime.consent
     link = service.create_link(provider_id)
     redirect = simulator.control.sign_in(link.url, mfa)
     if before_callback:
@@ -97,7 +92,7 @@ def test_consent_with_mfa_stores_the_refresh_token_only_in_key_vault(sim_runtime
 
 def test_later_link_uses_the_consented_user_as_login_hint(sim_runtime, simulator, provider_id):
     consent(sim_runtime, simulator, provider_id)
-    link = ConsentService.for_runtime(sim_runtime).create_link(provider_id)
+    link = sim_runtime.consent.create_link(provider_id)
     assert callback_params(link.url)["login_hint"] == simulator.integration_user
 
 
@@ -127,7 +122,7 @@ def test_replayed_state_is_refused(sim_runtime, simulator, provider_id):
     secret_name = sim_runtime.providers.get_provider(provider_id).refresh_token_secret_name
     stored = sim_runtime.secrets.get_secret(secret_name)
     calls = token_calls(simulator)
-    replay = ConsentService.for_runtime(sim_runtime).complete(callback_params(redirect), callback_url=redirect)
+    replay = sim_runtime.consent.complete(callback_params(redirect), callback_url=redirect)
     assert (replay.succeeded, replay.reason) == (False, "used_state")
     assert token_calls(simulator) == calls and sim_runtime.secrets.get_secret(secret_name) == stored
 
@@ -165,7 +160,7 @@ def test_tampered_code_is_refused_by_entra_and_stores_nothing(sim_runtime, simul
 
 def test_verify_passes_with_full_setup_and_reports_each_missing_role(sim_runtime, simulator, provider_id):
     consent(sim_runtime, simulator, provider_id)
-    verify = VerifyService.for_runtime(sim_runtime)
+    verify = sim_runtime.verify
     report = verify.verify(provider_id)
     assert report.passed, report.to_json()
     assert [c.name for c in report.checks] == ["token_refresh", "mfa_claim", "tenant_matches",
@@ -199,7 +194,7 @@ def test_verify_passes_with_full_setup_and_reports_each_missing_role(sim_runtime
 
 
 def test_verify_before_consent_says_what_to_do(sim_runtime, simulator, provider_id):
-    report = VerifyService.for_runtime(sim_runtime).verify(provider_id)
+    report = sim_runtime.verify.verify(provider_id)
     check = report.check("token_refresh")
     assert not check.passed and check.evidence == "consent none" and "consent link" in check.fix
 
@@ -210,7 +205,7 @@ def test_refresh_rotates_the_stored_token_and_caches_the_access_token(sim_runtim
     consent(sim_runtime, simulator, provider_id)
     provider = sim_runtime.providers.get_provider(provider_id)
     first_rt = sim_runtime.secrets.get_secret(provider.refresh_token_secret_name)
-    tokens = token_provider_for(sim_runtime, provider)
+    tokens = sim_runtime.tokens.for_provider(provider)
     calls = token_calls(simulator)
     token = tokens.access_token()
     assert tokens.access_token() == token and token_calls(simulator) == calls + 1
@@ -223,7 +218,7 @@ def test_refresh_rotates_the_stored_token_and_caches_the_access_token(sim_runtim
 
 def test_expired_refresh_token_marks_provider_expired_and_stops_calling_entra(sim_runtime, simulator, provider_id):
     consent(sim_runtime, simulator, provider_id)
-    tokens = token_provider_for(sim_runtime, sim_runtime.providers.get_provider(provider_id))
+    tokens = sim_runtime.tokens.for_provider(sim_runtime.providers.get_provider(provider_id))
     with simulator_clock_restored(simulator):
         simulator.control.advance_clock(days=91)
         with pytest.raises(ConsentRequired) as caught:
@@ -236,21 +231,21 @@ def test_expired_refresh_token_marks_provider_expired_and_stops_calling_entra(si
             with pytest.raises(ConsentRequired):
                 tokens.access_token(force_refresh=True)
         # a fresh process (new TokenProvider) does not ask Entra either
-        forget_token_provider(provider_id)
+        sim_runtime.forget_provider_state(provider_id)
         with pytest.raises(ConsentRequired):
-            token_provider_for(sim_runtime, provider).access_token()
+            sim_runtime.tokens.for_provider(provider).access_token()
         assert token_calls(simulator) == calls
     # consenting again makes the provider usable
     outcome, _, _ = consent(sim_runtime, simulator, provider_id)
     assert outcome.succeeded
     provider = sim_runtime.providers.get_provider(provider_id)
     assert provider.consent_status == "active" and provider.consent_error is None
-    assert token_provider_for(sim_runtime, provider).access_token()
+    assert sim_runtime.tokens.for_provider(provider).access_token()
 
 
 def test_revoked_refresh_token_marks_provider_revoked(sim_runtime, simulator, provider_id):
     consent(sim_runtime, simulator, provider_id)
-    tokens = token_provider_for(sim_runtime, sim_runtime.providers.get_provider(provider_id))
+    tokens = sim_runtime.tokens.for_provider(sim_runtime.providers.get_provider(provider_id))
     simulator.control.revoke_refresh_tokens()
     with pytest.raises(ConsentRequired) as caught:
         tokens.access_token()
@@ -279,11 +274,11 @@ def test_no_token_or_secret_value_appears_in_any_log_output(sim_runtime, simulat
         refused, _, refused_redirect = consent(sim_runtime, simulator, provider_id, mfa=False)
         assert not refused.succeeded
         secrets.append(callback_params(refused_redirect)["code"])
-        tokens = token_provider_for(sim_runtime, provider)
+        tokens = sim_runtime.tokens.for_provider(provider)
         secrets.append(tokens.access_token())
         secrets.append(sim_runtime.secrets.get_secret(provider.refresh_token_secret_name))
         secrets.append(tokens.graph_token())
-        VerifyService.for_runtime(sim_runtime).verify(provider_id)
+        sim_runtime.verify.verify(provider_id)
         secrets.append(sim_runtime.secrets.get_secret(provider.refresh_token_secret_name))
         logging.getLogger("test").error("an accident: %s", secrets[-1])  # even explicit logging is masked
         with simulator_clock_restored(simulator):
@@ -321,7 +316,7 @@ def test_cli_consent_link_and_verify(sim_runtime, simulator, provider_id, capsys
     assert "token_refresh" in out and "FAIL" in out
 
     redirect = simulator.control.sign_in(link["consentUrl"], True)
-    assert ConsentService.for_runtime(sim_runtime).complete(callback_params(redirect), callback_url=redirect).succeeded
+    assert sim_runtime.consent.complete(callback_params(redirect), callback_url=redirect).succeeded
     args = build_parser().parse_args(["verify", "--provider", provider_id, "--json"])
     assert args.handler(args, sim_runtime) == 0
     assert json.loads(capsys.readouterr().out)["passed"] is True
@@ -353,7 +348,7 @@ def test_token_endpoint_5xx_is_retried_a_bounded_number_of_times(sim_runtime, si
     from auth.entra import TOKEN_HTTP_RETRIES, IdentityProviderUnavailable
 
     consent(sim_runtime, simulator, provider_id)
-    tokens = token_provider_for(sim_runtime, sim_runtime.providers.get_provider(provider_id))
+    tokens = sim_runtime.tokens.for_provider(sim_runtime.providers.get_provider(provider_id))
     tokens.access_token()  # msal client built, discovery done
     calls = token_calls(simulator)
     with entra_faults(simulator, fault_5xx=1.0):
@@ -363,15 +358,15 @@ def test_token_endpoint_5xx_is_retried_a_bounded_number_of_times(sim_runtime, si
     assert sim_runtime.providers.get_provider(provider_id).consent_status == "active"
     # msal replays the last 5xx to the same client for 5 s (its service protection); a new
     # client, like the next invocation in a fresh worker, goes straight through
-    forget_token_provider(provider_id)
-    assert token_provider_for(sim_runtime, sim_runtime.providers.get_provider(provider_id)).access_token()
+    sim_runtime.forget_provider_state(provider_id)
+    assert sim_runtime.tokens.for_provider(sim_runtime.providers.get_provider(provider_id)).access_token()
 
 
 def test_connection_resets_are_retried_too(sim_runtime, simulator, provider_id, quick_backoff):
     from auth.entra import IdentityProviderUnavailable
 
     consent(sim_runtime, simulator, provider_id)
-    tokens = token_provider_for(sim_runtime, sim_runtime.providers.get_provider(provider_id))
+    tokens = sim_runtime.tokens.for_provider(sim_runtime.providers.get_provider(provider_id))
     tokens.access_token()
     with entra_faults(simulator, fault_reset=1.0):
         with pytest.raises(IdentityProviderUnavailable):

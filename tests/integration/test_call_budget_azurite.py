@@ -4,14 +4,9 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
-
-from shared.call_budget import CALL_BUDGET_TABLE, SharedCallBudget
-from shared.partner_center import CallBudget
+from shared.call_budget import CALL_BUDGET_TABLE, CallBudget, SharedCallBudget
 from shared.tables import TableStore
 from tests.support import STORAGE_TEST_OPTIONS
-
-pytestmark = pytest.mark.integration
 
 SPEED = 60.0  # one simulated minute per real second
 # 10-second slices: sped up 60 times, Azurite's round trip is still a small part of a slice (with
@@ -76,12 +71,9 @@ def test_two_instances_share_one_budget(storage):
 
 
 def test_sync_service_uses_the_shared_budget(runtime):
-    from sync.engine import SyncService
-
-    service = SyncService.for_runtime(runtime)
-    budget = service.budget_for("72F988BF-0000-4000-8000-000000000002")
+    budget = runtime.sync.clients.budget_for("72F988BF-0000-4000-8000-000000000002")
     assert isinstance(budget, SharedCallBudget) and budget.scope == "72f988bf-0000-4000-8000-000000000002"
     budget.acquire()
     rows = list(runtime.tables.table(CALL_BUDGET_TABLE).list_entities(partition_key=budget.partition_key))
     assert [r["granted"] for r in rows] == [1]  # leases start small
-    assert not isinstance(SyncService.for_runtime(runtime, shared_budget=False).budget_for("t"), SharedCallBudget)
+    assert not isinstance(runtime.derive(shared_budget=False).clients.budget_for("t"), SharedCallBudget)

@@ -17,8 +17,8 @@ def pcsync(storage, monkeypatch, capsys):
         out, err = capsys.readouterr()
         return code, out, err
     yield run
-    from shared.runtime import set_runtime
-    set_runtime(None)
+    from bootstrap import install_services
+    install_services(None)
 
 
 def test_set_show_list_disable(pcsync):
@@ -60,7 +60,7 @@ def test_disable_purge_says_whether_the_refresh_token_was_deleted(pcsync, monkey
 
 
 def test_a_key_vault_failure_is_a_clear_cli_error(pcsync, monkeypatch):
-    from admin import providers as providers_service
+    from bootstrap import Services
     from shared.secrets import SecretStoreError
 
     class Unreachable:
@@ -69,7 +69,8 @@ def test_a_key_vault_failure_is_a_clear_cli_error(pcsync, monkeypatch):
 
     pcsync("provider", "set", "contoso", "--name", "Contoso US", "--country-code", "US",
            "--currency-code", "USD", "--tenant-id", TENANT)
-    monkeypatch.setattr(providers_service, "refresh_token_store", lambda runtime: Unreachable())
+    # the CLI builds its own Services: its Key Vault is the unreachable one
+    monkeypatch.setattr(Services, "refresh_token_store", lambda services: Unreachable())
     code, out, err = pcsync("provider", "disable", "contoso", "--purge")
     assert code == 2 and out == "" and "stopped before deleting anything" in err and "Traceback" not in err
     assert json.loads(pcsync("provider", "show", "contoso")[1])["enabled"] is False

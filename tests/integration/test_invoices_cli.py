@@ -8,8 +8,6 @@ import pytest
 import cli
 from devservices import register_and_consent, simulator_app_settings
 
-pytestmark = pytest.mark.integration
-
 PROVIDER_ID = "cli-invoices"
 
 
@@ -28,8 +26,8 @@ def pcsync(sim_runtime, simulator, monkeypatch, capsys):
         return code, out, err
     yield run
     simulator.control.set_faults(export_retry_after_seconds=1)
-    from shared.runtime import set_runtime
-    set_runtime(None)
+    from bootstrap import install_services
+    install_services(None)
 
 
 def test_sync_invoices_then_import_one(pcsync, simulator):

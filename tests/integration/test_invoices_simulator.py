@@ -13,14 +13,12 @@ import pytest
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
 from devservices import register_and_consent
-from shared.partner_center import RetryPolicy
 from shared.tables import escape_key
-from sync.engine import SyncService
-from sync.invoices.service import IMPORT_INVOICE_QUEUE, OUTCOME_REJECTED, InvoiceService
+from shared.transport import RetryPolicy
+from sync.invoices.service import IMPORT_INVOICE_QUEUE
+from sync.runs import RunOutcome
 from sync.invoices.reconciliation import line_partition_key
 from tests.support import simulator_runtime
-
-pytestmark = pytest.mark.integration
 
 PROVIDER_ID = "inv-partner"
 LINES = 450  # per stream: D = 300 office + 150 azure billing lines, G = 450 onetime lines
@@ -54,8 +52,8 @@ def provider(rt, sim):
 
 @pytest.fixture
 def svc(rt):
-    sync = SyncService.for_runtime(rt, calls_per_minute=SIM_RATE, client_options={"retry": FAST_RETRY})
-    return InvoiceService.for_runtime(rt, sync=sync, graph_options={"retry": FAST_RETRY})
+    return rt.derive(calls_per_minute=SIM_RATE, client_options={"retry": FAST_RETRY},
+                     graph_options={"retry": FAST_RETRY}).invoices
 
 
 def queued(runtime) -> list[dict]:
@@ -149,7 +147,7 @@ def test_imports_stay_correct_under_5xx_resets_and_truncated_bodies(rt, sim, pro
 
 def test_unknown_invoice_is_a_recorded_rejection(rt, sim, provider, svc):
     result = svc.import_invoice(provider, "G999999999")
-    assert result.outcome == OUTCOME_REJECTED and not result.retryable
+    assert result.outcome == RunOutcome.INVOICE_NOT_FOUND and not result.retryable
     runs = list(rt.tables.table("syncruns").list_entities(partition_key=escape_key(PROVIDER_ID)))
-    assert any(r["outcome"] == OUTCOME_REJECTED and r["invoice_id"] == "G999999999" for r in runs)
+    assert any(r["outcome"] == RunOutcome.INVOICE_NOT_FOUND and r["invoice_id"] == "G999999999" for r in runs)
     assert rt.tables.table("invoices").find_entity(escape_key(PROVIDER_ID), "G999999999") is None

@@ -1,6 +1,6 @@
 """Identity-based storage (PCSYNC_STORAGE__tableServiceUri / __queueServiceUri) against an Azurite
 that accepts only bearer tokens over HTTPS. The token credential stands in for the managed
-identity; our Settings, Runtime, TableStore and QueuePublisher are the real ones."""
+identity; our Settings, Services, TableStore and QueuePublisher are the real ones."""
 import base64
 import json
 import uuid
@@ -9,20 +9,20 @@ import pytest
 from azure.core.exceptions import ClientAuthenticationError
 from azure.storage.queue import QueueClient
 
-from shared.runtime import Runtime
+from bootstrap import Services
 from shared.settings import Settings
-from sync.writeback.service import TableWritebackLog
+from sync.writeback.log import TableWritebackLog
 from tests.support import STORAGE_AUDIENCE, STORAGE_TEST_OPTIONS, StorageTokenCredential
 
 
-def identity_runtime(azurite_oauth, credential) -> Runtime:
+def identity_runtime(azurite_oauth, credential) -> Services:
     settings = Settings.from_environment({
         "PCSYNC_STORAGE__tableServiceUri": azurite_oauth.table_service_uri,
         "PCSYNC_STORAGE__queueServiceUri": azurite_oauth.queue_service_uri,
         "PCSYNC_CA_BUNDLE": azurite_oauth.ca_bundle,  # Azurite's generated certificate
     })
     assert settings.storage.identity_based
-    return Runtime.from_settings(settings, credential=credential, storage_options=STORAGE_TEST_OPTIONS)
+    return Services(settings, credential=credential, storage_options=STORAGE_TEST_OPTIONS)
 
 
 def unique(prefix: str) -> str:
@@ -74,6 +74,6 @@ def test_the_ca_bundle_is_what_lets_the_clients_trust_azurite(azurite_oauth):
 
     settings = Settings.from_environment({"PCSYNC_STORAGE__tableServiceUri": azurite_oauth.table_service_uri,
                                           "PCSYNC_STORAGE__queueServiceUri": azurite_oauth.queue_service_uri})
-    runtime = Runtime.from_settings(settings, credential=StorageTokenCredential(), storage_options=STORAGE_TEST_OPTIONS)
+    runtime = Services(settings, credential=StorageTokenCredential(), storage_options=STORAGE_TEST_OPTIONS)
     with pytest.raises(ServiceRequestError, match="CERTIFICATE_VERIFY_FAILED"):
         runtime.tables.table(unique("untrusted"))

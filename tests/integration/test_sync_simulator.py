@@ -14,12 +14,11 @@ import pytest
 from devservices import register_and_consent
 
 from shared.errors import ConsentRequired
-from shared.partner_center import RetryPolicy
 from shared.tables import escape_key
-from sync.engine import OUTCOME_CONSENT_REQUIRED, OUTCOME_SUCCEEDED, SyncService, summarize
+from shared.transport import RetryPolicy
+from sync.engine import SyncService
+from sync.runs import RunOutcome, summarize
 from tests.support import simulator_runtime
-
-pytestmark = pytest.mark.integration
 
 CUSTOMERS = 200
 PROVIDER_ID = "sim-partner"
@@ -95,7 +94,7 @@ def assert_store_equals_truth(runtime, sim):
 
 def test_sync_equals_truth_then_a_second_run_writes_nothing_then_only_changes(rt, sim):
     provider = consented_provider(rt, sim)
-    service = SyncService.for_runtime(rt, calls_per_minute=SIM_RATE)
+    service = rt.derive(calls_per_minute=SIM_RATE).sync
 
     first = summarize(full_sync(service, provider))
     assert first["failed"] == 0 and first["throttled_429"] == 0
@@ -130,19 +129,19 @@ def test_sync_equals_truth_then_a_second_run_writes_nothing_then_only_changes(rt
 
     records = list(rt.tables.table("syncruns").list_entities(partition_key=PROVIDER_ID))
     assert len(records) == 3 * (1 + 2 * CUSTOMERS) - 2
-    assert {r["outcome"] for r in records} == {OUTCOME_SUCCEEDED}
+    assert {r["outcome"] for r in records} == {RunOutcome.SUCCEEDED}
 
 
 def test_faults_still_converge_to_truth_without_duplicates(rt, sim):
     provider = consented_provider(rt, sim)
-    service = SyncService.for_runtime(rt, calls_per_minute=SIM_RATE, client_options={"retry": FAST_RETRY})
+    service = rt.derive(calls_per_minute=SIM_RATE, client_options={"retry": FAST_RETRY}).sync
     sim.control.set_faults(fault_5xx=0.10, fault_429=0.05, fault_reset=0.03, fault_truncate=0.02)
     try:
         runs = full_sync(service, provider)
     finally:
         sim.control.set_faults(fault_5xx=0, fault_429=0, fault_reset=0, fault_truncate=0)
     totals = summarize(runs)
-    assert totals["failed"] == 0, [r.error for r in runs if r.outcome != OUTCOME_SUCCEEDED][:3]
+    assert totals["failed"] == 0, [r.error for r in runs if r.outcome != RunOutcome.SUCCEEDED][:3]
     assert totals["retries"] > 20 and totals["throttled_429"] > 0
     assert_store_equals_truth(rt, sim)
 
@@ -154,11 +153,11 @@ class ExpiredConsent:
 
 def test_expired_consent_stops_the_provider_cleanly(rt, sim):
     consented_provider(rt, sim)
-    service = SyncService.for_runtime(rt, token_sources=lambda runtime, p: ExpiredConsent())
+    service = rt.derive(token_sources=lambda p: ExpiredConsent()).sync
     sim.control.reset_calls()
     outcomes = service.sync_all_providers()
     assert [(o.provider_id, o.outcome, o.customers_enqueued) for o in outcomes] == [
-        (PROVIDER_ID, OUTCOME_CONSENT_REQUIRED, 0)]
+        (PROVIDER_ID, RunOutcome.CONSENT_REQUIRED, 0)]
     pc_calls = {k: v for k, v in sim.control.calls().items() if "customers" in k or "partner" in k.lower()}
     assert pc_calls == {}
     (record,) = rt.tables.table("syncruns").list_entities(partition_key=PROVIDER_ID)
@@ -172,7 +171,7 @@ def test_overlapping_runs_on_two_instances_stay_correct(rt, sim):
     import threading
 
     provider = consented_provider(rt, sim)
-    instances = [SyncService.for_runtime(rt, calls_per_minute=SIM_RATE) for _ in range(2)]
+    instances = [rt.derive(calls_per_minute=SIM_RATE).sync for _ in range(2)]
     outcomes: list = []
     threads = [threading.Thread(target=lambda s=s: outcomes.append(summarize(full_sync(s, provider, workers=4))))
                for s in instances]

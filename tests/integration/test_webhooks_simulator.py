@@ -11,11 +11,9 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
 from shared.tables import escape_key
 from sync.webhooks import functions as webhook_functions
-from sync.webhooks.cli import register, register_webhook
+from sync.webhooks.cli import register
 from sync.webhooks.service import WEBHOOK_EVENTS_TABLE
 from tests.fakes.webhooks import capture_server, consented_webhook_runtime, http_request
-
-pytestmark = pytest.mark.integration
 
 PROVIDER_ID = "hook-partner"
 
@@ -58,11 +56,11 @@ def events(runtime) -> list[dict]:
 
 def test_registered_events_become_queue_messages_and_records(runtime, simulator, pcsync_endpoint):
     url, received = pcsync_endpoint
-    registration = register_webhook(runtime, PROVIDER_ID, url, ["subscription-updated", "invoice-ready", "test-created"])
+    registration = runtime.webhook_registrations.register(PROVIDER_ID, url, ["subscription-updated", "invoice-ready", "test-created"])
     assert registration["WebhookUrl"] == url
     assert sorted(registration["WebhookEvents"]) == ["invoice-ready", "subscription-updated", "test-created"]
     # registering again replaces the registration (PUT) instead of failing with 409
-    assert register_webhook(runtime, PROVIDER_ID, url, ["subscription-updated", "invoice-ready", "test-created"])
+    assert runtime.webhook_registrations.register(PROVIDER_ID, url, ["subscription-updated", "invoice-ready", "test-created"])
 
     customer = simulator.control.customers()[0]["id"]
     subscription = simulator.control.subscriptions(customer)[0]["id"]
@@ -91,7 +89,7 @@ def test_registered_events_become_queue_messages_and_records(runtime, simulator,
 
 def test_tampered_body_is_401_and_queues_nothing(runtime, simulator, pcsync_endpoint, handler):
     url, received = pcsync_endpoint
-    register_webhook(runtime, PROVIDER_ID, url, ["invoice-ready"])
+    runtime.webhook_registrations.register(PROVIDER_ID, url, ["invoice-ready"])
     invoice = simulator.control.invoices()[0]["id"]
     simulator.control.send_webhook("invoice-ready", f"{simulator.partner_center_url}/v1/invoices/{invoice}")
     original = received[-1]
@@ -107,7 +105,7 @@ def test_tampered_body_is_401_and_queues_nothing(runtime, simulator, pcsync_endp
 
 def test_unregistered_event_is_refused_by_partner_center(runtime, simulator, pcsync_endpoint):
     url, _ = pcsync_endpoint
-    register_webhook(runtime, PROVIDER_ID, url, ["test-created"])
+    runtime.webhook_registrations.register(PROVIDER_ID, url, ["test-created"])
     from simulator.testing import ControlError
 
     with pytest.raises(ControlError):

@@ -12,14 +12,12 @@ import json
 import pytest
 
 from devservices import register_and_consent
-from shared.partner_center import RetryPolicy
 from shared.tables import escape_key
-from sync.writeback import service as writeback
-from sync.engine import SyncService, summarize
-from sync.writeback.service import ApplyFailed, WritebackService, parse_time
+from shared.transport import RetryPolicy
+from shared.clock import parse_iso as parse_time
+from sync.engine import summarize
+from sync.writeback.service import MAX_DELIVERIES, ApplyFailed, WritebackService
 from tests.support import simulator_runtime
-
-pytestmark = pytest.mark.integration
 
 PROVIDER_ID = "wb-partner"
 SIM_RATE = 100_000
@@ -53,13 +51,16 @@ class World:
         assert outcome.succeeded, outcome.message
         self.rt, self.sim = rt, sim
         self.provider = rt.providers.get_provider(PROVIDER_ID)
-        self.sync = SyncService.for_runtime(rt, calls_per_minute=SIM_RATE, client_options=client_options or {})
+        services = rt.derive(calls_per_minute=SIM_RATE, client_options=client_options or {})
+        self.sync = services.sync
         self.customer = sim.control.customers()[0]["id"]
         wrapper = client_wrapper or (lambda client: client)
-        self.service = WritebackService.for_runtime(
-            rt, sync_service=self.sync, clock=self.sim_now, sleep=lambda s: None,
+        writeback = services.writeback
+        self.service = WritebackService(
+            log_store=writeback.log_store, tables=rt.tables, providers=rt.providers, queues=rt.queues,
+            clock=self.sim_now, sleep=lambda s: None,
             client_factory=lambda provider, record: wrapper(
-                self.sync.client_for(provider).bind(correlation_id=record.correlation_id)),
+                services.clients.partner_center(provider).bind(correlation_id=record.correlation_id)),
         )
         self.sync_customer()
         self.counter = 0
@@ -269,7 +270,7 @@ def test_poison_message_is_recorded_as_failed(rt, sim):
         first = world.service.find_record(PROVIDER_ID, json.loads(body)["idempotencyKey"])
         assert first.state == "failed" and "will retry" in first.reason
         with pytest.raises(ApplyFailed):
-            world.deliver(body, dequeue_count=writeback.MAX_DELIVERIES)
+            world.deliver(body, dequeue_count=MAX_DELIVERIES)
     finally:
         sim.control.set_faults(fault_5xx=0)
     record = world.service.find_record(PROVIDER_ID, json.loads(body)["idempotencyKey"])

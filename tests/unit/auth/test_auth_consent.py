@@ -126,8 +126,8 @@ def test_mfa_sign_in_stores_refresh_token_only_in_key_vault_and_records_consent(
     assert world.secrets.versions == {SECRET: ["rt-secret-value-1"]}
     p = world.provider
     assert (p.consent_status, p.consented_upn, p.consented_oid) == ("active", USER_UPN, USER_OID)
-    assert p.consented_at == p.last_token_refresh == "2025-01-15T09:00:00+00:00"
-    assert p.refresh_token_expires_at == "2025-04-15T09:00:00+00:00"  # +90 days
+    assert p.consented_at == p.last_token_refresh == "2025-01-15T09:00:00Z"
+    assert p.refresh_token_expires_at == "2025-04-15T09:00:00Z"  # +90 days
     assert "rt-secret-value-1" not in repr(world.providers.rows) + repr(world.table.rows) + outcome.message
 
 

@@ -34,7 +34,7 @@ from tests.fakes.auth import (
     provider,
     token_result,
 )
-from auth.tokens import TokenProvider, classify_token_error, forget_token_provider, token_provider_for
+from auth.tokens import TokenProvider, TokenProviders, classify_token_error
 from shared.errors import Conflict, ConsentRequired
 
 SECRET = "pcsync-refresh-token-contoso"
@@ -132,8 +132,8 @@ def test_unchanged_or_absent_refresh_token_writes_no_new_version(world):
 
 def test_refresh_is_recorded_on_the_provider_row(world):
     world.tokens.access_token()
-    assert world.provider.last_token_refresh == "2025-01-15T09:00:00+00:00"
-    assert world.provider.refresh_token_expires_at == "2025-04-15T09:00:00+00:00"
+    assert world.provider.last_token_refresh == "2025-01-15T09:00:00Z"
+    assert world.provider.refresh_token_expires_at == "2025-04-15T09:00:00Z"
     assert all("rt-" not in repr(u) for u in world.providers.status_updates)
 
 
@@ -267,20 +267,18 @@ def test_invalidate_drops_the_cached_access_token(world):
 
 # -- factory ---------------------------------------------------------------------------------
 
-def test_one_token_provider_per_provider_and_runtime():
-    rt = SimpleNamespace(settings=make_settings(), providers=None, secrets=None)
+def test_one_token_provider_per_provider_rebuilt_when_the_tenant_changes_or_forgotten():
+    registry = TokenProviders(settings=make_settings(), providers=None, secrets=None, client_for_tenant=None)
     p = provider()
-    first = token_provider_for(rt, p)
-    assert token_provider_for(rt, p) is first
-    assert token_provider_for(rt, provider(id="other")) is not first
-    assert token_provider_for(rt, replace(p, tenant_id="00000000-0000-0000-0000-000000000002")) is not first
-    other_runtime = SimpleNamespace(settings=make_settings(), providers=None, secrets=None)
-    assert token_provider_for(other_runtime, p).runtime is other_runtime
-    current = token_provider_for(other_runtime, p)
-    forget_token_provider(p.id)
-    assert token_provider_for(other_runtime, p) is not current
-    forget_token_provider(p.id)
-    forget_token_provider("other")
+    first = registry.for_provider(p)
+    assert registry.for_provider(p) is first
+    assert registry.for_provider(provider(id="other")) is not first
+    moved = registry.for_provider(replace(p, tenant_id="00000000-0000-0000-0000-000000000002"))
+    assert moved is not first and moved.tenant_id == "00000000-0000-0000-0000-000000000002"
+    registry.forget(p.id)
+    assert registry.for_provider(p) is not moved
+    registry.forget("never-seen")  # forgetting an unknown provider is fine
+
 
 
 # -- entra plumbing --------------------------------------------------------------------------

@@ -53,7 +53,7 @@ class FakeSession:
 def run(tokens=None, session=None, **provider_overrides):
     providers = FakeProviders(provider(consent_status="active", **provider_overrides))
     service = VerifyService(settings=make_settings(partner_center_url=PC), providers=providers,
-                            token_provider_for=lambda p: tokens or FakeTokenProvider(), session=session or FakeSession(),
+                            token_sources=lambda p: tokens or FakeTokenProvider(), session=session or FakeSession(),
                             clock=ManualClock())
     return service.verify("contoso"), providers
 
@@ -67,7 +67,7 @@ def test_everything_passes_and_is_stored_on_the_provider():
     assert tokens.calls == [True]  # verify forces a real refresh
     stored = providers.get_provider("contoso")
     assert json.loads(stored.verify_result) == report.to_json()
-    assert stored.verified_at == "2025-01-15T09:00:00+00:00"
+    assert stored.verified_at == "2025-01-15T09:00:00Z"
     urls = [u for u, _, _ in session.requests]
     assert urls == [f"{PC}/v1/profiles/organization", f"{PC}/v1/customers?size=1", f"{PC}/v1/invoices?size=1"]
     for _, headers, timeout in session.requests:
@@ -141,7 +141,7 @@ def test_graph_billing_permission_only_when_cost_management_is_on():
 def test_unknown_provider():
     providers = FakeProviders()
     service = VerifyService(settings=make_settings(), providers=providers,
-                            token_provider_for=lambda p: FakeTokenProvider(), session=FakeSession())
+                            token_sources=lambda p: FakeTokenProvider(), session=FakeSession())
     with pytest.raises(NotFound):
         service.verify("nobody")
 

@@ -44,17 +44,25 @@ def test_host_json_uses_bundle_v4_and_explicit_queue_settings():
     assert "functionTimeout" in host and "logLevel" in host["logging"]
 
 
+# every function the app registers: a new one is added here on purpose, not by accident
+EXPECTED_FUNCTIONS = {
+    "consent_callback", "consent_link", "import_invoice_queue", "partner_center_webhook", "provider_item",
+    "providers_list", "sync_customer_queue", "sync_customers_timer", "sync_invoices_timer", "verify_connectivity",
+    "writebacks_get", "writebacks_queue", "writebacks_submit",
+}
+
+
 def test_importing_the_app_reads_no_settings_and_builds_no_client():
     # an empty environment would make any import-time settings read or client construction fail
     script = (
-        "import function_app, shared.runtime as r;"
-        "assert r._runtime is None;"
-        "print(len(function_app.app.get_functions()))"
+        "import function_app, bootstrap;"
+        "assert bootstrap._services is None;"
+        "print(','.join(sorted(f.get_function_name() for f in function_app.app.get_functions())))"
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={"PATH": "/usr/bin:/bin"},
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert int(result.stdout.strip()) >= 2
+    assert set(result.stdout.strip().split(",")) == EXPECTED_FUNCTIONS
 
 
 def test_local_settings_json_is_not_tracked():
@@ -62,3 +70,16 @@ def test_local_settings_json_is_not_tracked():
     if tracked:  # not a git checkout (e.g. an sdist): nothing to check
         assert "local.settings.json" not in tracked
         assert not [f for f in tracked if f.endswith((".pem", ".pfx", ".key"))]
+
+
+def test_the_write_back_delivery_limit_is_the_hosts_max_dequeue_count():
+    # the last delivery records the failure before the host moves the message to writebacks-poison
+    from sync.writeback.service import MAX_DELIVERIES
+
+    host = json.loads((ROOT / "host.json").read_text())
+    assert MAX_DELIVERIES == host["extensions"]["queues"]["maxDequeueCount"]
+
+
+def test_the_deployed_package_leaves_out_what_only_development_needs():
+    ignored = {line.strip().rstrip("/") for line in (ROOT / ".funcignore").read_text().splitlines() if line.strip()}
+    assert {"tests", "simulator", "benchmarks", "devservices.py", "demo.py", ".venv", "node_modules"} <= ignored

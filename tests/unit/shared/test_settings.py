@@ -8,7 +8,7 @@ def test_defaults_point_at_the_public_cloud():
     assert settings.partner_center_url == DEFAULT_PARTNER_CENTER_URL
     assert settings.authority_host == "https://login.microsoftonline.com"
     assert settings.graph_url == "https://graph.microsoft.com"
-    assert settings.schedules["customers"]
+    assert settings.calls_per_minute == 450 and settings.shared_budget is True
 
 
 def test_storage_falls_back_to_the_host_storage_setting():
@@ -171,37 +171,38 @@ class RecordingManagedIdentity:
 def test_runtime_uses_the_user_assigned_identity_for_storage(monkeypatch):
     import azure.identity
 
-    from shared.runtime import Runtime
+    from bootstrap import Services
 
     RecordingManagedIdentity.built.clear()
     monkeypatch.setattr(azure.identity, "ManagedIdentityCredential", RecordingManagedIdentity)
     settings = Settings.from_environment({**ACCOUNT, "PCSYNC_STORAGE__credential": "managedidentity",
                                           "PCSYNC_STORAGE__clientId": "client-1"})
-    runtime = Runtime.from_settings(settings)
-    assert RecordingManagedIdentity.built == [{"client_id": "client-1"}]
+    runtime = Services(settings)
+    assert RecordingManagedIdentity.built == []  # storage clients are built on first use
     assert isinstance(runtime.tables._service.credential, RecordingManagedIdentity)
+    assert RecordingManagedIdentity.built == [{"client_id": "client-1"}]
     assert runtime.tables._service.url.startswith("https://stpcsyncabc123.table.core.windows.net")
     assert runtime.queues._service.url.startswith("https://stpcsyncabc123.queue.core.windows.net")
-    assert runtime.credential is None  # Key Vault still gets the runtime's own credential, built lazily
+    assert runtime._credential is None  # Key Vault still gets the runtime's own credential, built lazily
 
 
 def test_runtime_shares_its_credential_with_storage_without_managed_identity_setting():
-    from shared.runtime import Runtime
+    from bootstrap import Services
 
     class Token:
         def get_token(self, *scopes, **kwargs):  # pragma: no cover - never called
             raise AssertionError("no token expected")
 
     credential = Token()
-    runtime = Runtime.from_settings(Settings.from_environment(ACCOUNT), credential=credential)
+    runtime = Services(Settings.from_environment(ACCOUNT), credential=credential)
     assert runtime.tables._service.credential is credential and runtime.queues._service.credential is credential
 
 
 def test_runtime_builds_default_azure_credential_for_storage_when_none_is_given():
     from azure.identity import DefaultAzureCredential
 
-    from shared.runtime import Runtime
+    from bootstrap import Services
 
-    runtime = Runtime.from_settings(Settings.from_environment(ACCOUNT))
+    runtime = Services(Settings.from_environment(ACCOUNT))
     assert isinstance(runtime.credential, DefaultAzureCredential)  # reused for Key Vault
     assert runtime.tables._service.credential is runtime.credential

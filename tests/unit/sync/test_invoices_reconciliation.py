@@ -9,34 +9,26 @@ from decimal import Decimal
 
 import pytest
 
-from shared.partner_center import RetryPolicy
 from shared.providers import ProviderConnection, Tolerance
+from shared.transport import RetryPolicy
 from sync.engine import InvalidMessage
-from sync.invoices.service import (
-    IMPORT_INVOICE_QUEUE,
-    OUTCOME_REJECTED,
-    OUTCOME_UNAVAILABLE,
-    InvoiceService,
-    parse_import_message,
-    plan_import,
-)
+from sync.invoices.service import IMPORT_INVOICE_QUEUE, InvoiceService, parse_import_message, plan_import
 from sync.invoices.reconciliation import (
-    STATUS_MISMATCH,
-    STATUS_RECONCILED,
     V1_AZURE,
     V1_OFFICE,
     V1_ONETIME,
     V2_RECON,
-    LineItemWriter,
-    StoredOrderError,
+    ReconciliationStatus,
     build_line_row,
     line_partition_key,
     reconcile,
     to_decimal,
 )
+from sync.rows import RowWriter, StoredInKeyOrder, StoredOrderError
+from sync.runs import RunOutcome
 from sync.streams import INVOICES
-from tests.fakes.partner_center import FakeQueues, FakeTable, FakeTables, FakeTokenSource, NoSleep, response
-from test_sync_engine import service
+from tests.fakes.partner_center import FakeQueues, FakeTable, FakeTokenSource, NoSleep, response
+from test_sync_engine import RepositoryTable, RepositoryTables, service
 
 from tests.support import SAMPLES_DIR as SAMPLES
 NOW = datetime(2026, 11, 25, tzinfo=timezone.utc)
@@ -88,8 +80,8 @@ def test_sample_line_items_map_to_rows(name, source, expected):
     entity = rows[0].entity
     for column, value in expected.items():
         assert entity.get(column) == value, column
-    assert entity["PartitionKey"] == "p1|D1" and entity["RowKey"] == f"{source.key}-000000000"
-    assert rows[1].entity["RowKey"] == f"{source.key}-000000001" if len(rows) > 1 else True
+    assert entity["PartitionKey"] == "p1|D1" and entity["RowKey"] == f"{source.name}-000000000"
+    assert rows[1].entity["RowKey"] == f"{source.name}-000000001" if len(rows) > 1 else True
     assert json.loads(entity["raw"]) == items[0] and entity["raw_truncated"] is False
     assert len(entity["content_hash"]) == 64
     assert rows[0].total == (to_decimal(expected["total"]) if "total" in expected else rows[0].total)
@@ -133,14 +125,14 @@ def test_same_line_same_hash_changed_line_new_hash():
 
 
 @pytest.mark.parametrize("tolerance, lines, invoice, status, allowed", [
-    ("0", "100.00", "100.00", STATUS_RECONCILED, "0"),
-    ("0", "100.01", "100.00", STATUS_MISMATCH, "0"),
-    ("5", "104.99", "100.00", STATUS_RECONCILED, "5"),
-    ("5", "94.99", "100.00", STATUS_MISMATCH, "5"),
-    ("2.50", "102.50", "100.00", STATUS_RECONCILED, "2.5"),
-    ("0.5%", "10050.00", "10000.00", STATUS_RECONCILED, "50"),
-    ("0.5%", "9949.99", "10000.00", STATUS_MISMATCH, "50"),
-    ("1%", "-101", "-100", STATUS_RECONCILED, "1"),  # a credit note: the percentage is of |total|
+    ("0", "100.00", "100.00", ReconciliationStatus.RECONCILED, "0"),
+    ("0", "100.01", "100.00", ReconciliationStatus.MISMATCH, "0"),
+    ("5", "104.99", "100.00", ReconciliationStatus.RECONCILED, "5"),
+    ("5", "94.99", "100.00", ReconciliationStatus.MISMATCH, "5"),
+    ("2.50", "102.50", "100.00", ReconciliationStatus.RECONCILED, "2.5"),
+    ("0.5%", "10050.00", "10000.00", ReconciliationStatus.RECONCILED, "50"),
+    ("0.5%", "9949.99", "10000.00", ReconciliationStatus.MISMATCH, "50"),
+    ("1%", "-101", "-100", ReconciliationStatus.RECONCILED, "1"),  # a credit note: the percentage is of |total|
 ])
 def test_reconcile_absolute_and_percentage(tolerance, lines, invoice, status, allowed):
     summary = reconcile(invoice_total=Decimal(invoice), lines_total=Decimal(lines), line_count=3,
@@ -166,7 +158,7 @@ def test_routing_by_kind_and_billing_period():
     listed = sample("invoices-list.json")["items"]
     legacy = next(i for i in listed if i["id"].startswith("D"))
     plan = plan_import(legacy)
-    assert plan.api == "v1" and plan.legacy and {s.key for s in plan.sources} <= {"azure", "office"}
+    assert plan.api == "v1" and plan.legacy and {s.name for s in plan.sources} <= {"azure", "office"}
     new = {"id": "G000000001", "invoiceType": "OneTime", "billingPeriodStartDate": "2026-10-01T00:00:00Z"}
     assert (plan_import(new).api, plan_import(new).sources, plan_import(new).fallback) == ("v2", (V2_RECON,), ())
     overlap = {**new, "billingPeriodStartDate": "2024-11-01T00:00:00Z"}
@@ -210,7 +202,7 @@ def test_good_message():
 # ---------------------------------------------------------------------------------------------
 
 
-class OrderedTable(FakeTable):
+class OrderedTable(RepositoryTable):
     """Like Table Storage: a partition comes back in RowKey order."""
 
     def list_entities(self, *, partition_key=None, query=None, parameters=None, select=None):
@@ -218,16 +210,20 @@ class OrderedTable(FakeTable):
         yield from rows
 
 
-class OrderedTables(FakeTables):
+class OrderedTables(RepositoryTables):
     def table(self, name):
         return self.tables.setdefault(name, OrderedTable(name))
 
 
+def line_writer(table, partition="p1|G1"):
+    return RowWriter(table, partition, StoredInKeyOrder(table, partition), stamp=NOW)
+
+
 def write(table, items, source=V1_ONETIME):
-    writer = LineItemWriter(table, line_partition_key("p1", "G1"), now=lambda: NOW)
-    for i, item in enumerate(items):
-        writer.add(row_for(item, source, i).entity)
-    return writer.finish()
+    writer = line_writer(table, line_partition_key("p1", "G1"))
+    writer.write(row_for(item, source, i).entity for i, item in enumerate(items))
+    writer.remove_gone()
+    return writer.counts
 
 
 def test_writer_writes_changes_only_and_marks_lines_gone_upstream():
@@ -259,16 +255,14 @@ def test_writer_switching_source_replaces_the_old_rows():
 
 def test_writer_refuses_out_of_order_input_and_detects_unsorted_storage():
     table = OrderedTable("t")
-    writer = LineItemWriter(table, "p1|G1", now=lambda: NOW)
-    writer.add(row_for({"a": 1}, index=2).entity)
     with pytest.raises(ValueError):
-        writer.add(row_for({"a": 1}, index=1).entity)
+        line_writer(table).write([row_for({"a": 1}, index=2).entity, row_for({"a": 1}, index=1).entity])
+    assert list(table.partition("p1|G1")) == ["onetime-000000002"]  # what was read before the error is written
     unsorted = FakeTable("u")  # the plain fake keeps insertion order
     for rk in ("b", "a"):
         unsorted.upsert_entity({"PartitionKey": "p1|G1", "RowKey": rk})
     with pytest.raises(StoredOrderError):
-        w = LineItemWriter(unsorted, "p1|G1", now=lambda: NOW)
-        w.add(row_for({"a": 1}).entity)
+        line_writer(unsorted).write([row_for({"a": 1}).entity])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,8 +297,11 @@ class FakeBilling:
             "documentType": "invoice"}
         self.lines[invoice_id] = lines
 
-    def request(self, method, url, *, params=None, headers=None, json=None, **_):
+    def request(self, method, url, *, params=None, headers=None, data=None, json=None, **_):
         from urllib.parse import parse_qsl, urlsplit
+
+        # the shared transport sends a body as JSON bytes (``data=``); read it as a server would
+        payload = json_loads(data) if data is not None else json
 
         parts = urlsplit(url)
         query = dict(parse_qsl(parts.query)) | dict(params or [])
@@ -331,7 +328,7 @@ class FakeBilling:
             invoice = self.invoices.get(path.split("/")[3])
             return response(200, invoice) if invoice else response(404, {"code": 1000, "description": "Not found"})
         if path.endswith("/billed/export"):
-            self.export_invoice = json["invoiceId"]
+            self.export_invoice = payload["invoiceId"]
             return response(202, headers={"Location": "https://graph.test/v1.0/reports/partners/billing/operations/1"})
         if path.endswith("/operations/1"):
             if self.export_code:
@@ -357,12 +354,15 @@ def json_dumps(value):
     return json.dumps(value)
 
 
+def json_loads(data):
+    return json.loads(data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data)
+
+
 def invoice_service(billing, tables=None, queues=None, provider=PROVIDER):
     tables = tables or OrderedTables()
-    sync = service(billing, tables, providers=(provider,), tokens=Tokens(), queues=queues or FakeQueues())
-    return InvoiceService(sync, graph_url="https://graph.test", token_sources=lambda rt, p: Tokens(),
-                          graph_options={"session": billing, "sleep": NoSleep(), "retry": RetryPolicy(max_attempts=2)},
-                          v1_page_size=7, now=lambda: NOW), tables
+    sync = service(billing, tables, providers=(provider,), tokens=Tokens(), queues=queues or FakeQueues(),
+                   graph_options={"session": billing, "sleep": NoSleep(), "retry": RetryPolicy(max_attempts=2)})
+    return InvoiceService(sync, v1_page_size=7, now=lambda: NOW), tables
 
 
 def onetime_lines(n, base=1):
@@ -395,9 +395,9 @@ def test_import_v2_and_v1_reconcile_and_reimport_writes_nothing():
     svc.sync_provider_invoices(PROVIDER, enqueue=False)
     g = svc.import_invoice(PROVIDER, "G1")
     assert (g.outcome, g.source, g.rows_written, g.summary.status, g.summary.line_count) == \
-        ("succeeded", "v2", 20, STATUS_RECONCILED, 20)
+        ("succeeded", "v2", 20, ReconciliationStatus.RECONCILED, 20)
     d = svc.import_invoice(PROVIDER, "D1")
-    assert (d.outcome, d.source, d.rows_written, d.summary.status) == ("succeeded", "v1", 11, STATUS_RECONCILED)
+    assert (d.outcome, d.source, d.rows_written, d.summary.status) == ("succeeded", "v1", 11, ReconciliationStatus.RECONCILED)
     assert d.summary.lines_total == Decimal("19.0")
     lines = tables.table("invoicelineitems").partition("p1|D1")
     assert sorted(lines)[:2] == ["azure-000000000", "office-000000000"] and len(lines) == 11
@@ -407,7 +407,7 @@ def test_import_v2_and_v1_reconcile_and_reimport_writes_nothing():
     assert invoice_row["recon_status"] == "reconciled" and invoice_row["import_hash"] == invoice_row["content_hash"]
     assert invoice_row["recon_line_count"] == 20 and invoice_row["recon_source"] == "v2"
     again = svc.import_invoice(PROVIDER, "G1")
-    assert (again.rows_written, again.rows_unchanged, again.summary.status) == (0, 20, STATUS_RECONCILED)
+    assert (again.rows_written, again.rows_unchanged, again.summary.status) == (0, 20, ReconciliationStatus.RECONCILED)
     runs = tables.table("syncruns").partition("p1")
     imports = [r for r in runs.values() if r["stream"] == "invoicelineitems"]
     assert len(imports) == 3 and {r["invoice_id"] for r in imports} == {"G1", "D1"}
@@ -419,15 +419,15 @@ def test_mismatch_beyond_tolerance():
     billing.add("G1", onetime_lines(4), total=100)
     svc, tables = invoice_service(billing)
     result = svc.import_invoice(PROVIDER, "G1")
-    assert result.summary.status == STATUS_MISMATCH and result.summary.difference < 0
+    assert result.summary.status == ReconciliationStatus.MISMATCH and result.summary.difference < 0
 
 
 def test_unknown_invoice_is_rejected_and_recorded():
     svc, tables = invoice_service(FakeBilling())
     result = svc.import_invoice(PROVIDER, "G404")
-    assert result.outcome == OUTCOME_REJECTED and not result.retryable
+    assert result.outcome == RunOutcome.INVOICE_NOT_FOUND and not result.retryable
     run = next(iter(tables.table("syncruns").partition("p1").values()))
-    assert run["outcome"] == OUTCOME_REJECTED and "404" in run["error"]
+    assert run["outcome"] == RunOutcome.INVOICE_NOT_FOUND and "404" in run["error"]
 
 
 def test_no_v2_data_recent_period_is_unavailable_and_retried_by_the_next_timer():
@@ -437,7 +437,7 @@ def test_no_v2_data_recent_period_is_unavailable_and_retried_by_the_next_timer()
     svc, tables = invoice_service(billing, queues=queues)
     assert svc.sync_provider_invoices(PROVIDER).invoices_enqueued == 1
     result = svc.import_invoice(PROVIDER, "G1")
-    assert result.outcome == OUTCOME_UNAVAILABLE and not result.retryable and result.rows_written == 0
+    assert result.outcome == RunOutcome.UNAVAILABLE and not result.retryable and result.rows_written == 0
     row = tables.table("invoices").find_entity("p1", "G1")
     assert row["recon_status"] == "pending" and row["import_hash"] == ""
     assert svc.sync_provider_invoices(PROVIDER).invoices_enqueued == 1  # asked again next run
@@ -450,7 +450,7 @@ def test_no_v2_data_in_the_overlap_window_falls_back_to_v1_onetime():
     svc, tables = invoice_service(billing)
     result = svc.import_invoice(PROVIDER, "G1")
     assert (result.outcome, result.source, result.rows_written, result.summary.status) == \
-        ("succeeded", "v1-fallback", 15, STATUS_RECONCILED)
+        ("succeeded", "v1-fallback", 15, ReconciliationStatus.RECONCILED)
     seek_pages = [q for m, p, q in billing.sent if p.endswith("/lineitems")]
     assert len(seek_pages) == 3 and seek_pages[1]["seekOperation"] == "Next"
 
@@ -459,9 +459,8 @@ def test_consent_required_stops_cleanly():
     billing = FakeBilling()
     billing.add("G1", onetime_lines(1))
     svc, tables = invoice_service(billing)
-    svc._token_sources = None
-    svc.sync._token_sources = lambda rt, p: FakeTokenSource(consent_error=True)
-    svc.sync.forget_client("p1")
+    svc.sync.clients._token_sources = lambda p: FakeTokenSource(consent_error=True)
+    svc.sync.clients.forget("p1")
     result = svc.import_invoice(PROVIDER, "G1")
     assert result.outcome == "consent_required" and not result.retryable
 

@@ -6,24 +6,46 @@ import json
 import pytest
 import requests
 
-from shared.partner_center import RetryPolicy
 from shared.providers import ProviderConnection
 from shared.tables import escape_key
-from sync.engine import (
-    OUTCOME_CONSENT_REQUIRED,
-    OUTCOME_FAILED,
-    OUTCOME_SUCCEEDED,
-    InvalidMessage,
-    RunResult,
-    SyncService,
-    parse_customer_message,
-    sync_stream,
-)
+from shared.transport import RetryPolicy
+from sync.engine import InvalidMessage, SyncService, parse_customer_message, sync_stream
+from sync.runs import RunOutcome, RunResult
 from sync.streams import AGREEMENTS, CUSTOMERS, MAX_RAW_UTF16_UNITS, SUBSCRIPTIONS
-from tests.fakes.partner_center import FakePartnerCenter, FakeQueues, FakeTables, FakeTokenSource, make_client, response
+from tests.fakes.clients import fake_clients
+from tests.fakes.partner_center import (
+    FakePartnerCenter,
+    FakeQueues,
+    FakeTable,
+    FakeTables,
+    FakeTokenSource,
+    make_client,
+    response,
+)
 
 PROVIDER = ProviderConnection(id="p1", name="P1", country_code="US", currency_code="USD",
                               tenant_id="00000000-0000-0000-0000-000000000001", consent_status="active")
+
+
+class RepositoryTable(FakeTable):
+    """The fake table behind the repository's batching (shared.tables.TableRepository): any
+    number of entities per call, sent as transactions of at most 100 of one partition."""
+
+    def upsert_entities(self, entities, *, replace=True):
+        written, batch = 0, []
+        for entity in entities:
+            if batch and (len(batch) == 100 or batch[0]["PartitionKey"] != entity["PartitionKey"]):
+                written += super().upsert_entities(batch, replace=replace)
+                batch = []
+            batch.append(entity)
+        if batch:
+            written += super().upsert_entities(batch, replace=replace)
+        return written
+
+
+class RepositoryTables(FakeTables):
+    def table(self, name):
+        return self.tables.setdefault(name, RepositoryTable(name))
 
 
 class Providers:
@@ -37,13 +59,13 @@ class Providers:
         return self.providers.get(provider_id)
 
 
-def service(pc, tables=None, *, providers=(PROVIDER,), tokens=None, queues=None):
-    tables = tables or FakeTables()
-    token_factory = (lambda runtime, provider: tokens) if tokens else (lambda runtime, provider: FakeTokenSource())
+def service(pc, tables=None, *, providers=(PROVIDER,), tokens=None, queues=None, graph_options=None):
+    tables = tables or RepositoryTables()
+    token_factory = (lambda provider: tokens) if tokens else (lambda provider: FakeTokenSource())
     return SyncService(
         tables=tables, providers=Providers(*providers), queues=queues or FakeQueues(),
-        partner_center_url="https://pc.example.test", token_sources=token_factory,
-        client_options={"session": pc, "sleep": lambda s: None, "retry": RetryPolicy(max_attempts=4)},
+        clients=fake_clients(token_factory, graph_options=graph_options, session=pc, sleep=lambda s: None,
+                             retry=RetryPolicy(max_attempts=4)),
     )
 
 
@@ -58,7 +80,7 @@ def data_rows(tables, name, pk):
 
 
 def test_first_run_writes_everything_second_run_nothing():
-    pc, tables = FakePartnerCenter(customers=5), FakeTables()
+    pc, tables = FakePartnerCenter(customers=5), RepositoryTables()
     first = run(CUSTOMERS, pc, tables)
     assert (first.rows_read, first.rows_written, first.rows_removed) == (5, 5, 0)
     rows = data_rows(tables, "customers", "p1")
@@ -73,7 +95,7 @@ def test_first_run_writes_everything_second_run_nothing():
 
 
 def test_changed_item_is_the_only_write():
-    pc, tables = FakePartnerCenter(customers=2, subs_per_customer=3), FakeTables()
+    pc, tables = FakePartnerCenter(customers=2, subs_per_customer=3), RepositoryTables()
     run(SUBSCRIPTIONS, pc, tables, "c0001")
     pc.subscriptions["c0001"]["s0001-2"]["quantity"] = 42
     result = run(SUBSCRIPTIONS, pc, tables, "c0001")
@@ -83,7 +105,7 @@ def test_changed_item_is_the_only_write():
 
 
 def test_subscription_columns_and_nce_flag():
-    pc, tables = FakePartnerCenter(customers=1, subs_per_customer=2), FakeTables()
+    pc, tables = FakePartnerCenter(customers=1, subs_per_customer=2), RepositoryTables()
     pc.subscriptions["c0000"]["s0000-1"].update({"quantity": "7", "autoRenewEnabled": "false", "status": "Brand_New_Status"})
     run(SUBSCRIPTIONS, pc, tables, "c0000")
     rows = data_rows(tables, "subscriptions", escape_key("p1|c0000"))
@@ -94,7 +116,7 @@ def test_subscription_columns_and_nce_flag():
 
 
 def test_pascal_case_items_are_flattened():
-    pc, tables = FakePartnerCenter(customers=1, subs_per_customer=0), FakeTables()
+    pc, tables = FakePartnerCenter(customers=1, subs_per_customer=0), RepositoryTables()
     pc.subscriptions["c0000"]["S1"] = {"Id": "S1", "OfferId": "A:B:C", "Quantity": 3, "Status": "Active",
                                        "Attributes": {"Etag": "x"}}
     run(SUBSCRIPTIONS, pc, tables, "c0000")
@@ -103,7 +125,7 @@ def test_pascal_case_items_are_flattened():
 
 
 def test_disappeared_rows_are_tombstoned_and_reappearing_rows_cleared():
-    pc, tables = FakePartnerCenter(customers=1, subs_per_customer=3), FakeTables()
+    pc, tables = FakePartnerCenter(customers=1, subs_per_customer=3), RepositoryTables()
     pk = escape_key("p1|c0000")
     run(SUBSCRIPTIONS, pc, tables, "c0000")
     gone = pc.subscriptions["c0000"].pop("s0000-1")
@@ -120,7 +142,7 @@ def test_disappeared_rows_are_tombstoned_and_reappearing_rows_cleared():
 
 
 def test_removed_customer_tombstones_its_children():
-    pc, tables = FakePartnerCenter(customers=3, subs_per_customer=2), FakeTables()
+    pc, tables = FakePartnerCenter(customers=3, subs_per_customer=2), RepositoryTables()
     run(CUSTOMERS, pc, tables)
     for cid in pc.customers:
         run(SUBSCRIPTIONS, pc, tables, cid)
@@ -135,7 +157,7 @@ def test_removed_customer_tombstones_its_children():
 
 
 def test_failed_read_tombstones_nothing_and_rerun_converges():
-    pc, tables = FakePartnerCenter(customers=5, page_size=2), FakeTables()
+    pc, tables = FakePartnerCenter(customers=5, page_size=2), RepositoryTables()
     run(CUSTOMERS, pc, tables)
     pc.customers["c0000"]["companyProfile"]["companyName"] = "Renamed"
     # the second page fails for good: the run dies half way
@@ -152,7 +174,7 @@ def test_failed_read_tombstones_nothing_and_rerun_converges():
 
 
 def test_duplicate_items_across_pages_are_written_once():
-    pc, tables = FakePartnerCenter(customers=3, page_size=2), FakeTables()
+    pc, tables = FakePartnerCenter(customers=3, page_size=2), RepositoryTables()
     original = pc.request
 
     def with_duplicate(method, url, **kwargs):
@@ -169,7 +191,7 @@ def test_duplicate_items_across_pages_are_written_once():
 
 
 def test_agreements_have_stable_derived_keys():
-    pc, tables = FakePartnerCenter(customers=1), FakeTables()
+    pc, tables = FakePartnerCenter(customers=1), RepositoryTables()
     run(AGREEMENTS, pc, tables, "c0000")
     rows = data_rows(tables, "agreements", escape_key("p1|c0000"))
     assert len(rows) == 1
@@ -192,7 +214,7 @@ def test_keys_are_escaped():
 
 
 def test_batches_stay_within_100_per_partition():
-    pc, tables = FakePartnerCenter(customers=250, page_size=100), FakeTables()
+    pc, tables = FakePartnerCenter(customers=250, page_size=100), RepositoryTables()
     run(CUSTOMERS, pc, tables)
     assert tables.table("customers").batches == [100, 100, 50]
 
@@ -201,10 +223,10 @@ def test_batches_stay_within_100_per_partition():
 
 
 def test_service_records_runs_and_enqueues_live_customers():
-    pc, tables, queues = FakePartnerCenter(customers=4), FakeTables(), FakeQueues()
+    pc, tables, queues = FakePartnerCenter(customers=4), RepositoryTables(), FakeQueues()
     svc = service(pc, tables, queues=queues)
     outcome = svc.sync_provider_customers(PROVIDER, correlation_id="corr")
-    assert outcome.outcome == OUTCOME_SUCCEEDED and outcome.customers_enqueued == 4
+    assert outcome.outcome == RunOutcome.SUCCEEDED and outcome.customers_enqueued == 4
     assert queues.sent["sync-customer"][0] == {"provider": "p1", "customer": "c0000", "correlationId": "corr"}
     runs = list(tables.table("syncruns").rows.values())
     assert len(runs) == 1
@@ -215,7 +237,7 @@ def test_service_records_runs_and_enqueues_live_customers():
 
 
 def test_removed_customers_are_not_enqueued():
-    pc, tables, queues = FakePartnerCenter(customers=3), FakeTables(), FakeQueues()
+    pc, tables, queues = FakePartnerCenter(customers=3), RepositoryTables(), FakeQueues()
     svc = service(pc, tables, queues=queues)
     svc.sync_provider_customers(PROVIDER)
     del pc.customers["c0002"]
@@ -225,18 +247,15 @@ def test_removed_customers_are_not_enqueued():
 
 
 def test_consent_required_stops_the_provider_cleanly():
-    pc, tables, queues = FakePartnerCenter(customers=3), FakeTables(), FakeQueues()
+    pc, tables, queues = FakePartnerCenter(customers=3), RepositoryTables(), FakeQueues()
     other = ProviderConnection(id="p2", name="P2", country_code="US", currency_code="USD",
                                tenant_id="00000000-0000-0000-0000-000000000002", consent_status="active")
     tokens = {"p1": FakeTokenSource(consent_error=True), "p2": FakeTokenSource()}
-    svc = SyncService(
-        tables=tables, providers=Providers(PROVIDER, other), queues=queues,
-        partner_center_url="https://pc.example.test", token_sources=lambda rt, p: tokens[p.id],
-        client_options={"session": pc, "sleep": lambda s: None},
-    )
+    svc = SyncService(tables=tables, providers=Providers(PROVIDER, other), queues=queues,
+                      clients=fake_clients(lambda p: tokens[p.id], session=pc, sleep=lambda s: None))
     outcomes = {o.provider_id: o for o in svc.sync_all_providers()}
-    assert outcomes["p1"].outcome == OUTCOME_CONSENT_REQUIRED and outcomes["p1"].customers_enqueued == 0
-    assert outcomes["p2"].outcome == OUTCOME_SUCCEEDED and outcomes["p2"].customers_enqueued == 3
+    assert outcomes["p1"].outcome == RunOutcome.CONSENT_REQUIRED and outcomes["p1"].customers_enqueued == 0
+    assert outcomes["p2"].outcome == RunOutcome.SUCCEEDED and outcomes["p2"].customers_enqueued == 3
     assert len(pc.sent) == 2  # only p2's two pages: p1 made no Partner Center call
     records = {r["provider_id"]: r for r in tables.table("syncruns").rows.values()}
     assert records["p1"]["outcome"] == "consent_required" and "expired" in records["p1"]["error"]
@@ -244,20 +263,19 @@ def test_consent_required_stops_the_provider_cleanly():
 
 
 def test_one_provider_crashing_does_not_stop_others():
-    pc, tables = FakePartnerCenter(customers=2), FakeTables()
+    pc, tables = FakePartnerCenter(customers=2), RepositoryTables()
     other = ProviderConnection(id="p2", name="P2", country_code="US", currency_code="USD",
                                tenant_id="00000000-0000-0000-0000-000000000002", consent_status="active")
 
-    def factory(rt, provider):
+    def factory(provider):
         if provider.id == "p1":
             raise RuntimeError("key vault down")
         return FakeTokenSource()
 
     svc = SyncService(tables=tables, providers=Providers(PROVIDER, other), queues=FakeQueues(),
-                      partner_center_url="https://pc.example.test", token_sources=factory,
-                      client_options={"session": pc, "sleep": lambda s: None})
+                      clients=fake_clients(factory, session=pc, sleep=lambda s: None))
     outcomes = {o.provider_id: o.outcome for o in svc.sync_all_providers()}
-    assert outcomes == {"p1": OUTCOME_FAILED, "p2": OUTCOME_SUCCEEDED}
+    assert outcomes == {"p1": RunOutcome.FAILED, "p2": RunOutcome.SUCCEEDED}
 
 
 def test_providers_without_active_consent_are_skipped():
@@ -270,7 +288,7 @@ def test_providers_without_active_consent_are_skipped():
 
 
 def test_customer_message_syncs_both_streams():
-    pc, tables = FakePartnerCenter(customers=2, subs_per_customer=3), FakeTables()
+    pc, tables = FakePartnerCenter(customers=2, subs_per_customer=3), RepositoryTables()
     svc = service(pc, tables)
     results = svc.handle_customer_message(parse_customer_message(b'{"provider":"p1","customer":"c0001"}'))
     assert [(r.stream, r.outcome, r.rows_written) for r in results] == [
@@ -278,10 +296,10 @@ def test_customer_message_syncs_both_streams():
 
 
 def test_customer_message_final_errors_are_recorded_not_raised():
-    pc, tables = FakePartnerCenter(customers=1), FakeTables()
+    pc, tables = FakePartnerCenter(customers=1), RepositoryTables()
     svc = service(pc, tables)
     results = svc.handle_customer_message(parse_customer_message('{"provider":"p1","customer":"gone"}'))
-    assert [r.outcome for r in results] == [OUTCOME_FAILED, OUTCOME_FAILED]
+    assert [r.outcome for r in results] == [RunOutcome.FAILED, RunOutcome.FAILED]
     assert "60003" in results[0].error
 
 
@@ -307,9 +325,23 @@ def test_budget_is_one_per_partner_tenant_shared_across_streams():
     svc = service(pc)
     other = ProviderConnection(id="p9", name="P9", country_code="US", currency_code="USD",
                                tenant_id="00000000-0000-0000-0000-000000000009", consent_status="active")
-    assert svc.client_for(PROVIDER).budget is svc.budget_for(PROVIDER.tenant_id)
-    assert svc.client_for(PROVIDER) is svc.client_for(PROVIDER)
-    assert svc.client_for(other).budget is not svc.client_for(PROVIDER).budget
+    clients = svc.clients
+    assert clients.partner_center(PROVIDER).budget is clients.budget_for(PROVIDER.tenant_id)
+    assert clients.partner_center(PROVIDER) is clients.partner_center(PROVIDER)
+    assert clients.partner_center(other).budget is not clients.partner_center(PROVIDER).budget
     svc.sync_customer(PROVIDER, "c0000")
-    assert svc.budget_for(PROVIDER.tenant_id).in_window() == 2
-    assert svc.budget_for(PROVIDER.tenant_id).in_window("c0000") == 2
+    assert clients.budget_for(PROVIDER.tenant_id).in_window() == 2
+    assert clients.budget_for(PROVIDER.tenant_id).in_window("c0000") == 2
+
+
+def test_single_row_write_only_when_changed_or_removed():
+    from sync.rows import write_row_if_changed
+
+    table = RepositoryTables().table("subscriptions")
+    item = {"id": "s1", "offerId": "o", "quantity": 1}
+    row = lambda: SUBSCRIPTIONS.build_row(item, provider_id="p1", customer_id="c1")  # noqa: E731
+    assert write_row_if_changed(table, row(), stamp="t1") is True
+    assert write_row_if_changed(table, row(), stamp="t2") is False
+    table.upsert_entity({"PartitionKey": row()["PartitionKey"], "RowKey": "s1", "removed": True})
+    assert write_row_if_changed(table, row(), stamp="t3") is True
+    assert table.partition(escape_key("p1|c1"))["s1"]["removed"] is False

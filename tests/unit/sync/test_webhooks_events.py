@@ -6,20 +6,11 @@ import json
 import pytest
 
 from shared.providers import ProviderConnection
-from sync.webhooks.service import (
-    IMPORT_INVOICE_QUEUE,
-    WEBHOOK_EVENTS_TABLE,
-    EnqueueFailed,
-    MalformedEvent,
-    PayloadTooLarge,
-    SignatureRejected,
-    SignatureVerifier,
-    UnknownProvider,
-    WebhookEvent,
-    WebhookService,
-    map_event,
-    parse_event,
-)
+from sync.invoices.service import IMPORT_INVOICE_QUEUE
+from sync.webhooks.errors import MalformedEvent, PayloadTooLarge, SignatureRejected, UnknownProvider
+from sync.webhooks.events import WebhookEvent, map_event, parse_event
+from sync.webhooks.service import WEBHOOK_EVENTS_TABLE, EnqueueFailed, WebhookService
+from sync.webhooks.verify import SignatureVerifier
 from tests.fakes.partner_center import FakeQueues, FakeTables
 from tests.fakes.webhooks import NOW, make_ca, make_leaf, signed_headers
 
@@ -55,6 +46,7 @@ def test_keys_are_matched_case_insensitively():
     (b"", "not UTF-8 JSON"),
     (b"\xff\xfe", "not UTF-8 JSON"),
     (b"[1, 2]", "JSON object"),
+    (b'{"a":' * 40 + b"1" + b"}" * 40, "nested more than 32 levels deep"),
     (b'{"EventName":"x","ResourceUri":"u","ResourceName":"n"}', "ResourceChangeUtcDate"),
     (b'{"EventName":"","ResourceUri":"u","ResourceName":"n","ResourceChangeUtcDate":"d"}', "EventName"),
     (b'{"EventName":"a b","ResourceUri":"u","ResourceName":"n","ResourceChangeUtcDate":"d"}', "not an event name"),

@@ -5,13 +5,8 @@ import datetime as dt
 
 import pytest
 
-from sync.webhooks.service import (
-    CertificateUnavailable,
-    SignatureRejected,
-    SignatureVerifier,
-    certificate_host,
-    signature_from_headers,
-)
+from sync.webhooks.errors import CertificateUnavailable, SignatureRejected
+from sync.webhooks.verify import SignatureVerifier, certificate_host, signature_from_headers
 from tests.fakes.webhooks import NOW, make_ca, make_leaf, sign, signed_headers
 
 BODY = b'{"EventName":"test-created","ResourceUri":"https://x/v1/webhooks/registration/test","ResourceName":"test","ResourceChangeUtcDate":"2026-03-01T12:00:00+00:00"}'
@@ -61,10 +56,10 @@ def test_valid_signature_in_authorization_header(ca, leaf):
 
 def test_x_ms_signature_header_with_or_without_scheme_and_der_certificate(ca, leaf):
     v = verifier(ca, {URL: leaf.der})
-    v.verify(signed_headers(leaf.key, BODY, ms_header=True), BODY)
+    assert v.verify(signed_headers(leaf.key, BODY, ms_header=True), BODY).subject == leaf.cert.subject
     bare = {k: v for k, v in signed_headers(leaf.key, BODY).items() if k != "Authorization"}
     bare["X-MS-Signature"] = sign(leaf.key, BODY)
-    v.verify(bare, BODY)
+    assert v.verify(bare, BODY).subject == leaf.cert.subject
 
 
 def test_tampered_body_is_rejected(ca, leaf):
@@ -129,7 +124,7 @@ def test_certificate_host_keeps_non_default_ports():
 def test_port_in_allow_list(ca, leaf):
     url = "https://127.0.0.1:8443/_sim/webhook-cert.cer"
     v = verifier(ca, {url: leaf.pem}, hosts=("127.0.0.1:8443",))
-    v.verify(signed_headers(leaf.key, BODY, url=url), BODY)
+    assert v.verify(signed_headers(leaf.key, BODY, url=url), BODY).subject == leaf.cert.subject
 
 
 def test_organization_must_be_microsoft(ca):

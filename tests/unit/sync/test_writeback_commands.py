@@ -6,7 +6,7 @@ import argparse
 import pytest
 
 from sync.writeback import cli as writeback_commands
-from sync.writeback.service import parse_request
+from sync.writeback.request import parse_request
 
 
 def parse(*argv):

@@ -9,10 +9,14 @@ from typing import Any
 import pytest
 
 from shared.errors import ConsentRequired, Conflict, NotFound, ValidationFailed
-from shared.partner_center import BadRequestError, ServiceError, WriteResponse
+from shared.partner_center import WriteResponse
+from shared.partner_center_errors import BadRequestError, ServiceError
 from shared.providers import ProviderConnection
-from sync.writeback import service as wb
-from sync.writeback.service import WritebackService, decide, parse_request
+from sync.writeback.log import INVALID_PARTITION
+from sync.writeback.record import WritebackState
+from sync.writeback.request import WritebackRequest, parse_request
+from sync.writeback.rules import DecisionKind, decide, patched
+from sync.writeback.service import MAX_MESSAGE_BYTES, ApplyFailed, WritebackService
 from tests.fakes.partner_center import FakeQueues, FakeTables
 
 NOW = dt.datetime(2025, 3, 10, 12, 0, tzinfo=dt.timezone.utc)
@@ -31,7 +35,7 @@ def subscription(*, nce=True, quantity=10, status="active", window_days=3, auto_
     return sub
 
 
-def request(operation="subscription.quantity", key="k1", **params) -> wb.WritebackRequest:
+def request(operation="subscription.quantity", key="k1", **params) -> WritebackRequest:
     body = {"idempotencyKey": key, "provider": "p1", "customer": "c1", "operation": operation, **params}
     if operation != "agreement.confirm":
         body.setdefault("subscription", "s1")
@@ -77,10 +81,6 @@ def test_fingerprint_covers_the_change_not_who_asked():
     assert base.fingerprint() != request(quantity=6).fingerprint()
 
 
-def test_decode_message_refuses_oversized_and_non_json():
-    for body in (b"x" * (wb.MAX_MESSAGE_BYTES + 1), b"\xff", b"{"):
-        with pytest.raises(ValidationFailed):
-            wb.decode_message(body)
 
 
 # -- rules --------------------------------------------------------------------------------------
@@ -106,11 +106,11 @@ def test_decode_message_refuses_oversized_and_non_json():
 ])
 def test_rules_are_checked_locally(req, sub, kind, code):
     decision = decide(request(**req), subscription(**sub), NOW)
-    assert (decision.kind, decision.code) == (kind, code), decision.reason
+    assert (decision.kind, decision.code) == (DecisionKind(kind), code), decision.reason
 
 
 def test_patch_body_is_the_full_resource_with_its_etag():
-    body = wb.patched(subscription(), {"quantity": 12})
+    body = patched(subscription(), {"quantity": 12})
     assert body["quantity"] == 12 and body["attributes"]["etag"] == "etag-1" and body["billingCycle"] == "monthly"
 
 
@@ -308,11 +308,11 @@ def test_202_confirmed_by_polling_or_left_unconfirmed():
 def test_transient_failures_raise_and_the_last_delivery_records_why():
     outage = ServiceError("GET -> HTTP 503", status=503, code="0")
     service, client = make_service(FakeClient(errors=[("GET", outage), ("GET", outage)]))
-    with pytest.raises(wb.ApplyFailed):
+    with pytest.raises(ApplyFailed):
         service.handle_message(message(quantity=12), dequeue_count=1)
     record = service.find_record("p1", "k1")
     assert record.state == "failed" and "will retry" in record.reason and record.error_code == "HTTP 503"
-    with pytest.raises(wb.ApplyFailed):
+    with pytest.raises(ApplyFailed):
         service.handle_message(message(quantity=12), dequeue_count=5)
     record = service.find_record("p1", "k1")
     assert record.attempts == 2 and "gave up after 5 deliveries" in record.reason
@@ -332,6 +332,28 @@ def test_consent_problems_are_rejections_without_partner_center_calls():
     service, client = make_service(providers=FakeProviders(consent_status="revoked"))
     record = service.handle_message(message(quantity=12))
     assert record.state == "rejected" and "revoked" in record.reason and client.gets == 0
+
+
+@pytest.mark.parametrize("raw, problem", [
+    (b"x" * (MAX_MESSAGE_BYTES + 1), "larger than"),
+    (b"\xff", "not UTF-8"),
+    (b"{", "not valid JSON"),
+    (b"[" * 40 + b"]" * 40, "nested more than"),
+    (b'["x"]', "must be a JSON object"),
+])
+def test_undecodable_messages_are_recorded_as_rejected(raw, problem):
+    service, client = make_service()
+    record = service.handle_message(raw, message_id="m-1")
+    assert (record.state, record.provider_id, record.idempotency_key) == ("rejected", INVALID_PARTITION, "m-1")
+    assert record.reason.startswith("invalid write-back message: body: ") and problem in record.reason
+    (entity, _), = service.log_store.rows.values()
+    assert entity["state"] == "rejected" and type(entity["state"]) is str and client.gets == 0
+
+
+def test_states_keep_their_stored_values():
+    assert [state.value for state in WritebackState] == [
+        "accepted", "applying", "succeeded", "rejected", "failed", "pending_confirmation", "unconfirmed"]
+    assert f"{WritebackState.PENDING_CONFIRMATION}" == "pending_confirmation"
 
 
 def test_bad_messages_are_recorded_under_their_message_id():

@@ -1,0 +1,155 @@
+"""The ``syncruns`` record: one row per run of a stream (or of an invoice import).
+
+:class:`RunOutcome` is the one vocabulary of run outcomes; each stored value has one meaning.
+"""
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable, Protocol
+
+from shared.clock import utc_now
+from shared.logging import get_logger
+from shared.partner_center_errors import ServiceError, ThrottledError, TransportError
+from shared.tables import escape_key
+from shared.transport import CallStats
+
+log = get_logger(__name__)
+
+SYNC_RUNS_TABLE = "syncruns"
+MAX_ERROR_TEXT = 2000
+
+# Failures the queue runtime should retry (redelivery may succeed); others are final.
+RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (ThrottledError, ServiceError, TransportError)
+
+
+class RunOutcome(str, enum.Enum):
+    """How a run ended, as stored in ``syncruns.outcome`` (and reported by timers and the CLI)."""
+
+    RUNNING = "running"  # the run has not ended (never stored: a run is recorded when it ends)
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CONSENT_REQUIRED = "consent_required"  # the provider must consent again; its work stops
+    SKIPPED = "skipped"  # a timer skipped the provider (consent not active); no run was made
+    # Invoice imports only. The stored value stays "rejected"; it means the invoice does not exist
+    # (404) and is unrelated to write-back's or webhooks' "rejected".
+    INVOICE_NOT_FOUND = "rejected"
+    UNAVAILABLE = "unavailable"  # Graph has no line data yet (5000) and no v1 fallback applies
+
+    def __str__(self) -> str:  # logs, f-strings and JSON show the stored value
+        return self.value
+
+
+class Tables(Protocol):
+    def table(self, name: str) -> Any: ...
+
+
+@dataclass
+class RunResult:
+    provider_id: str
+    stream: str
+    customer_id: str | None = None
+    correlation_id: str = ""
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    started_at: datetime = field(default_factory=utc_now)
+    finished_at: datetime | None = None
+    rows_read: int = 0
+    rows_written: int = 0
+    rows_removed: int = 0
+    children_removed: int = 0
+    rows_skipped: int = 0
+    duplicates: int = 0
+    calls: int = 0
+    throttled_429: int = 0
+    retries: int = 0
+    outcome: RunOutcome = RunOutcome.RUNNING
+    error: str | None = None
+    exception: BaseException | None = field(default=None, repr=False)
+
+    @property
+    def duration_s(self) -> float:
+        end = self.finished_at or utc_now()
+        return (end - self.started_at).total_seconds()
+
+    @property
+    def retryable(self) -> bool:
+        return isinstance(self.exception, RETRYABLE_ERRORS)
+
+    def end(self, outcome: RunOutcome, exception: BaseException | None = None, *, error: str | None = None) -> None:
+        """Set the outcome; the error text defaults to the exception's message."""
+        self.outcome, self.exception = outcome, exception
+        self.error = error if error is not None else (str(exception) if exception is not None else None)
+
+    def crashed(self, exception: BaseException) -> None:
+        """An unexpected error: recorded with its type, then re-raised by the caller."""
+        self.end(RunOutcome.FAILED, exception, error=f"{type(exception).__name__}: {exception}")
+
+    def take_stats(self, stats: CallStats) -> None:
+        self.calls, self.throttled_429, self.retries = stats.calls, stats.throttled, stats.retries
+        self.finished_at = self.finished_at or utc_now()
+
+    def to_entity(self) -> dict[str, Any]:
+        # newest first within a provider's partition: reverse milliseconds, then the run id
+        reverse_ms = 10**13 - int(self.started_at.timestamp() * 1000)
+        entity = {
+            "PartitionKey": escape_key(self.provider_id),
+            "RowKey": f"{reverse_ms:013d}-{self.run_id}",
+            "run_id": self.run_id,
+            "provider_id": self.provider_id,
+            "stream": self.stream,
+            "customer_id": self.customer_id or "",
+            "correlation_id": self.correlation_id,
+            "started_at": self.started_at,
+            "outcome": RunOutcome(self.outcome).value,
+            "rows_read": self.rows_read,
+            "rows_written": self.rows_written,
+            "rows_removed": self.rows_removed,
+            "children_removed": self.children_removed,
+            "rows_skipped": self.rows_skipped,
+            "duplicates": self.duplicates,
+            "calls": self.calls,
+            "throttled_429": self.throttled_429,
+            "retries": self.retries,
+            "error": (self.error or "")[:MAX_ERROR_TEXT],
+        }
+        if self.finished_at is not None:
+            entity["finished_at"] = self.finished_at
+            entity["duration_s"] = round(self.duration_s, 3)
+        return entity
+
+
+@dataclass
+class TimerOutcome:
+    """A timer's work for one provider: how it ended and the runs it made."""
+
+    provider_id: str
+    outcome: RunOutcome
+    runs: list[RunResult] = field(default_factory=list)
+    error: str | None = None
+
+
+def record_run(tables: Tables, result: RunResult) -> None:
+    """Write the run's ``syncruns`` row (once, when the run ends)."""
+    try:
+        tables.table(SYNC_RUNS_TABLE).upsert_entity(result.to_entity(), replace=True)
+    except Exception:  # the run record must never hide the run's own outcome
+        log.exception("could not write the syncruns row", extra={"run_id": result.run_id})
+
+
+SUMMED = ("calls", "rows_read", "rows_written", "rows_removed", "children_removed", "throttled_429", "retries")
+
+
+def summarize(results: Iterable[RunResult]) -> dict[str, Any]:
+    totals: dict[str, Any] = {"runs": 0, **{key: 0 for key in SUMMED}, "failed": 0}
+    for r in results:
+        totals["runs"] += 1
+        for key in SUMMED:
+            totals[key] += getattr(r, key)
+        totals["failed"] += r.outcome != RunOutcome.SUCCEEDED
+    return totals
+
+
+__all__ = ["MAX_ERROR_TEXT", "RETRYABLE_ERRORS", "RunOutcome", "RunResult", "SYNC_RUNS_TABLE", "TimerOutcome", "record_run",
+           "summarize"]

@@ -1,0 +1,223 @@
+"""Partner Center's update rules, decided locally before anything is written (pure; no I/O).
+
+For a subscription change: what the change watches, the value it aims for, and whether to
+PATCH, do nothing (already there) or refuse (a rule Partner Center would enforce anyway, with
+its error code, so nothing is sent that is bound to fail). For an agreement confirmation: which
+template to confirm and whether an existing agreement is the same one. And whether a provider
+can take write-backs at all.
+"""
+from __future__ import annotations
+
+import copy
+import enum
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable, Mapping
+
+from shared.clock import parse_iso, to_iso
+from shared.jsonutil import as_bool, as_enum, as_int, get_path
+from shared.providers import ConsentStatus, ProviderConnection
+
+from ..resources import is_nce
+from .request import AUTO_RENEW, CANCEL, QUANTITY, REACTIVATE, SUSPEND, WritebackRequest
+
+MCA_TYPE = "MicrosoftCustomerAgreement"
+
+
+class DecisionKind(str, enum.Enum):
+    PATCH = "patch"  # send the change
+    NOOP = "noop"  # Partner Center already shows the target value
+    REJECT = "reject"  # refuse the request: the record ends ``rejected`` with the decision's reason
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Decision:
+    kind: DecisionKind
+    reason: str = ""
+    code: str | None = None
+    changes: Mapping[str, Any] = field(default_factory=dict)  # field -> new value (PATCH)
+
+
+def _patch(name: str, value: Any) -> Decision:
+    return Decision(DecisionKind.PATCH, changes={name: value})
+
+
+def _reject(reason: str, code: str | None = None) -> Decision:
+    return Decision(DecisionKind.REJECT, reason, code)
+
+
+def snapshot(subscription: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields a write-back can change, plus the etag: what ``before``/``after`` record."""
+    return {
+        "quantity": as_int(get_path(subscription, "quantity")),
+        "status": as_enum(get_path(subscription, "status")),
+        "autoRenewEnabled": as_bool(get_path(subscription, "autoRenewEnabled")),
+        "etag": get_path(subscription, "attributes", "etag"),
+    }
+
+
+def watched_field(operation: str) -> str:
+    return {QUANTITY: "quantity", AUTO_RENEW: "autoRenewEnabled"}.get(operation, "status")
+
+
+def target_value(request: WritebackRequest) -> Any:
+    return {
+        QUANTITY: request.quantity, AUTO_RENEW: request.auto_renew, SUSPEND: "suspended",
+        REACTIVATE: "active", CANCEL: "deleted",
+    }[request.operation]
+
+
+def reached(request: WritebackRequest, subscription: Mapping[str, Any]) -> bool:
+    return snapshot(subscription)[watched_field(request.operation)] == target_value(request)
+
+
+def _cancellation_window(subscription: Mapping[str, Any], now: datetime) -> tuple[bool, str]:
+    """(open now, the end as text for reasons) of a new-commerce subscription's cancellation window."""
+    end = parse_iso(get_path(subscription, "cancellationAllowedUntilDate"))
+    return end is not None and now <= end, to_iso(end) if end else "no date given"
+
+
+def _quantity(target: int, subscription: Mapping[str, Any], now: datetime) -> Decision:
+    state = snapshot(subscription)
+    status, current = state["status"], state["quantity"]
+    if status == "suspended":
+        return _reject("the quantity of a suspended subscription cannot change; reactivate it first", "800091")
+    if status != "active":
+        return _reject(f"the quantity can only change on an active subscription (status {status})")
+    if is_nce(subscription) and current is not None and target < current:
+        window_open, window_end = _cancellation_window(subscription, now)
+        if not window_open:
+            return _reject(f"new-commerce quantity cannot be decreased after the cancellation window "
+                           f"(cancellationAllowedUntilDate {window_end}); only increases are allowed", "800090")
+        refundable = as_int(get_path(subscription, "refundableQuantity", "totalQuantity"))
+        if refundable is not None and current - target > refundable:
+            return _reject(f"new-commerce quantity can be decreased by at most {refundable} now "
+                           f"(refundableQuantity), not by {current - target}", "800090")
+    return _patch("quantity", target)
+
+
+def _auto_renew(target: bool, subscription: Mapping[str, Any], now: datetime) -> Decision:
+    if snapshot(subscription)["status"] == "suspended":
+        return _reject("auto-renew cannot change on a suspended subscription; reactivate it first", "800091")
+    return _patch("autoRenewEnabled", target)
+
+
+def _suspend(target: str, subscription: Mapping[str, Any], now: datetime) -> Decision:
+    status = snapshot(subscription)["status"]
+    if status != "active":
+        return _reject(f"only an active subscription can be suspended (status {status})")
+    return _patch("status", target)
+
+
+def _reactivate(target: str, subscription: Mapping[str, Any], now: datetime) -> Decision:
+    status = snapshot(subscription)["status"]
+    if status != "suspended":
+        return _reject(f"only a suspended subscription can be reactivated (status {status})")
+    return _patch("status", target)
+
+
+def _cancel(target: str, subscription: Mapping[str, Any], now: datetime) -> Decision:
+    status = snapshot(subscription)["status"]
+    if not is_nce(subscription):
+        return _reject("legacy license-based subscriptions cannot be cancelled; suspend them instead")
+    if status not in ("active", "suspended"):
+        return _reject(f"the subscription cannot be cancelled in status {status}")
+    window_open, window_end = _cancellation_window(subscription, now)
+    if not window_open:
+        return _reject(f"the cancellation window has passed (cancellationAllowedUntilDate {window_end}); "
+                       "Partner Center no longer allows cancelling it", "900117")
+    return _patch("status", target)
+
+
+_RULES: dict[str, Callable[[Any, Mapping[str, Any], datetime], Decision]] = {
+    QUANTITY: _quantity, AUTO_RENEW: _auto_renew, SUSPEND: _suspend, REACTIVATE: _reactivate, CANCEL: _cancel,
+}
+
+
+def decide(request: WritebackRequest, subscription: Mapping[str, Any], now: datetime) -> Decision:
+    """Partner Center's update rules, checked on the fresh resource before any PATCH."""
+    rule = _RULES.get(request.operation)
+    if rule is None:
+        raise ValueError(f"not a subscription operation: {request.operation}")
+    state, name, target = snapshot(subscription), watched_field(request.operation), target_value(request)
+    if state[name] == target:
+        return Decision(DecisionKind.NOOP, f"{name} is already {json.dumps(target)} in Partner Center")
+    if state["status"] == "deleted":
+        return _reject("the subscription is deleted (cancelled) in Partner Center and cannot be updated", "2011")
+    return rule(target, subscription, now)
+
+
+def patched(subscription: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """The full resource (as read, so its ``attributes.etag`` guards the write) with the change."""
+    body = copy.deepcopy(dict(subscription))
+    for name, value in changes.items():
+        existing = next((k for k in body if k.lower() == name.lower()), name)
+        body[existing] = value
+    return body
+
+
+# -- providers --------------------------------------------------------------------------------
+
+
+def provider_refusal(provider_id: str, provider: ProviderConnection | None) -> tuple[str, str | None] | None:
+    """(reason, code) when the provider cannot take write-backs now; None when it can."""
+    if provider is None:
+        return f"provider {provider_id!r} does not exist", None
+    if not provider.enabled:
+        return f"provider {provider_id!r} is disabled", None
+    problem = _consent_problem(provider)
+    if problem:
+        return (f"consent needed: the provider's consent is {problem}; an administrator must consent again, "
+                "then resubmit", "consent")
+    return None
+
+
+def _consent_problem(provider: ProviderConnection) -> str | None:
+    """Why the provider's consent cannot carry a write-back, or None. Stricter than
+    ``consent_blocked``: a provider that never finished consenting cannot write either."""
+    if provider.consent_status == ConsentStatus.NONE:
+        return "none (never consented)"
+    if provider.consent_status == ConsentStatus.PENDING and not provider.consented_at:
+        return "pending (consent not completed)"
+    blocked = provider.consent_blocked
+    return blocked.value if blocked else None
+
+
+# -- agreements -------------------------------------------------------------------------------
+
+
+def agreement_template(metadata: Any) -> str | None:
+    """The Microsoft Customer Agreement template to confirm (the lowest version rank), or None
+    when Partner Center lists none (agreement confirmation exists only in the public cloud)."""
+    templates = [t for t in (get_path(metadata, "items") or []) if isinstance(t, Mapping)
+                 and str(get_path(t, "agreementType") or MCA_TYPE).lower() == MCA_TYPE.lower()
+                 and get_path(t, "templateId")]
+    if not templates:
+        return None
+    return str(get_path(min(templates, key=lambda t: as_int(get_path(t, "versionRank")) or 0), "templateId"))
+
+
+def same_agreement(item: Mapping[str, Any], template_id: str, contact: Mapping[str, str]) -> bool:
+    """Whether an agreement Partner Center lists is the confirmation we would create."""
+    def norm(value: Any) -> str:
+        return str(value or "").strip().lower()
+    return (norm(get_path(item, "templateId")) == norm(template_id)
+            and all(norm(get_path(item, "primaryContact", k)) == norm(contact.get(k))
+                    for k in ("firstName", "lastName", "email", "phoneNumber")))
+
+
+def agreement_summary(item: Mapping[str, Any]) -> dict[str, Any]:
+    """What a confirmation's record shows as ``after``."""
+    return {"templateId": get_path(item, "templateId"), "type": get_path(item, "type"),
+            "dateAgreed": get_path(item, "dateAgreed"), "contactEmail": get_path(item, "primaryContact", "email"),
+            "userId": get_path(item, "userId")}
+
+
+__all__ = [
+    "Decision", "DecisionKind", "MCA_TYPE", "agreement_summary", "agreement_template", "decide", "patched",
+    "provider_refusal", "reached", "same_agreement", "snapshot", "target_value", "watched_field",
+]
