@@ -9,7 +9,8 @@
 
 By default the change is applied now, in this process, and the final record is printed;
 ``--queue`` puts it on queue ``writebacks`` for the function app instead. Exit codes: 0 succeeded
-(or queued), 1 rejected/failed/unconfirmed, 2 invalid request, 3 consent needed.
+(or queued), 1 rejected/failed/unconfirmed/conflict (or held by another delivery), 2 invalid
+request, 3 consent needed.
 """
 from __future__ import annotations
 

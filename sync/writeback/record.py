@@ -17,7 +17,7 @@ from shared.tables import escape_key, unescape_key
 from .request import WritebackRequest
 
 
-class WritebackState(str, enum.Enum):
+class WritebackState(enum.StrEnum):
     """Where a write-back stands, as stored in column ``state`` (str-valued: stored values are
     these strings)."""
 
@@ -31,12 +31,31 @@ class WritebackState(str, enum.Enum):
     FAILED = "failed"  # a transient failure; the message is redelivered, or resubmitted after poison
     PENDING_CONFIRMATION = "pending_confirmation"  # Partner Center answered 202; polling for the change
     UNCONFIRMED = "unconfirmed"  # 202, but the change was not visible after the bounded polls
+    # A PATCH went out whose outcome was never seen (process killed, answer lost) and the field
+    # has moved in Partner Center since: it is not sent again, so the newer upstream value stands.
+    # Terminal; the reason holds the evidence (what was sent, when, from which etag, what is there now).
+    CONFLICT = "conflict"
 
-    def __str__(self) -> str:
-        return self.value
+
+FINAL_STATES = frozenset({WritebackState.SUCCEEDED, WritebackState.REJECTED, WritebackState.UNCONFIRMED,
+                          WritebackState.CONFLICT})
+# States in which a delivery holds the record (its claim lasts the service's lease from ``updated_at``).
+CLAIMED_STATES = frozenset({WritebackState.APPLYING, WritebackState.PENDING_CONFIRMATION})
 
 
-FINAL_STATES = frozenset({WritebackState.SUCCEEDED, WritebackState.REJECTED, WritebackState.UNCONFIRMED})
+class EnqueueState(enum.StrEnum):
+    """Column ``enqueue``: who puts the record's one queue message on the queue."""
+
+    SENDING = "sending"  # a caller owns the enqueue (since ``enqueued_at``); others do not send
+    SENT = "sent"  # the message is on the queue (or was already delivered)
+    UNSENT = "unsent"  # the send failed; the next submission of the key sends it
+
+
+class LocalUpdate(enum.StrEnum):
+    """Column ``local_update``: whether the local ``subscriptions``/``agreements`` row follows."""
+
+    STORED = "stored"
+    FAILED = "failed"  # Partner Center has the change; the local row does not (the next sync stores it)
 
 
 @dataclass
@@ -60,6 +79,13 @@ class WritebackRecord:
     source: str = ""
     requested_by: str | None = None
     message_id: str | None = None
+    # the PATCH that went out: etag it was computed from, MS-RequestId, when, the changes, and
+    # ``answer`` once Partner Center's answer is known (absent: it may or may not have landed)
+    sent: dict[str, Any] | None = None
+    enqueue: EnqueueState | None = None
+    enqueued_at: datetime | None = None
+    local_update: LocalUpdate | None = None
+    local_update_reason: str | None = None
     accepted_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -110,8 +136,12 @@ class WritebackRecord:
             "source": self.source,
             "requested_by": self.requested_by or "",
             "message_id": self.message_id or "",
+            "sent": json.dumps(self.sent, sort_keys=True) if self.sent is not None else "",
+            "enqueue": EnqueueState(self.enqueue).value if self.enqueue else "",
+            "local_update": LocalUpdate(self.local_update).value if self.local_update else "",
+            "local_update_reason": (self.local_update_reason or "")[:4000],
         }
-        for name in ("accepted_at", "started_at", "finished_at", "updated_at"):
+        for name in ("accepted_at", "started_at", "finished_at", "updated_at", "enqueued_at"):
             value = getattr(self, name)
             if value is not None:
                 entity[name] = value
@@ -140,7 +170,10 @@ class WritebackRecord:
             error_code=text("error_code"), attempts=int(entity.get("attempts") or 0), request_id=text("request_id"),
             correlation_id=text("correlation_id") or str(uuid.uuid4()), before=loads("before"), after=loads("after"),
             location=text("location"), source=text("source") or "", requested_by=text("requested_by"),
-            message_id=text("message_id"), accepted_at=when("accepted_at"), started_at=when("started_at"),
+            message_id=text("message_id"), sent=loads("sent"),
+            enqueue=EnqueueState(text("enqueue")) if text("enqueue") else None, enqueued_at=when("enqueued_at"),
+            local_update=LocalUpdate(text("local_update")) if text("local_update") else None,
+            local_update_reason=text("local_update_reason"), accepted_at=when("accepted_at"), started_at=when("started_at"),
             finished_at=when("finished_at"), updated_at=when("updated_at"), etag=etag,
         )
 
@@ -151,10 +184,13 @@ class WritebackRecord:
             "state": WritebackState(self.state).value, "reason": self.reason, "errorCode": self.error_code,
             "attempts": self.attempts, "requestId": self.request_id, "correlationId": self.correlation_id,
             "before": self.before, "after": self.after, "location": self.location, "source": self.source,
-            "requestedBy": self.requested_by, "acceptedAt": to_iso(self.accepted_at),
+            "requestedBy": self.requested_by, "sent": self.sent,
+            "enqueue": self.enqueue.value if self.enqueue else None, "enqueuedAt": to_iso(self.enqueued_at),
+            "localUpdate": self.local_update.value if self.local_update else None,
+            "localUpdateReason": self.local_update_reason, "acceptedAt": to_iso(self.accepted_at),
             "startedAt": to_iso(self.started_at), "finishedAt": to_iso(self.finished_at),
             "updatedAt": to_iso(self.updated_at),
         }
 
 
-__all__ = ["FINAL_STATES", "WritebackRecord", "WritebackState"]
+__all__ = ["CLAIMED_STATES", "EnqueueState", "FINAL_STATES", "LocalUpdate", "WritebackRecord", "WritebackState"]

@@ -2,7 +2,10 @@
 
 Field names are matched case-insensitively (camelCase, PascalCase, snake_case); unknown fields
 are refused, so a typo never silently turns into a different change. Every bad field gets one
-message, so a caller can fix them all at once.
+message, so a caller can fix them all at once. Customer and subscription ids are Partner Center
+GUIDs, which are case-insensitive: they are lower-cased here, so ``C1`` and ``c1`` are one request
+and one partition. A value the server fills in (``dateAgreed``) is not part of the request's
+identity: the same body sent again later is the same request.
 """
 from __future__ import annotations
 
@@ -48,6 +51,9 @@ class WritebackRequest:
     contact: Mapping[str, str] | None = None  # firstName, lastName, email, phoneNumber?
     date_agreed: str | None = None
     requested_by: str | None = None
+    # parameters the server filled in (not given by the caller): shown and applied, but left out
+    # of the fingerprint and the queue message, so a default never changes the request's identity
+    defaulted: frozenset[str] = frozenset()
 
     def params(self) -> dict[str, Any]:
         """The operation's parameters as given (what the fingerprint and the record show)."""
@@ -62,10 +68,14 @@ class WritebackRequest:
             params["dateAgreed"] = self.date_agreed
         return params
 
+    def given_params(self) -> dict[str, Any]:
+        """The parameters the caller gave (without server defaults)."""
+        return {name: value for name, value in self.params().items() if name not in self.defaulted}
+
     def fingerprint(self) -> str:
-        """Hash of everything that decides what is changed (not who asked)."""
+        """Hash of everything the caller asked to change (not who asked, nor server defaults)."""
         payload = {"provider": self.provider_id, "customer": self.customer_id, "operation": self.operation,
-                   "subscription": self.subscription_id, **self.params()}
+                   "subscription": self.subscription_id, **self.given_params()}
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -74,7 +84,7 @@ class WritebackRequest:
                                    "customer": self.customer_id, "operation": self.operation}
         if self.subscription_id is not None:
             message["subscription"] = self.subscription_id
-        message.update(self.params())
+        message.update(self.given_params())
         if self.requested_by:
             message["requestedBy"] = self.requested_by
         return message
@@ -109,6 +119,12 @@ def _text(value: Any, pattern: re.Pattern[str], what: str) -> str:
     if not pattern.match(value.strip()):
         raise ValueError(f"must be {what}")
     return value.strip()
+
+
+def _partner_center_id(value: Any, pattern: re.Pattern[str], what: str) -> str:
+    """A customer or subscription id, lower-cased: Partner Center's GUIDs ignore case, and one id
+    must give one partition (``C1`` next to ``c1`` would never be reconciled by a sync)."""
+    return _text(value, pattern, what).lower()
 
 
 def _quantity(value: Any) -> int:
@@ -177,8 +193,8 @@ def _field_parsers(now: datetime) -> dict[str, Callable[[Any], Any]]:
                                   what="1-128 characters: letters, digits and . _ : @ ~ + = -"),
         "provider": partial(_text, pattern=PROVIDER_ID_PATTERN,
                             what="a provider id (lower-case letters, digits and '-')"),
-        "customer": partial(_text, pattern=CUSTOMER_PATTERN, what="a customer tenant id"),
-        "subscription": partial(_text, pattern=SUBSCRIPTION_PATTERN, what="a subscription id"),
+        "customer": partial(_partner_center_id, pattern=CUSTOMER_PATTERN, what="a customer tenant id"),
+        "subscription": partial(_partner_center_id, pattern=SUBSCRIPTION_PATTERN, what="a subscription id"),
         "requestedBy": _requested_by,
         "quantity": _quantity,
         "autoRenewEnabled": _flag,
@@ -255,13 +271,15 @@ def parse_request(body: Any, *, now: datetime | None = None) -> WritebackRequest
     values = _parse_fields(given, operation, now, problems)
     if problems:
         raise ValidationFailed(problems)
+    defaulted: set[str] = set()
     if operation == CONFIRM_AGREEMENT and "dateAgreed" not in values:
         values["dateAgreed"] = to_iso(now.replace(microsecond=0))
+        defaulted.add("dateAgreed")
     return WritebackRequest(
         idempotency_key=values["idempotencyKey"], provider_id=values["provider"], customer_id=values["customer"],
         operation=operation, subscription_id=values.get("subscription"), quantity=values.get("quantity"),
         auto_renew=values.get("autoRenewEnabled"), contact=values.get("contact"), date_agreed=values.get("dateAgreed"),
-        requested_by=values.get("requestedBy"),
+        requested_by=values.get("requestedBy"), defaulted=frozenset(defaulted),
     )
 
 

@@ -25,13 +25,10 @@ from .request import AUTO_RENEW, CANCEL, QUANTITY, REACTIVATE, SUSPEND, Writebac
 MCA_TYPE = "MicrosoftCustomerAgreement"
 
 
-class DecisionKind(str, enum.Enum):
+class DecisionKind(enum.StrEnum):
     PATCH = "patch"  # send the change
     NOOP = "noop"  # Partner Center already shows the target value
     REJECT = "reject"  # refuse the request: the record ends ``rejected`` with the decision's reason
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)
@@ -151,6 +148,45 @@ def decide(request: WritebackRequest, subscription: Mapping[str, Any], now: date
     return rule(target, subscription, now)
 
 
+# -- a PATCH whose answer was never seen ------------------------------------------------------
+
+
+class Landing(enum.StrEnum):
+    """What the fresh resource says about a PATCH that went out without a known answer."""
+
+    NOT_LANDED = "not_landed"  # the resource still has the etag the PATCH was computed from
+    REACHED = "reached"  # the field shows the target (ours landed, or an equal change)
+    MOVED = "moved"  # the resource changed and the field is not the target: not ours to overwrite
+
+
+def unanswered(sent: Mapping[str, Any] | None) -> bool:
+    """Whether a PATCH went out that may have landed: no answer seen (killed, answer lost) or a
+    202 (accepted, maybe not visible yet). A refusal (4xx) or a 200 is a known outcome."""
+    return bool(sent) and get_path(sent, "answer") in (None, "202")
+
+
+def landing(request: WritebackRequest, sent: Mapping[str, Any], fresh: Mapping[str, Any]) -> Landing:
+    """Whether the unanswered PATCH ``sent`` landed, from the fresh resource. A PATCH changes
+    the etag when it lands, so an unchanged etag proves it did not; a changed one with the field
+    elsewhere than our target cannot tell ours from someone else's edit (e.g. suspended by us,
+    then reactivated in the portal), so it is never answered by sending again."""
+    if reached(request, fresh):
+        return Landing.REACHED
+    if snapshot(fresh)["etag"] == get_path(sent, "etag"):
+        return Landing.NOT_LANDED
+    return Landing.MOVED
+
+
+def conflict_reason(request: WritebackRequest, sent: Mapping[str, Any], fresh: Mapping[str, Any]) -> str:
+    name, target = watched_field(request.operation), json.dumps(target_value(request))
+    outcome = ("Partner Center accepted it (202)" if get_path(sent, "answer") == "202"
+               else "its answer was never seen")
+    return (f"possibly applied at {get_path(sent, 'at')} (PATCH MS-RequestId {get_path(sent, 'requestId')} from etag "
+            f"{get_path(sent, 'etag')}: {name} {json.dumps(get_path(sent, 'from'))} -> {target}; {outcome}), "
+            f"changed in Partner Center since to {json.dumps(snapshot(fresh)[name])}: not sent again, so the newer "
+            f"value stands; submit a new request if {target} is still wanted")
+
+
 def patched(subscription: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
     """The full resource (as read, so its ``attributes.etag`` guards the write) with the change."""
     body = copy.deepcopy(dict(subscription))
@@ -218,6 +254,7 @@ def agreement_summary(item: Mapping[str, Any]) -> dict[str, Any]:
 
 
 __all__ = [
-    "Decision", "DecisionKind", "MCA_TYPE", "agreement_summary", "agreement_template", "decide", "patched",
-    "provider_refusal", "reached", "same_agreement", "snapshot", "target_value", "watched_field",
+    "Decision", "DecisionKind", "Landing", "MCA_TYPE", "agreement_summary", "agreement_template", "conflict_reason",
+    "decide", "landing", "patched", "provider_refusal", "reached", "same_agreement", "snapshot", "target_value",
+    "unanswered", "watched_field",
 ]

@@ -5,9 +5,13 @@ function_app.py is composed; ``get_functions()`` is called once per session.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import azure.functions as func
 import pytest
@@ -16,6 +20,7 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
 from devservices import register_and_consent
 from shared.tables import escape_key
+from sync.writeback.intake import ENQUEUE_GRACE
 
 PROVIDER_ID = "wbfn-partner"
 
@@ -164,3 +169,66 @@ def test_consent_needed_is_rejected_without_calling_partner_center(functions, ru
     status, record = get(functions, "k-consent")
     assert status == 200 and record["state"] == "rejected" and record["reason"].startswith("consent needed")
     assert not [k for k in simulator.control.calls() if k.startswith(("GET /v1", "PATCH /v1"))]
+
+
+# -- one queue message per key; the same body is the same request (issue 9) ---------------------
+
+
+def subscription_body(simulator, key: str) -> dict:
+    customer = simulator.control.customers()[0]["id"]
+    sub = next(s for s in simulator.control.subscriptions(customer) if s["status"] == "active")
+    return {"idempotencyKey": key, "provider": PROVIDER_ID, "customer": customer,
+            "operation": "subscription.quantity", "subscription": sub["id"], "quantity": sub["quantity"] + 1}
+
+
+def test_eight_clients_posting_one_key_at_once_queue_one_message(functions, consented, simulator):
+    body = subscription_body(simulator, "same-key-8")
+    start = threading.Barrier(8)
+
+    def client(_):
+        start.wait()
+        return post(functions, body)[0]
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = sorted(pool.map(client, range(8)))
+    assert statuses == [200] * 7 + [202]
+    assert len(queued(consented)) == 1 and len(records(consented)) == 1
+    (record,) = records(consented)
+    assert (record["state"], record["enqueue"]) == ("accepted", "sent")
+
+
+def test_a_record_never_queued_after_a_crash_is_queued_once_by_a_resubmission(functions, consented, simulator):
+    from sync.writeback.record import EnqueueState
+    from sync.writeback.request import parse_request
+
+    body = subscription_body(simulator, "crashed-before-enqueue")
+    service = consented.writeback
+    record, created = service.accept(parse_request(body), source="http", enqueue=EnqueueState.SENDING)
+    assert created  # ... and the process died before the queue send
+    entity = record.to_entity()
+    entity["enqueued_at"] = record.enqueued_at - ENQUEUE_GRACE - dt.timedelta(seconds=1)
+    service.log_store.replace(entity)
+    statuses = [post(functions, body)[0] for _ in range(3)]
+    assert statuses == [202, 200, 200] and len(queued(consented)) == 1
+
+
+def test_the_same_agreement_body_a_second_later_is_the_same_request(functions, consented):
+    body = {"idempotencyKey": "agree-1", "provider": PROVIDER_ID, "customer": "c1", "operation": "agreement.confirm",
+            "contact": {"firstName": "Ada", "lastName": "Lovelace", "email": "ada@example.com"}}
+    first_status, first, _ = post(functions, body)
+    time.sleep(1.1)  # the server's default dateAgreed differs now
+    status, again, _ = post(functions, body)
+    assert (first_status, status) == (202, 200) and again["params"]["dateAgreed"] == first["params"]["dateAgreed"]
+    (message,) = queued(consented)
+    assert "dateAgreed" not in json.loads(message)
+
+
+def test_an_upper_case_customer_id_is_stored_and_queued_in_lower_case(functions, consented, simulator):
+    body = subscription_body(simulator, "upper-case")
+    status, record, _ = post(functions, {**body, "customer": body["customer"].upper(),
+                                         "subscription": body["subscription"].upper()})
+    assert status == 202 and record["customer"] == body["customer"].lower()
+    assert record["subscription"] == body["subscription"].lower()
+    (message,) = queued(consented)
+    assert json.loads(message)["customer"] == body["customer"].lower()
+    assert post(functions, body)[0] == 200  # the same request in the original case

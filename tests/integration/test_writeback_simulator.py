@@ -16,7 +16,7 @@ from shared.tables import escape_key
 from shared.transport import RetryPolicy
 from shared.clock import parse_iso as parse_time
 from sync.engine import summarize
-from sync.writeback.service import MAX_DELIVERIES, ApplyFailed, WritebackService
+from sync.writeback.service import CLAIM_LEASE, MAX_DELIVERIES, ApplyFailed, WritebackService
 from tests.support import simulator_runtime
 
 PROVIDER_ID = "wb-partner"
@@ -129,7 +129,10 @@ def test_quantity_change_is_applied_once_and_mirrored_locally(world):
     entity = world.service.find_record(PROVIDER_ID, record.idempotency_key).to_entity()
     entity["state"] = "applying"
     world.service.log_store.replace(entity)
-    resumed = world.deliver(body, dequeue_count=2)
+    held = world.deliver(body, dequeue_count=2)  # within the claim's lease: left to its holder
+    assert held.state == "applying" and held.attempts == 1
+    world.sim.control.advance_clock(seconds=CLAIM_LEASE.total_seconds() + 1)  # the holder is presumed dead
+    resumed = world.deliver(body, dequeue_count=3)
     assert resumed.state == "succeeded" and resumed.attempts == 2
     assert world.calls(PATCH_KEY) == 1
     assert world.truth(sub["id"])["quantity"] == target
@@ -253,6 +256,7 @@ def test_agreement_confirmation_created_once(world):
     entity = world.service.find_record(PROVIDER_ID, record.idempotency_key).to_entity()
     entity["state"] = "applying"
     world.service.log_store.replace(entity)
+    world.sim.control.advance_clock(seconds=CLAIM_LEASE.total_seconds() + 1)  # the claim's lease ran out
     assert world.deliver(body, dequeue_count=2).state == "succeeded"
     assert world.calls(POST_AGREEMENT_KEY) == 1
     runs = world.sync.sync_customer(world.provider, world.customer)
@@ -296,3 +300,115 @@ def test_cli_applies_now_and_shows_the_record(world, capsys):
     assert args.handler(args, world.rt) == 0 and json.loads(capsys.readouterr().out)["after"]["quantity"] == sub["quantity"] + 1
     bad = parser.parse_args(["writeback", "--provider", PROVIDER_ID, "--customer", world.customer, "--quantity", "2"])
     assert bad.handler(bad, world.rt) == 2 and "subscription: is required" in capsys.readouterr().err
+
+
+# -- exactly once in effect, also when Partner Center moves (issue 9) -----------------------------
+
+
+class Killed(BaseException):
+    """The process dies here: a BaseException, so no handler in the service runs."""
+
+
+class KilledAfterPatch:
+    """The process is killed right after a PATCH got its answer, before the log is updated."""
+
+    def __init__(self, client, armed: dict):
+        self.client, self.armed = client, armed
+
+    def get_json(self, *args, **kwargs):
+        return self.client.get_json(*args, **kwargs)
+
+    def send_json(self, *args, **kwargs):
+        answer = self.client.send_json(*args, **kwargs)
+        if self.armed.pop("kill", False):
+            raise Killed()
+        return answer
+
+
+class AnswerLost(KilledAfterPatch):
+    """The PATCH is applied but its answer is cut short (the simulator's truncate fault, for
+    that one call only)."""
+
+    def __init__(self, client, armed: dict, sim):
+        super().__init__(client, armed)
+        self.sim = sim
+
+    def send_json(self, *args, **kwargs):
+        if not self.armed.pop("lose", False):
+            return self.client.send_json(*args, **kwargs)
+        self.sim.control.set_faults(fault_truncate=1.0)
+        try:
+            return self.client.send_json(*args, **kwargs)
+        finally:
+            self.sim.control.set_faults(fault_truncate=0)
+
+
+@pytest.mark.parametrize("operation, change, portal, field", [
+    ("subscription.quantity", lambda sub: {"quantity": sub["quantity"] + 1},
+     lambda sub: {"quantity": sub["quantity"] + 5}, "quantity"),
+    ("subscription.suspend", lambda sub: {}, lambda sub: {"status": "active"}, "status"),
+])
+def test_killed_after_the_patch_then_changed_in_the_portal_is_a_conflict(rt, sim, operation, change, portal, field):
+    armed = {"kill": True}
+    world = World(rt, sim, client_wrapper=lambda client: KilledAfterPatch(client, armed))
+    sub = world.pick(nce=False)
+    body = world.message(operation, sub["id"], **change(sub))
+    sim.control.reset_calls()
+    with pytest.raises(Killed):
+        world.deliver(body)
+    key = json.loads(body)["idempotencyKey"]
+    assert world.service.find_record(PROVIDER_ID, key).state == "applying"
+    upstream = portal(sub)
+    sim.control.update_subscription(world.customer, sub["id"], **upstream)  # someone in the portal
+    sim.control.advance_clock(seconds=CLAIM_LEASE.total_seconds() + 1)  # the redelivery takes the claim over
+    record = world.deliver(body, dequeue_count=2)
+    assert record.state == "conflict", record.reason
+    assert f"changed in Partner Center since to {json.dumps(upstream[field])}" in record.reason
+    assert world.calls(PATCH_KEY) == 1 and world.truth(sub["id"])[field] == upstream[field]
+    assert world.local(sub["id"])[field] == upstream[field] and world.sync_customer()["rows_written"] == 0
+
+
+def test_a_patch_whose_answer_was_lost_then_changed_in_the_portal_is_a_conflict(rt, sim):
+    armed = {"lose": True}
+    world = World(rt, sim, client_options={"retry": FAST_RETRY},
+                  client_wrapper=lambda client: AnswerLost(client, armed, sim))
+    sub = world.pick()
+    body = world.message("subscription.quantity", sub["id"], quantity=sub["quantity"] + 1)
+    sim.control.reset_calls()
+    with pytest.raises(ApplyFailed):
+        world.deliver(body)
+    assert world.truth(sub["id"])["quantity"] == sub["quantity"] + 1  # it was applied
+    failed = world.service.find_record(PROVIDER_ID, json.loads(body)["idempotencyKey"])
+    assert failed.state == "failed" and "may have been applied" in failed.reason and "not applied" not in failed.reason
+    sim.control.update_subscription(world.customer, sub["id"], quantity=sub["quantity"] + 9)
+    record = world.deliver(body, dequeue_count=2)
+    assert record.state == "conflict" and "possibly applied at" in record.reason, record.reason
+    assert world.calls(PATCH_KEY) == 1 and world.truth(sub["id"])["quantity"] == sub["quantity"] + 9
+
+
+def test_agreement_without_a_date_redelivered_after_a_503_is_confirmed_once(rt, sim):
+    world = World(rt, sim, client_options={"retry": FAST_RETRY})
+    contact = {"firstName": "Grace", "lastName": "Hopper", "email": "grace@example.com"}
+    body = world.message("agreement.confirm", contact=contact)  # no dateAgreed: the server fills it in
+    sim.control.reset_calls()
+    sim.control.set_faults(fault_5xx=1.0)
+    try:
+        with pytest.raises(ApplyFailed):
+            world.deliver(body)
+    finally:
+        sim.control.set_faults(fault_5xx=0)
+    sim.control.advance_clock(seconds=31)  # the host redelivers after its visibility timeout
+    record = world.deliver(body, dequeue_count=2)
+    assert (record.state, record.provider_id) == ("succeeded", PROVIDER_ID), record.reason
+    assert world.calls(POST_AGREEMENT_KEY) == 1
+
+
+def test_an_upper_case_customer_id_is_one_partition(world):
+    sub = world.pick()
+    body = json.loads(world.message("subscription.quantity", sub["id"].upper(), quantity=sub["quantity"] + 1))
+    body["customer"] = world.customer.upper()
+    record = world.deliver(json.dumps(body).encode())
+    assert record.state == "succeeded" and record.customer_id == world.customer, record.reason
+    partitions = {e["PartitionKey"] for e in world.rt.tables.table("subscriptions").list_entities()}
+    assert partitions == {escape_key(f"{PROVIDER_ID}|{world.customer}")}
+    assert world.local(sub["id"])["quantity"] == sub["quantity"] + 1 and world.sync_customer()["rows_written"] == 0

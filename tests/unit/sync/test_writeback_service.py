@@ -10,7 +10,7 @@ import pytest
 
 from shared.errors import ConsentRequired, Conflict, NotFound, ValidationFailed
 from shared.partner_center import WriteResponse
-from shared.partner_center_errors import BadRequestError, ServiceError
+from shared.partner_center_errors import BadRequestError, ServiceError, TransportError
 from shared.providers import ProviderConnection
 from sync.writeback.log import INVALID_PARTITION
 from sync.writeback.record import WritebackState
@@ -169,6 +169,8 @@ class FakeClient:
         self.errors = list(errors)
         self.answer_202, self.apply_202 = answer_202, apply_202
         self.patches: list[dict] = []
+        self.request_ids: list[str] = []
+        self.replay_safe: list[bool] = []
         self.gets = 0
 
     def get_json(self, path, *, params=None, customer_id=None):
@@ -178,8 +180,10 @@ class FakeClient:
         return copy.deepcopy(self.sub)
 
     def send_json(self, method, path, body, *, headers=None, customer_id=None, replay_safe=False, request_id=None):
-        assert method == "PATCH" and headers["If-Match"] == f'"{body["attributes"]["etag"]}"' and replay_safe
+        assert method == "PATCH" and headers["If-Match"] == f'"{body["attributes"]["etag"]}"'
         self.patches.append(body)
+        self.request_ids.append(request_id)
+        self.replay_safe.append(replay_safe)
         if self.errors and self.errors[0][0] == "PATCH":
             raise self.errors.pop(0)[1]
         if body["attributes"]["etag"] != self.sub["attributes"]["etag"]:
@@ -196,11 +200,12 @@ class FakeClient:
         self.sub["attributes"]["etag"] = f"etag-{version}"
 
 
-def make_service(client=None, *, providers=None):
+def make_service(client=None, *, providers=None, clock=None, tables=None, queues=None):
     client = client or FakeClient()
-    service = WritebackService(log_store=FakeLog(), tables=FakeTables(), providers=providers or FakeProviders(),
-                               queues=FakeQueues(), client_factory=lambda provider, record: client,
-                               clock=lambda: NOW, sleep=lambda s: None, confirm_polls=3)
+    service = WritebackService(log_store=FakeLog(), tables=tables or FakeTables(),
+                               providers=providers or FakeProviders(), queues=queues or FakeQueues(),
+                               client_factory=lambda provider, record: client,
+                               clock=clock or (lambda: NOW), sleep=lambda s: None, confirm_polls=3)
     return service, client
 
 
@@ -218,11 +223,11 @@ def test_submit_is_idempotent_and_refuses_a_different_body_with_the_same_key():
     first = service.submit(body(quantity=12))
     assert (first.created, first.queued, first.record.state) == (True, True, "accepted")
     second = service.submit(body(quantity=12, requestedBy="retrying client"))
-    assert second.created is False and second.record.idempotency_key == "k1"
-    assert len(service.queues.sent["writebacks"]) == 2  # still only accepted: queued again, applied once
+    assert second.created is False and second.record.idempotency_key == "k1" and not second.queued
+    assert len(service.queues.sent["writebacks"]) == 1  # one message per key: the first one is on its way
     service.handle_message(message(quantity=12))
     third = service.submit(body(quantity=12))
-    assert third.record.state == "succeeded" and not third.queued and len(service.queues.sent["writebacks"]) == 2
+    assert third.record.state == "succeeded" and not third.queued and len(service.queues.sent["writebacks"]) == 1
     with pytest.raises(Conflict, match="different request"):
         service.submit(body(quantity=13))
     with pytest.raises(NotFound):
@@ -352,7 +357,7 @@ def test_undecodable_messages_are_recorded_as_rejected(raw, problem):
 
 def test_states_keep_their_stored_values():
     assert [state.value for state in WritebackState] == [
-        "accepted", "applying", "succeeded", "rejected", "failed", "pending_confirmation", "unconfirmed"]
+        "accepted", "applying", "succeeded", "rejected", "failed", "pending_confirmation", "unconfirmed", "conflict"]
     assert f"{WritebackState.PENDING_CONFIRMATION}" == "pending_confirmation"
 
 
@@ -370,3 +375,302 @@ def test_same_key_different_body_on_the_queue_is_recorded_not_applied():
     record = service.handle_message(message(quantity=14), message_id="m-2")
     assert record.state == "rejected" and "different request" in record.reason and len(client.patches) == 1
     assert service.get_record("k1").after["quantity"] == 12
+
+
+# -- exactly once in effect, also when Partner Center moves (issue 9) -----------------------------
+
+
+class Clock:
+    """A clock the test moves."""
+
+    def __init__(self, now=NOW):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, **delta):
+        self.now += dt.timedelta(**delta)
+
+
+class Killed(BaseException):
+    """The process dies here: a BaseException, so no handler in the service runs."""
+
+
+class DiesAroundThePatch(FakeClient):
+    """The process is killed once, right after the PATCH landed (``after=True``) or right before
+    it went out (``after=False``): the log is never told."""
+
+    def __init__(self, *args, after=True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.dies, self.after = True, after
+
+    def send_json(self, method, path, body, **kwargs):
+        if self.dies and not self.after:
+            self.dies = False
+            raise Killed()
+        answer = super().send_json(method, path, body, **kwargs)
+        if self.dies:
+            self.dies = False
+            raise Killed()
+        return answer
+
+
+class RecordingQueues(FakeQueues):
+    def __init__(self):
+        super().__init__()
+        self.delays: list = []
+
+    def send_json(self, queue_name, message, *, delay_seconds=None):
+        super().send_json(queue_name, message, delay_seconds=delay_seconds)
+        self.delays.append(delay_seconds)
+
+
+def killed_after_patch(operation, params, *, after=True):
+    clock = Clock()
+    client = DiesAroundThePatch(after=after)
+    service, _ = make_service(client, clock=clock, queues=RecordingQueues())
+    with pytest.raises(Killed):
+        service.handle_message(message(operation=operation, **params))
+    assert service.find_record("p1", "k1").state == "applying"  # the log was never told
+    return service, client, clock
+
+
+@pytest.mark.parametrize("operation, params, portal, field", [
+    ("subscription.quantity", {"quantity": 12}, {"quantity": 20}, "quantity"),
+    ("subscription.suspend", {}, {"status": "active"}, "status"),  # suspended by us, reactivated in the portal
+])
+def test_redelivery_after_a_kill_and_a_portal_change_is_a_conflict_not_a_second_patch(operation, params, portal,
+                                                                                      field):
+    service, client, clock = killed_after_patch(operation, params)
+    client.upstream(**portal)  # someone changes the same field in Partner Center
+    clock.advance(minutes=20)  # the host redelivers once the claim's lease has run out
+    record = service.handle_message(message(operation=operation, **params), dequeue_count=2)
+    assert record.state == "conflict" and record.final and record.sent["etag"] == "etag-1"
+    assert len(client.patches) == 1 and client.sub[field] == portal[field]  # the portal's value stands
+    assert record.reason.startswith("possibly applied at 2025-03-10T12:00:00Z")
+    assert f"changed in Partner Center since to {json.dumps(portal[field])}" in record.reason
+    assert client.request_ids[0] in record.reason and "etag-1" in record.reason
+    assert service.tables.table("subscriptions").find_entity("p1|c1", "s1")[field] == portal[field]
+    again = service.handle_message(message(operation=operation, **params), dequeue_count=3)
+    assert again.state == "conflict" and len(client.patches) == 1  # final: never applied later either
+
+
+def test_redelivery_after_a_kill_recognises_a_patch_that_landed():
+    service, client, clock = killed_after_patch("subscription.quantity", {"quantity": 12})
+    clock.advance(minutes=20)
+    record = service.handle_message(message(quantity=12), dequeue_count=2)
+    assert record.state == "succeeded" and "landed" in record.reason and len(client.patches) == 1
+
+
+def test_redelivery_after_a_kill_before_the_send_sends_the_same_patch_again():
+    service, client, clock = killed_after_patch("subscription.quantity", {"quantity": 12}, after=False)
+    clock.advance(minutes=20)
+    record = service.handle_message(message(quantity=12), dequeue_count=2)
+    assert record.state == "succeeded" and client.sub["quantity"] == 12
+    assert len(client.patches) == 1 and client.request_ids == [record.request_id]  # same etag, same request id
+
+
+def test_a_live_claim_is_left_to_its_holder_and_taken_over_after_the_lease():
+    service, client, clock = killed_after_patch("subscription.quantity", {"quantity": 12}, after=False)
+    clock.advance(seconds=30)  # the host's visibility timeout: well inside the lease
+    held = service.handle_message(message(quantity=12), dequeue_count=2)
+    assert held.state == "applying" and client.patches == []
+    lease = service.applier.claim_lease.total_seconds()
+    assert service.queues.delays == [int(lease) - 30 + 1]  # its message comes back when the lease ends
+    clock.advance(seconds=lease)
+    record = service.handle_message(message(quantity=12), dequeue_count=1)
+    assert record.state == "succeeded" and record.attempts == 2 and len(client.patches) == 1
+
+
+class LosesTheAnswer(FakeClient):
+    """The PATCH lands, its answer is lost, and a portal user then changes the quantity. A
+    replay-safe write is sent again, as the transport does (and refused 2055, the etag moved)."""
+
+    lose = True
+
+    def send_json(self, method, path, body, *, replay_safe=False, **kwargs):
+        if not self.lose:
+            return super().send_json(method, path, body, replay_safe=replay_safe, **kwargs)
+        self.lose = False
+        super().send_json(method, path, body, replay_safe=replay_safe, **kwargs)
+        self.upstream(quantity=20)
+        if replay_safe:
+            return super().send_json(method, path, body, replay_safe=replay_safe, **kwargs)
+        raise TransportError("PATCH /customers/c1/subscriptions/s1 failed after 1 attempt(s): ChunkedEncodingError")
+
+
+def test_an_ambiguous_patch_followed_by_a_portal_change_is_never_called_not_applied():
+    clock = Clock()
+    service, client = make_service(LosesTheAnswer(), clock=clock)
+    with pytest.raises(ApplyFailed):
+        service.handle_message(message(quantity=12))
+    failed = service.find_record("p1", "k1")
+    assert failed.state == "failed" and "not applied" not in failed.reason
+    assert "may have been applied" in failed.reason and failed.sent["requestId"] in failed.reason
+    record = service.handle_message(message(quantity=12), dequeue_count=2)
+    assert record.state == "conflict" and "changed in Partner Center since to 20" in record.reason
+    assert client.sub["quantity"] == 20 and client.replay_safe == [False]
+
+
+# -- agreements: a server default is not part of the request ------------------------------------
+
+
+class AgreementClient:
+    """GET /agreements, GET/POST /customers/{id}/agreements, with scripted GET failures."""
+
+    def __init__(self, errors=()):
+        self.errors = list(errors)
+        self.agreements: list[dict] = []
+        self.posts: list[dict] = []
+
+    def get_json(self, path, *, params=None, customer_id=None):
+        if self.errors:
+            raise self.errors.pop(0)
+        if path == "/agreements":
+            return {"items": [{"templateId": "tpl-1", "agreementType": "MicrosoftCustomerAgreement"}]}
+        return {"items": copy.deepcopy(self.agreements)}
+
+    def send_json(self, method, path, body, *, customer_id=None, replay_safe=False, request_id=None, headers=None):
+        self.posts.append(body)
+        self.agreements.append(copy.deepcopy(body))
+        return WriteResponse(201, copy.deepcopy(body), None, request_id)
+
+
+CONTACT = {"firstName": "Ada", "lastName": "Lovelace", "email": "ada@example.com"}
+
+
+def agreement_body(**extra) -> dict:
+    return {"idempotencyKey": "a1", "provider": "p1", "customer": "c1", "operation": "agreement.confirm",
+            "contact": CONTACT, **extra}
+
+
+def test_a_defaulted_date_agreed_is_not_part_of_the_request():
+    first = parse_request(agreement_body(), now=NOW)
+    later = parse_request(agreement_body(), now=NOW + dt.timedelta(seconds=1))
+    assert first.fingerprint() == later.fingerprint() and first.date_agreed != later.date_agreed
+    assert "dateAgreed" not in first.to_message() and first.params()["dateAgreed"] == "2025-03-10T12:00:00Z"
+    given = parse_request(agreement_body(dateAgreed="2024-05-01"), now=NOW)
+    assert given.fingerprint() != first.fingerprint() and given.to_message()["dateAgreed"] == "2024-05-01T00:00:00Z"
+
+
+def test_the_same_agreement_body_a_second_later_is_the_same_request():
+    clock = Clock()
+    service, _ = make_service(AgreementClient(), clock=clock)
+    first = service.submit(agreement_body())
+    clock.advance(seconds=1)
+    again = service.submit(agreement_body())  # was 409 "a different request"
+    assert again.record.idempotency_key == "a1" and not again.created and not again.queued
+    assert again.record.params["dateAgreed"] == first.record.params["dateAgreed"] == "2025-03-10T12:00:00Z"
+
+
+def test_an_agreement_redelivered_after_a_503_is_confirmed_once():
+    clock = Clock()
+    client = AgreementClient(errors=[ServiceError("GET /agreements -> HTTP 503", status=503, code="0")])
+    service, _ = make_service(client, clock=clock)
+    raw = json.dumps(agreement_body()).encode()
+    with pytest.raises(ApplyFailed):
+        service.handle_message(raw, message_id="m-1")
+    clock.advance(seconds=30)
+    record = service.handle_message(raw, message_id="m-1", dequeue_count=2)
+    assert record.state == "succeeded" and record.provider_id == "p1", record.reason
+    assert len(client.posts) == 1 and client.posts[0]["dateAgreed"] == "2025-03-10T12:00:00Z"
+
+
+# -- one queue message per key ----------------------------------------------------------------
+
+
+class DyingQueues(FakeQueues):
+    """A queue send that kills the process (``Killed``) or fails (``error``), once."""
+
+    def __init__(self, failure):
+        super().__init__()
+        self.failure = failure
+
+    def send_json(self, queue_name, message, *, delay_seconds=None):
+        if self.failure is not None:
+            failure, self.failure = self.failure, None
+            raise failure
+        super().send_json(queue_name, message, delay_seconds=delay_seconds)
+
+
+def test_many_submissions_of_one_key_send_one_message():
+    service, client = make_service()
+    outcomes = [service.submit(body(quantity=12)) for _ in range(8)]
+    assert [o.queued for o in outcomes] == [True] + [False] * 7
+    assert len(service.queues.sent["writebacks"]) == 1
+    assert service.find_record("p1", "k1").enqueue == "sent"
+
+
+def test_a_crash_between_insert_and_enqueue_is_queued_once_by_a_later_submission():
+    clock = Clock()
+    service, client = make_service(clock=clock, queues=DyingQueues(Killed()))
+    with pytest.raises(Killed):
+        service.submit(body(quantity=12))
+    assert service.find_record("p1", "k1").enqueue == "sending" and not service.queues.sent["writebacks"]
+    assert not service.submit(body(quantity=12)).queued  # the creator may still be sending
+    clock.advance(minutes=2)
+    assert [service.submit(body(quantity=12)).queued for _ in range(3)] == [True, False, False]
+    (queued,) = service.queues.sent["writebacks"]
+    assert service.handle_message(json.dumps(queued).encode()).state == "succeeded" and len(client.patches) == 1
+
+
+def test_a_failed_enqueue_is_sent_by_the_next_submission():
+    service, _ = make_service(queues=DyingQueues(RuntimeError("queue down")))
+    with pytest.raises(RuntimeError):
+        service.submit(body(quantity=12))
+    assert service.find_record("p1", "k1").enqueue == "unsent"
+    assert service.submit(body(quantity=12)).queued and len(service.queues.sent["writebacks"]) == 1
+
+
+# -- the local row ------------------------------------------------------------------------------
+
+
+class BrokenSubscriptionsTable(FakeTables):
+    def table(self, name):
+        table = super().table(name)
+        if name == "subscriptions":
+            def refuse(entity, *, replace=False):
+                raise RuntimeError("PropertyValueTooLarge")
+            table.upsert_entity = refuse
+        return table
+
+
+def test_a_local_row_that_cannot_be_stored_does_not_leave_the_record_applying():
+    service, client = make_service(tables=BrokenSubscriptionsTable())
+    record = service.handle_message(message(quantity=12))
+    assert record.state == "succeeded" and client.sub["quantity"] == 12 and record.after["quantity"] == 12
+    assert record.local_update == "failed" and "PropertyValueTooLarge" in record.local_update_reason
+    stored = service.find_record("p1", "k1").to_json()
+    assert (stored["state"], stored["localUpdate"]) == ("succeeded", "failed") and stored["localUpdateReason"]
+    healthy, _ = make_service()
+    assert healthy.handle_message(message(quantity=12)).local_update == "stored"
+
+
+# -- ids in one case --------------------------------------------------------------------------
+
+GUID = "5C8B2D3E-0A1F-4B6C-9D7E-1F2A3B4C5D6E"
+
+
+def test_customer_and_subscription_ids_are_lower_cased():
+    parsed = parse_request({**body(quantity=3), "customer": GUID, "subscription": GUID.replace("5C", "7A")}, now=NOW)
+    assert parsed.customer_id == GUID.lower() and parsed.subscription_id == GUID.replace("5C", "7A").lower()
+    service, client = make_service()
+    upper = service.submit({**body(quantity=12), "customer": "C1", "subscription": "S1"})
+    lower = service.submit(body(quantity=12))  # the same request, not "a different request"
+    assert upper.record.customer_id == "c1" and lower.record.idempotency_key == "k1" and not lower.created
+    (sent,) = service.queues.sent["writebacks"]
+    assert (sent["customer"], sent["subscription"]) == ("c1", "s1")
+    service.handle_message(json.dumps({**sent, "customer": "C1"}).encode())
+    assert set(service.tables.table("subscriptions").rows) == {("p1|c1", "s1")}
+
+
+def test_a_record_from_before_sent_existed_is_settled_from_its_before_snapshot_and_request_id():
+    service, client, clock = killed_after_patch("subscription.quantity", {"quantity": 12})
+    entity, _ = service.log_store.find("p1", "k1")
+    entity["sent"] = ""  # as written by the previous version: before + request_id only
+    service.log_store.replace(entity)
+    client.upstream(quantity=20)
+    clock.advance(minutes=20)
+    record = service.handle_message(message(quantity=12), dequeue_count=2)
+    assert record.state == "conflict" and len(client.patches) == 1 and client.sub["quantity"] == 20
