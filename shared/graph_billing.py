@@ -89,16 +89,15 @@ class Manifest:
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> "Manifest":
-        """Tolerant of key case and of the 2022 beta names (``rootFolder``, ``rootFolderSAS``)."""
+        """Tolerant of key case and of the 2022 beta names (``rootFolder``, ``rootFolderSAS``);
+        a manifest that does not add up (:func:`manifest_problem`) is a :class:`BlobFormatError`."""
+        problem = manifest_problem(body)
+        if problem:
+            raise BlobFormatError(problem)
         root = get_path(body, "rootDirectory") or get_path(body, "rootFolder")
         sas = get_path(body, "sasToken") or get_path(body, "rootFolderSAS") or ""
-        if not isinstance(root, str) or not root.startswith(("https://", "http://")):
-            raise BlobFormatError(f"manifest has no usable rootDirectory: {str(root)[:200]!r}")
-        blobs = []
-        for entry in get_path(body, "blobs") or []:
-            name = get_path(entry, "name") if isinstance(entry, Mapping) else None
-            if isinstance(name, str) and name.strip():
-                blobs.append(BlobRef(name.strip(), as_text(get_path(entry, "partitionValue"))))
+        blobs = [BlobRef(get_path(entry, "name").strip(), as_text(get_path(entry, "partitionValue")))
+                 for entry in get_path(body, "blobs")]
         count = get_path(body, "blobCount")
         # Part numbers lead the names (part-00000-...), so name order is the export's order and
         # stays the same across re-exports of an unchanged invoice.
@@ -116,6 +115,40 @@ class Manifest:
     def blob_url(self, blob: BlobRef) -> str:
         url = f"{self.root_directory}/{blob.name}"
         return f"{url}?{self.sas_token}" if self.sas_token else url
+
+
+def manifest_problem(body: Any) -> str | None:
+    """Why an export manifest is unusable (None when it is usable): it must be a JSON object with
+    a usable ``rootDirectory``, a ``blobs`` array of named blobs, and ``blobCount`` (when
+    present) the number of blobs. A manifest read as "no blobs" would import no lines and
+    tombstone every stored one."""
+    if not isinstance(body, Mapping):
+        return f"the manifest must be a JSON object, not {type(body).__name__}"
+    root = get_path(body, "rootDirectory") or get_path(body, "rootFolder")
+    if not isinstance(root, str) or not root.startswith(("https://", "http://")):
+        return f"manifest has no usable rootDirectory: {str(root)[:200]!r}"
+    blobs = get_path(body, "blobs")
+    if not isinstance(blobs, list):
+        return "manifest has no 'blobs' array"
+    for entry in blobs:
+        name = get_path(entry, "name") if isinstance(entry, Mapping) else None
+        if not isinstance(name, str) or not name.strip():
+            return f"manifest lists a blob without a name: {str(entry)[:200]!r}"
+    count = get_path(body, "blobCount")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, (int, float)) or count != len(blobs)):
+        return f"manifest says blobCount {count!r} but lists {len(blobs)} blob(s)"
+    return None
+
+
+def operation_problem(body: Any) -> str | None:
+    """Why an export operation answer is unusable: not a JSON object, no ``status``, or an
+    inline manifest that does not add up."""
+    if not isinstance(body, Mapping):
+        return f"the export operation must be a JSON object, not {type(body).__name__}"
+    if not isinstance(get_path(body, "status"), str):
+        return "the export operation has no status"
+    inline = get_path(body, "resourceLocation")
+    return manifest_problem(inline) if isinstance(inline, Mapping) else None
 
 
 @dataclass(frozen=True)
@@ -273,7 +306,7 @@ class GraphBillingClient:
                                retry_after=parse_retry_after(response.headers.get("Retry-After")))
 
     def get_operation(self, location: str) -> ExportOperation:
-        response, body = self._call("GET", location, dialect=_EXPIRING)
+        response, body = self._call("GET", location, dialect=_EXPIRING, expect=operation_problem)
         return parse_operation(_json_object(body, location), location=location,
                                retry_after=parse_retry_after(response.headers.get("Retry-After")))
 
@@ -312,7 +345,7 @@ class GraphBillingClient:
 
     def get_manifest(self, url: str) -> Manifest:
         url = self._absolute(url)
-        _, body = self._call("GET", url, dialect=_EXPIRING)
+        _, body = self._call("GET", url, dialect=_EXPIRING, expect=manifest_problem)
         return Manifest.from_json(_json_object(body, url))
 
     def export_billed_reconciliation(self, invoice_id: str, *, attribute_set: str = "full") -> Manifest:
@@ -373,7 +406,7 @@ class GraphBillingClient:
             raise GraphBillingError(f"refusing to send the Graph token to another origin: {parts.scheme}://{parts.netloc}")
 
     def _call(self, method: str, url: str, *, dialect: Dialect = _API, json_body: Any = None, authorize: bool = True,
-              stream: bool = False) -> tuple[requests.Response, Any]:
+              stream: bool = False, expect: Callable[[Any], str | None] | None = None) -> tuple[requests.Response, Any]:
         """One logical call through the transport: a 2xx response and its decoded body (None when
         streamed), or the dialect's typed error."""
         shared = self._shared
@@ -386,6 +419,7 @@ class GraphBillingClient:
             body=json_body, token=shared.token_source.graph_token if authorize else None,
             replay_safe=True,  # reads, and POST export: a duplicate export operation costs nothing
             stream=stream, allow_empty=method == "POST",  # 202 Accepted has no body
+            expect=expect,  # an answer that is not what was asked for is retried, then fails
         )
         return shared.transport.send(call, dialect, self.stats)
 
@@ -403,5 +437,6 @@ def _json_object(body: Any, url: str) -> dict[str, Any]:
 
 
 __all__ = [
-    "BILLED_RECONCILIATION_EXPORT", "BlobRef", "ExportOperation", "GraphBillingClient", "Manifest", "parse_operation",
+    "BILLED_RECONCILIATION_EXPORT", "BlobRef", "ExportOperation", "GraphBillingClient", "Manifest", "manifest_problem",
+    "operation_problem", "parse_operation",
 ]

@@ -118,6 +118,30 @@ class SeekPaginator(NextLinkPaginator):
     """Continuation-token collections (customers, line items)."""
 
 
+def collection_problem(page: Any) -> str | None:
+    """Why a 2xx answer is not a page of a collection (None when it is one): a JSON object with
+    an ``items`` array of objects, ``totalCount`` (when present) the number of items on the page
+    and ``attributes.objectType`` (when present) ``Collection``. Anything else, e.g. an error
+    envelope or an object without ``items``, must fail the read: read as an empty page, it would
+    tombstone every stored row."""
+    if not isinstance(page, Mapping):
+        return f"a collection page must be a JSON object, not {type(page).__name__}"
+    if get_path(page, "error") is not None:
+        return "the answer is an error envelope, not a collection page"
+    items = get_path(page, "items")
+    if not isinstance(items, list):
+        return "the collection page has no 'items' array"
+    if not all(isinstance(item, Mapping) for item in items):
+        return "the collection page has an item that is not a JSON object"
+    total = get_path(page, "totalCount")
+    if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total != len(items)):
+        return f"the collection page says totalCount {total!r} but has {len(items)} item(s)"
+    object_type = get_path(page, "attributes", "objectType")
+    if object_type is not None and str(object_type).lower() != "collection":
+        return f"the answer is a {str(object_type)[:80]!r}, not a collection page"
+    return None
+
+
 _PAGINATORS: dict[PagingStyle, Callable[[PageRequest], Paginator]] = {
     PagingStyle.NONE: SinglePagePaginator,
     PagingStyle.OFFSET: OffsetPaginator,
@@ -135,6 +159,6 @@ def paginator_for(style: PagingStyle | str, first: PageRequest) -> Paginator:
 
 
 __all__ = [
-    "CONTINUATION_HEADER", "NextLinkPaginator", "OffsetPaginator", "PageRequest", "Paginator", "PagingStyle",
+    "CONTINUATION_HEADER", "collection_problem", "NextLinkPaginator", "OffsetPaginator", "PageRequest", "Paginator", "PagingStyle",
     "SeekPaginator", "SinglePagePaginator", "paginator_for",
 ]

@@ -11,6 +11,9 @@ policy are the shared :mod:`shared.transport`:
   which :mod:`shared.partner_center_errors` class stands for each transport error type;
 * paging: ``iter_pages`` / ``iter_items`` drive a :mod:`shared.paging` paginator one page at a
   time; a whole collection is never held;
+* answers: a 2xx that is not what was asked for (a page without ``items``, an error envelope,
+  a resource of another type or id) is retried like a cut-short body and then fails; it is
+  never read as an empty page or an empty resource;
 * writes (``send_json``: PATCH/POST/PUT): a write that may have run is replayed only when the
   caller says that is safe.
 
@@ -29,7 +32,7 @@ import requests
 
 from .call_budget import CallBudget
 from .jsonutil import get_path
-from .paging import PageRequest, Paginator
+from .paging import PageRequest, Paginator, collection_problem
 from .partner_center_errors import (
     BadRequestError,
     ConflictError,
@@ -76,6 +79,36 @@ def parse_api_fault(response: requests.Response) -> tuple[str | None, str | None
         code_paths=(("code",), ("error", "code")),
         message_paths=(("description",), ("message",), ("error", "message")),
     )
+
+
+def json_object_problem(body: Any) -> str | None:
+    """Why a 2xx answer to a GET is not a resource: not a JSON object (a bare list is taken as a
+    collection's items), or an error envelope."""
+    if isinstance(body, list):
+        return None
+    if not isinstance(body, Mapping):
+        return f"expected a JSON object, got {type(body).__name__}"
+    if get_path(body, "error") is not None and get_path(body, "id") is None:
+        return "the answer is an error envelope"
+    return None
+
+
+def resource_problem(object_type: str | None = None, resource_id: str | None = None) -> Callable[[Any], str | None]:
+    """A check for a single-resource read: a JSON object, of ``attributes.objectType``
+    ``object_type`` when it says, with the ``id`` asked for (case-insensitively) when given."""
+    def problem(body: Any) -> str | None:
+        if not isinstance(body, Mapping):
+            return f"expected a JSON object, got {type(body).__name__}"
+        found = json_object_problem(body)
+        if found:
+            return found
+        said = get_path(body, "attributes", "objectType")
+        if object_type is not None and said is not None and str(said).lower() != object_type.lower():
+            return f"expected a {object_type}, got a {str(said)[:80]!r}"
+        if resource_id is not None and str(get_path(body, "id") or "").lower() != resource_id.lower():
+            return f"expected the {object_type or 'resource'} {resource_id!r}, got id {get_path(body, 'id')!r}"
+        return None
+    return problem
 
 
 def _make_error(cls: type[Exception], text: str, failure: Failure) -> Exception:
@@ -185,13 +218,16 @@ class PartnerCenterClient:
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         customer_id: str | None = None,
+        expect: Callable[[Any], str | None] = json_object_problem,
     ) -> dict[str, Any]:
-        """GET one resource or page and return its JSON object."""
-        return self.request_json(PageRequest.of(path, params, headers), customer_id=customer_id)
+        """GET one resource or page and return its JSON object; ``expect`` says what is wrong
+        with an answer (see :func:`resource_problem`), which is then retried and fails."""
+        return self.request_json(PageRequest.of(path, params, headers), customer_id=customer_id, expect=expect)
 
-    def request_json(self, request: PageRequest, *, customer_id: str | None = None) -> dict[str, Any]:
-        _, body = self._send("GET", request, customer_id=customer_id, replay_safe=True)
-        return body if isinstance(body, dict) else {"items": body} if isinstance(body, list) else {}
+    def request_json(self, request: PageRequest, *, customer_id: str | None = None,
+                     expect: Callable[[Any], str | None] = json_object_problem) -> dict[str, Any]:
+        _, body = self._send("GET", request, customer_id=customer_id, replay_safe=True, expect=expect)
+        return {"items": body} if isinstance(body, list) else body
 
     def send_json(
         self,
@@ -237,6 +273,7 @@ class PartnerCenterClient:
         replay_safe: bool,
         body: Any = None,
         request_id: str | None = None,
+        expect: Callable[[Any], str | None] | None = None,
     ) -> tuple[requests.Response, Any]:
         request_id = request_id or str(uuid.uuid4())
         call = Call(
@@ -249,25 +286,26 @@ class PartnerCenterClient:
                 **dict(request.headers),
             },
             params=request.params, body=body, token=self._token_source.access_token, customer_id=customer_id,
-            replay_safe=replay_safe, allow_empty=method != "GET", context={"correlation_id": self.correlation_id},
+            replay_safe=replay_safe, allow_empty=method != "GET", expect=expect,
+            context={"correlation_id": self.correlation_id},
         )
         return self._transport.send(call, _DIALECT, self.stats)
 
     # -- paging ------------------------------------------------------------------------------
 
     def iter_pages(self, paginator: Paginator, *, customer_id: str | None = None) -> Iterator[dict[str, Any]]:
-        """Yield each page of a collection; only one page is held at a time."""
+        """Yield each page of a collection; only one page is held at a time. A page that is not
+        a collection page fails the read (after the transport's retries)."""
         while not paginator.finished:
-            page = self.request_json(paginator.current, customer_id=customer_id)
+            page = self.request_json(paginator.current, customer_id=customer_id, expect=collection_problem)
             yield page
             paginator.advance(page)
 
     def iter_items(self, paginator: Paginator, *, customer_id: str | None = None) -> Iterator[dict[str, Any]]:
         for page in self.iter_pages(paginator, customer_id=customer_id):
-            items = get_path(page, "items")
-            for item in items if isinstance(items, list) else []:
-                if isinstance(item, Mapping):
-                    yield dict(item)
+            for item in get_path(page, "items"):
+                yield dict(item)
 
 
-__all__ = ["API_VERSION_PREFIX", "PartnerCenterClient", "WRITE_METHODS", "WriteResponse", "parse_api_fault"]
+__all__ = ["API_VERSION_PREFIX", "PartnerCenterClient", "WRITE_METHODS", "WriteResponse", "json_object_problem",
+           "parse_api_fault", "resource_problem"]

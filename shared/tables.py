@@ -3,15 +3,21 @@
 Batches are built per PartitionKey and never exceed 100 operations or ~4 MiB (the service
 limits); Azurite answers an oversized batch with a malformed response instead of a clean 400,
 so the limit is enforced here before anything is sent.
+
+Every entity written is first fitted to the entity limits (:func:`fit_entity`): a string
+column over 64 KiB (32K UTF-16 units) is truncated and ``<column>_truncated=True`` is set, and
+an entity over 1 MiB has its longest strings shortened the same way. A batch the service
+refuses for its content (HTTP 400/413) is split until the row at fault stands alone; that row
+is rejected (``on_rejected`` is told why) and the others are stored.
 """
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from .errors import NotFound
@@ -19,6 +25,14 @@ from .errors import NotFound
 MAX_BATCH_OPERATIONS = 100
 # The service caps a batch payload at 4 MiB; stay clear of it to allow for envelope overhead.
 MAX_BATCH_BYTES = 3_500_000
+# Edm.String holds 64 KiB, i.e. 32,768 UTF-16 code units; a little is kept in hand.
+MAX_STRING_UTF16_UNITS = 32_000
+# An entity holds at most 1 MiB (the service's own accounting, see entity_bytes); likewise.
+MAX_ENTITY_BYTES = 1_000_000
+TRUNCATED_SUFFIX = "_truncated"
+_KEY_COLUMNS = ("PartitionKey", "RowKey")
+# Statuses that mean "this content is refused" (a row's fault), not "the service failed"
+_ROW_FAULT_STATUSES = frozenset({400, 413})
 # Characters Table Storage forbids in PartitionKey/RowKey, plus '%' so that escaping reverses.
 _FORBIDDEN_KEY_CHARS = set("/\\#?%")
 
@@ -57,6 +71,91 @@ def _estimated_bytes(entity: Mapping[str, Any]) -> int:
     return len(json.dumps(entity, default=str)) + 200
 
 
+def utf16_units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def truncate_utf16(text: str, units: int) -> str:
+    """``text`` cut to at most ``units`` UTF-16 code units, never inside a surrogate pair."""
+    return text.encode("utf-16-le")[: units * 2].decode("utf-16-le", errors="ignore")
+
+
+def entity_bytes(entity: Mapping[str, Any]) -> int:
+    """An entity's size as Table Storage counts it: 4 bytes, the keys in UTF-16 (+8), and per
+    property 8 bytes + its name in UTF-16 + its value (strings 4 + UTF-16; others at most 8)."""
+    size = 4 + 8 + sum(2 * utf16_units(str(entity.get(key, ""))) for key in _KEY_COLUMNS)
+    for name, value in entity.items():
+        if name in _KEY_COLUMNS:
+            continue
+        if isinstance(value, str):
+            value_size = 4 + 2 * utf16_units(value)
+        elif isinstance(value, (bytes, bytearray)):
+            value_size = 4 + len(value)
+        else:
+            value_size = 8
+        size += 8 + 2 * utf16_units(name) + value_size
+    return size
+
+
+def fit_entity(entity: Mapping[str, Any]) -> Entity:
+    """The entity within the service's limits: every string column capped at
+    :data:`MAX_STRING_UTF16_UNITS` and the whole at :data:`MAX_ENTITY_BYTES`, by truncating the
+    value and setting ``<column>_truncated=True``. An entity already within them is unchanged."""
+    fitted = dict(entity)
+    if _surely_fits(fitted):
+        return fitted  # the common case, without encoding a string
+    for name, value in entity.items():
+        if name not in _KEY_COLUMNS and isinstance(value, str) and utf16_units(value) > MAX_STRING_UTF16_UNITS:
+            fitted[name] = truncate_utf16(value, MAX_STRING_UTF16_UNITS)
+            fitted[name + TRUNCATED_SUFFIX] = True
+    while entity_bytes(fitted) > MAX_ENTITY_BYTES:
+        strings = [n for n, v in fitted.items() if n not in _KEY_COLUMNS and isinstance(v, str) and v]
+        if not strings:
+            break  # nothing left to shorten: the service will refuse the row, and it fails alone
+        longest = max(strings, key=lambda n: len(fitted[n]))
+        fitted[longest] = truncate_utf16(fitted[longest], utf16_units(fitted[longest]) // 2)
+        fitted[longest + TRUNCATED_SUFFIX] = True
+    return fitted
+
+
+def _surely_fits(entity: Mapping[str, Any]) -> bool:
+    """A cheap upper bound: a character is at most 2 UTF-16 units (4 bytes), a value at most 8
+    bytes otherwise; True means within both limits, False only "maybe not"."""
+    total = 12
+    for name, value in entity.items():
+        if isinstance(value, str):
+            if 2 * len(value) > MAX_STRING_UTF16_UNITS and name not in _KEY_COLUMNS:
+                return False
+            total += 4 * len(value) + 4
+        elif isinstance(value, (bytes, bytearray)):
+            total += len(value) + 4
+        else:
+            total += 8
+        total += 8 + 4 * len(name)
+    return total <= MAX_ENTITY_BYTES
+
+
+class RowsRejected(Exception):
+    """Rows the service refused for their content; the other rows of their batches were stored."""
+
+    def __init__(self, table: str, rejected: list[tuple[Entity, str]]):
+        keys = ", ".join(f"{e['PartitionKey']}/{e['RowKey']}" for e, _ in rejected[:5])
+        super().__init__(f"{table}: {len(rejected)} row(s) refused ({keys}): {rejected[0][1]}")
+        self.rejected = rejected
+
+
+Rejected = Callable[[Entity, str], None]
+
+
+def _row_fault(exc: BaseException) -> str | None:
+    """The reason when ``exc`` is the service refusing the content (a row's fault), else None."""
+    if isinstance(exc, HttpResponseError) and getattr(exc, "status_code", None) in _ROW_FAULT_STATUSES:
+        code = getattr(exc, "error_code", None)
+        message = str(getattr(exc, "message", None) or exc).strip().splitlines()[0][:300]
+        return f"HTTP {exc.status_code}{f' {code}' if code else ''}: {message}"
+    return None
+
+
 class TableRepository:
     """One table. Verbs follow the Azure SDK contracts (get_ raises, delete_ is idempotent)."""
 
@@ -73,24 +172,26 @@ class TableRepository:
         return self._client
 
     def upsert_entity(self, entity: Mapping[str, Any], *, replace: bool = False) -> None:
-        self._client.upsert_entity(dict(entity), mode=UpdateMode.REPLACE if replace else UpdateMode.MERGE)
+        self._client.upsert_entity(fit_entity(entity), mode=UpdateMode.REPLACE if replace else UpdateMode.MERGE)
 
-    def upsert_entities(self, entities: Iterable[Mapping[str, Any]], *, replace: bool = True) -> int:
-        """Upsert any number of entities in per-partition transactions; returns how many were written."""
+    def upsert_entities(self, entities: Iterable[Mapping[str, Any]], *, replace: bool = True,
+                        on_rejected: Rejected | None = None) -> int:
+        """Upsert any number of entities in per-partition transactions; returns how many were
+        written. A row the service refuses fails alone: ``on_rejected(entity, reason)`` is
+        called for it (without a handler, :class:`RowsRejected` is raised once the rest is stored)."""
         mode = UpdateMode.REPLACE if replace else UpdateMode.MERGE
         pending: dict[str, list[Entity]] = defaultdict(list)
         pending_bytes: dict[str, int] = defaultdict(int)
+        rejected: list[tuple[Entity, str]] = []
         written = 0
 
         def flush(partition: str) -> int:
             batch = pending.pop(partition, [])
             pending_bytes.pop(partition, None)
-            if batch:
-                self._client.submit_transaction([("upsert", e, {"mode": mode}) for e in batch])
-            return len(batch)
+            return self._submit(batch, mode, rejected)
 
         for entity in entities:
-            entity = dict(entity)
+            entity = fit_entity(entity)
             partition = entity["PartitionKey"]
             size = _estimated_bytes(entity)
             batch = pending[partition]
@@ -103,7 +204,29 @@ class TableRepository:
             pending_bytes[partition] += size
         for partition in list(pending):
             written += flush(partition)
+        if rejected and on_rejected is None:
+            raise RowsRejected(self.name, rejected)
+        for entity, reason in rejected:
+            on_rejected(entity, reason)  # type: ignore[misc]
         return written
+
+    def _submit(self, batch: list[Entity], mode: UpdateMode, rejected: list[tuple[Entity, str]]) -> int:
+        """One transaction; when the service refuses its content, each half again, so that the
+        row at fault ends up alone (and in ``rejected``) and every other row is stored."""
+        if not batch:
+            return 0
+        try:
+            self._client.submit_transaction([("upsert", e, {"mode": mode}) for e in batch])
+            return len(batch)
+        except HttpResponseError as exc:
+            reason = _row_fault(exc)
+            if reason is None:
+                raise
+            if len(batch) == 1:
+                rejected.append((batch[0], reason))
+                return 0
+        middle = len(batch) // 2
+        return self._submit(batch[:middle], mode, rejected) + self._submit(batch[middle:], mode, rejected)
 
     def get_entity(self, partition_key: str, row_key: str) -> Entity:
         try:

@@ -79,6 +79,12 @@ class TruncatedBody(Exception):
     """A 2xx response whose body is not complete JSON."""
 
 
+class MalformedBody(TruncatedBody):
+    """A 2xx response whose JSON is not what the call expects (``Call.expect`` says why): e.g. an
+    error envelope, or a collection page without ``items``. Retried like a cut-short body, never
+    read as "nothing there"."""
+
+
 _TRANSIENT = Resolution(Action.RETRY, ErrorType.SERVICE)
 _CUT_OFF = Resolution(Action.RETRY, ErrorType.TRANSPORT)
 
@@ -105,6 +111,7 @@ RESOLUTIONS: Mapping[ResolutionKey, Resolution] = {
     requests.exceptions.ChunkedEncodingError: _CUT_OFF,  # body cut short
     requests.exceptions.ContentDecodingError: _CUT_OFF,
     TruncatedBody: _CUT_OFF,
+    MalformedBody: _CUT_OFF,
 }
 UNRESOLVED = Resolution(Action.FAIL, ErrorType.UNEXPECTED)
 
@@ -277,6 +284,8 @@ class Call:
     replay_safe: bool = True  # False: a write that must not run twice
     stream: bool = False  # leave the body unread; the caller streams it
     allow_empty: bool = False  # an empty 2xx body is {} (otherwise only a 204's may be empty)
+    # the decoded 2xx body's problem (None: it is what the caller expects); a problem is retried
+    expect: Callable[[Any], str | None] | None = None
     context: Mapping[str, Any] = field(default_factory=dict)  # for logs and errors, e.g. a correlation id
 
 
@@ -315,6 +324,8 @@ class Dialect:
         call = failure.call
         if failure.status is None:
             text = f"{call.method} {call.target} failed after {failure.attempts} attempt(s): {type(failure.cause).__name__}"
+            if isinstance(failure.cause, TruncatedBody):
+                text += f" ({failure.cause})"  # what was wrong with the answer
         else:
             code = f" (code {failure.code})" if failure.code is not None else ""
             detail = failure.message or failure.reason or "no description"
@@ -433,7 +444,11 @@ class Transport:
             if call.stream:
                 return _Attempt(response, resolution)
             try:
-                return _Attempt(response, resolution, decode_json(response, allow_empty=call.allow_empty))
+                body = decode_json(response, allow_empty=call.allow_empty)
+                problem = call.expect(body) if call.expect is not None else None
+                if problem:
+                    raise MalformedBody(problem)
+                return _Attempt(response, resolution, body)
             except TruncatedBody as exc:
                 return _Attempt(exc, resolve(exc))
         code, message = dialect.parse_error(response)
@@ -460,7 +475,7 @@ class Transport:
 
 
 __all__ = [
-    "Action", "Budget", "Call", "CallStats", "Dialect", "ErrorType", "Failure", "RESOLUTIONS", "Resolution",
+    "Action", "Budget", "Call", "CallStats", "Dialect", "ErrorType", "Failure", "MalformedBody", "RESOLUTIONS", "Resolution",
     "RetryPolicy", "TRANSIENT_EXCEPTIONS", "Transport", "TruncatedBody", "UNRESOLVED", "decode_json",
     "error_fields", "parse_retry_after", "resolve",
 ]

@@ -28,6 +28,9 @@ class SimulatorConfig:
     fault_429: float = 0.0
     fault_reset: float = 0.0
     fault_truncate: float = 0.0
+    # a successful GET answered 200 with a body that is not the resource: an error envelope,
+    # HTML, an empty body, or a collection without "items" (clients must not read it as empty)
+    fault_malformed: float = 0.0
     write_202: float = 0.0
     fault_services: tuple[str, ...] = DEFAULT_FAULT_SERVICES
 
@@ -55,7 +58,8 @@ class SimulatorConfig:
         for name in ("customers", "subscriptions_per_customer", "invoices", "line_items_per_invoice"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0")
-        for name in ("nce_fraction", "fault_5xx", "fault_429", "fault_reset", "fault_truncate", "write_202"):
+        for name in ("nce_fraction", "fault_5xx", "fault_429", "fault_reset", "fault_truncate", "fault_malformed",
+                     "write_202"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 problems.append(f"{name} must be between 0 and 1")
         if self.rate_limit_per_minute < 1:
@@ -85,5 +89,5 @@ class SimulatorConfig:
 
 # Knobs that PUT /_sim/faults may change while the simulator runs.
 FAULT_KNOBS = ("latency_ms", "latency_jitter_ms", "fault_5xx", "fault_429", "fault_reset",
-               "fault_truncate", "write_202", "fault_services", "rate_limit_per_minute",
+               "fault_truncate", "fault_malformed", "write_202", "fault_services", "rate_limit_per_minute",
                "customer_rate_limit_per_minute", "export_running_polls", "export_retry_after_seconds")

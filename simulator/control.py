@@ -95,14 +95,20 @@ class Control:
         for key in ("companyName", "domain", "id", "country"):
             if key in body and not isinstance(body[key], str):
                 raise _error(400, f"{key} must be a string")
+        if not isinstance(body.get("upperCaseId", False), bool):
+            raise _error(400, "upperCaseId must be a boolean")
         with self.state.lock:
             customer_id = body.get("id", "").lower() or None
             if customer_id and customer_id in self.state.customers:
                 raise _error(409, f"customer {customer_id} already exists")
             customer = self.state.factory.new_customer(body.get("companyName"), body.get("domain"), customer_id,
                                                        body.get("country"))
-            self.state.customers[customer.id] = customer
-            self.state.subscriptions[customer.id] = {}
+            if body.get("upperCaseId"):
+                # Partner Center ids are case-insensitive: this customer is served with an
+                # upper-case id, and found by its id in any case (state stays keyed by lower case)
+                customer.id = customer.id.upper()
+            self.state.customers[customer.id.lower()] = customer
+            self.state.subscriptions[customer.id.lower()] = {}
             return json_response(201, render_customer(customer))
 
     @route("DELETE", "/customers/{customer_id}")

@@ -11,6 +11,7 @@ RESET = "reset"
 SERVER_ERROR = "5xx"
 TOO_MANY = "429"
 TRUNCATE = "truncate"
+MALFORMED = "malformed"
 
 
 @dataclass
@@ -21,7 +22,7 @@ class FaultDecision:
 
 class FaultInjector:
     KNOBS = ("latency_ms", "latency_jitter_ms", "fault_5xx", "fault_429", "fault_reset", "fault_truncate",
-             "write_202", "fault_services")
+             "fault_malformed", "write_202", "fault_services")
 
     def __init__(self, config: SimulatorConfig):
         self._lock = threading.Lock()
@@ -69,12 +70,16 @@ class FaultInjector:
             roll = self._rng.random()
             action = None
             for name, knob in ((RESET, "fault_reset"), (SERVER_ERROR, "fault_5xx"), (TOO_MANY, "fault_429"),
-                               (TRUNCATE, "fault_truncate")):
+                               (TRUNCATE, "fault_truncate"), (MALFORMED, "fault_malformed")):
                 if roll < s[knob]:
                     action = name
                     break
                 roll -= s[knob]
             return FaultDecision(latency, action)
+
+    def pick(self, choices: tuple[str, ...]) -> str:
+        with self._lock:
+            return self._rng.choice(choices)
 
     def answer_write_with_202(self) -> bool:
         with self._lock:

@@ -241,7 +241,7 @@ class PartnerCenter:
         customer = self._customer_or_404(req.params["customer_id"])
         now = self.state.clock.now()
         with self.state.lock:
-            subs = list(self.state.subscriptions.get(customer.id, {}).values())
+            subs = list(self.state.subscriptions.get(customer.id.lower(), {}).values())
             order_id = req.query.get("order_id")
             items = [render_subscription(s, now) for s in subs if not order_id or s.order_id.lower() == order_id.lower()]
         return json_response(200, collection(items, f"/customers/{customer.id}/subscriptions"))
@@ -294,7 +294,7 @@ class PartnerCenter:
         # Documented default when agreementType is omitted: MicrosoftCloudAgreement.
         wanted = (req.query.get("agreementType") or "MicrosoftCloudAgreement").lower()
         with self.state.lock:
-            found = [a for a in self.state.agreements.get(customer.id, [])
+            found = [a for a in self.state.agreements.get(customer.id.lower(), [])
                      if wanted == "*" or a.type.lower() == wanted]
             items = [render_agreement(a) for a in found]
         return json_response(200, collection(items))
@@ -306,7 +306,7 @@ class PartnerCenter:
         body = read_json(req)
         agreement = validate_agreement(body, customer.id, principal.oid)
         with self.state.lock:
-            existing = self.state.agreements.setdefault(customer.id, [])
+            existing = self.state.agreements.setdefault(customer.id.lower(), [])
             for other in existing:
                 if (other.type, other.template_id, other.first_name, other.last_name, other.email, other.phone) == \
                         (agreement.type, agreement.template_id, agreement.first_name, agreement.last_name,

@@ -22,7 +22,7 @@ from simulator.clock import SimulatorClock, parse_iso
 from simulator.config import SimulatorConfig
 from simulator.control import Control
 from simulator.entra import Entra
-from simulator.faults import RESET, SERVER_ERROR, TOO_MANY, TRUNCATE, FaultInjector
+from simulator.faults import MALFORMED, RESET, SERVER_ERROR, TOO_MANY, TRUNCATE, FaultInjector
 from simulator.graph_billing import GraphBilling, graph_error
 from simulator.invoices import Invoices
 from simulator.keyvault import KeyVault
@@ -31,7 +31,16 @@ from simulator.pc_common import PartnerCenterAuth, api_fault
 from simulator.state import SimulatorState
 from simulator.throttle import Throttle
 from simulator.tokens import TokenIssuer
-from simulator.web import MAX_BODY_BYTES, CaseInsensitiveDict, HttpError, Request, Response, Router, json_response
+from simulator.web import (
+    MAX_BODY_BYTES,
+    CaseInsensitiveDict,
+    HttpError,
+    Request,
+    Response,
+    Router,
+    html_response,
+    json_response,
+)
 from simulator.webhooks import Webhooks
 
 log = logging.getLogger("simulator")
@@ -103,6 +112,8 @@ class Simulator:
                 response, throttled = self._too_many(retry_after), True
             else:
                 response = self._run(route.handler, req)
+                if decision.action == MALFORMED and req.method == "GET" and 200 <= response.status < 300:
+                    response, faulted = self._malformed(), True
         if service in PARTNER_CENTER_HEADERS_SERVICES:
             self._add_partner_center_headers(req, response)
         if service != "control":
@@ -131,6 +142,17 @@ class Simulator:
             return response
         return json_response(status, {"error": {"code": "NotFound" if status == 404 else "MethodNotAllowed",
                                                 "message": f"{req.method} {req.path} is not served by the simulator"}})
+
+    def _malformed(self) -> Response:
+        """A 200 that is not what was asked for (the fault_malformed knob picks one of these)."""
+        kind = self.faults.pick(("error", "html", "empty", "no_items"))
+        if kind == "error":
+            return json_response(200, {"error": {"code": "InternalError", "message": "Something went wrong."}})
+        if kind == "html":
+            return html_response(200, "<html><body><h1>Service Unavailable</h1></body></html>")
+        if kind == "empty":
+            return Response(200, b"", [("Content-Type", "application/json")])
+        return json_response(200, {"totalCount": 0, "attributes": {"objectType": "Collection"}})
 
     @staticmethod
     def _server_busy(service: str) -> Response:

@@ -82,7 +82,7 @@ class SimulatorControl:
 
     # mutations
     def add_customer(self, **fields) -> dict:
-        """fields: companyName, domain, id, country (all optional)."""
+        """fields: companyName, domain, id, country, upperCaseId (served with an upper-case id; all optional)."""
         return self.request("POST", "/customers", fields)
 
     def delete_customer(self, customer_id: str) -> None:
@@ -218,7 +218,7 @@ def _cli_args(config: SimulatorConfig) -> list[str]:
     args = []
     for name in ("host", "port", "seed", "customers", "subscriptions_per_customer", "nce_fraction", "invoices",
                  "line_items_per_invoice", "rate_limit_per_minute", "latency_ms", "latency_jitter_ms", "fault_5xx",
-                 "fault_429", "fault_reset", "fault_truncate", "write_202", "export_running_polls",
+                 "fault_429", "fault_reset", "fault_truncate", "fault_malformed", "write_202", "export_running_polls",
                  "export_retry_after_seconds", "export_items_per_blob"):
         args += [f"--{name.replace('_', '-')}", str(getattr(config, name))]
     args += ["--fault-services", ",".join(config.fault_services)]

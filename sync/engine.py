@@ -10,8 +10,13 @@ Guarantees (the row rules themselves are in :mod:`sync.rows`):
   only after the whole collection was read (a failed run tombstones nothing);
 * when a customer disappears, its subscriptions and agreements are tombstoned too (children
   first, so a crash in between is repaired by the next run);
-* every run writes a ``syncruns`` row (:mod:`sync.runs`); ``ConsentRequired`` ends the
-  provider's work cleanly.
+* every run writes a ``syncruns`` row (:mod:`sync.runs`) when it starts and finishes it when it
+  ends; ``ConsentRequired`` ends the provider's work cleanly;
+* ids are canonical (lower case) wherever they enter: the ``sync-customer`` message, a run's
+  customer id, and the ids read from Partner Center that become keys; an id that is not a GUID
+  never goes into a path (the item is skipped and named in the run's row, a run for it fails);
+* a row the table refuses (e.g. too large even after fitting) is skipped alone and named in
+  the run's row; the rest of its batch is stored.
 """
 from __future__ import annotations
 
@@ -25,16 +30,17 @@ from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping
 
 from shared.clock import utc_now
 from shared.clients import ClientRegistry
-from shared.errors import ConsentRequired, InvalidInput
-from shared.jsonutil import JsonRejected, parse_json_text
+from shared.errors import ConsentRequired, InvalidInput, Unavailable, UpstreamRefused
+from shared.jsonutil import JsonRejected, get_path, parse_json_text
 from shared.logging import get_logger
 from shared.partner_center import PartnerCenterClient
 from shared.partner_center_errors import PartnerCenterError
 from shared.providers import PROVIDER_ID_PATTERN, ProviderConnection
 from shared.queues import MAX_MESSAGE_BYTES
-from shared.tables import unescape_key
+from shared.tables import escape_key, unescape_key
 from shared.transport import CallStats
 
+from .resources import GUID_PATTERN, InvalidId, canonical_id
 from .rows import RowWriter, StoredByKey, live_row_keys, tombstone_rows
 # SYNC_RUNS_TABLE and summarize are re-exported: callers of the engine (demo, tests) import them from here
 from .runs import SYNC_RUNS_TABLE, RunOutcome, RunResult, Tables, TimerOutcome, record_run, summarize
@@ -64,14 +70,21 @@ def sync_stream(
     table = tables.table(stream.table)
     partition = stream.partition_key(provider_id, customer_id)
     stored = StoredByKey(table, partition)
-    writer = RowWriter(table, partition, stored, stamp=now())
+    writer = RowWriter(table, partition, stored, stamp=now(),
+                       on_rejected=lambda row, reason: result.skip(row.get("id") or row["RowKey"], reason))
     items = client.iter_items(stream.paginator(parent_id=customer_id),
                               customer_id=customer_id if stream.per_customer else None)
 
     def rows() -> Iterator[dict[str, Any]]:
         for item in items:
             result.rows_read += 1
-            row = stream.build_row(item, provider_id=provider_id, customer_id=customer_id)
+            try:
+                row = stream.build_row(item, provider_id=provider_id, customer_id=customer_id)
+            except InvalidId as exc:
+                result.skip(str(get_path(item, "id")), str(exc))
+                log.warning("%s item skipped: %s", stream.name, exc,
+                            extra={"provider_id": provider_id, "customer_id": customer_id})
+                continue
             if row is None:
                 result.rows_skipped += 1
                 log.warning("%s item without a key skipped", stream.name,
@@ -98,7 +111,9 @@ def _tombstone_children(tables: Tables, provider_id: str, customer_row_keys: lis
     for child in CUSTOMER_STREAMS:
         table = tables.table(child.table)
         for row_key in customer_row_keys:
-            partition = child.partition_key(provider_id, unescape_key(row_key))
+            # the children's partition exactly as stored: a row kept under a non-canonical (upper
+            # case) id by an older version must not lead to the live canonical partition
+            partition = escape_key(f"{provider_id}|{unescape_key(row_key)}")
             removed += tombstone_rows(table, partition, list(live_row_keys(table, partition)), when=when)
     return removed
 
@@ -119,6 +134,7 @@ class ItemMessage:
     item_field: ClassVar[str]
     item_id_pattern: ClassVar[re.Pattern[str]]
     item_problem: ClassVar[str]  # what InvalidMessage says when the item id is not valid
+    canonical: ClassVar[Callable[[str], str]] = staticmethod(str.strip)  # the id's one form
 
     provider_id: str
     item_id: str
@@ -131,7 +147,8 @@ class ItemMessage:
     def parse(cls, body: bytes | str | Mapping[str, Any]) -> Any:
         message, correlation = decode_message(body)
         item = message.get(cls.item_field)
-        if not isinstance(item, str) or not cls.item_id_pattern.match(item):
+        item = cls.canonical(item) if isinstance(item, str) else None
+        if item is None or not cls.item_id_pattern.match(item):
             raise InvalidMessage(cls.item_problem)
         return cls(message["provider"], item, correlation)
 
@@ -139,8 +156,9 @@ class ItemMessage:
 @dataclass(frozen=True)
 class CustomerMessage(ItemMessage):
     item_field = "customer"
-    item_id_pattern = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-    item_problem = "'customer' must be a customer tenant id"
+    item_id_pattern = GUID_PATTERN
+    item_problem = "'customer' must be a customer tenant id (a GUID)"
+    canonical = staticmethod(canonical_id)  # an upper-case id must reach the partition the full sync keeps
     customer_id = property(lambda self: self.item_id)
 
 
@@ -209,8 +227,10 @@ class SyncService:
         (``result.exception`` keeps the error for callers that decide on retries).
         """
         correlation_id = correlation_id or str(uuid.uuid4())
+        customer_id = canonical_id(customer_id) if customer_id is not None else None
         result = RunResult(provider.id, stream.name, customer_id, correlation_id)
-        stats = CallStats()  # the syncruns row is written once, when the run ends
+        stats = CallStats()
+        record_run(self.tables, result)  # "running": a run killed mid-way still leaves its row
         try:
             bound = (client or self.clients.partner_center(provider)).bind(correlation_id=correlation_id, stats=stats)
             sync_stream(stream, client=bound, tables=self.tables, provider_id=provider.id,
@@ -218,7 +238,9 @@ class SyncService:
             result.end(RunOutcome.SUCCEEDED)
         except ConsentRequired as exc:
             self.consent_lost(provider, result, exc, f"{stream.name} sync of {_scope(provider.id, customer_id)}")
-        except PartnerCenterError as exc:
+        except (PartnerCenterError, InvalidId, Unavailable, UpstreamRefused) as exc:
+            # Partner Center, a bad id, or a dependency blip (Entra, Key Vault): this run failed
+            # and says so; the provider's other runs go on
             result.end(RunOutcome.FAILED, exc)
             log.warning("%s sync failed for %s: %s", stream.name, _scope(provider.id, customer_id), exc,
                         extra={"provider_id": provider.id, "customer_id": customer_id, "stream": stream.name})
@@ -260,10 +282,14 @@ class SyncService:
     # -- flows -------------------------------------------------------------------------------
 
     def live_customer_ids(self, provider_id: str) -> Iterator[str]:
+        """The live customers' ids, canonical; a stored id that is not a GUID is passed over."""
         table = self.tables.table(CUSTOMERS.table)
+        seen: set[str] = set()
         for row in table.list_entities(partition_key=CUSTOMERS.partition_key(provider_id), select=["id", "removed"]):
-            if not row.get("removed") and row.get("id"):
-                yield row["id"]
+            customer_id = canonical_id(row.get("id") or "")
+            if not row.get("removed") and GUID_PATTERN.match(customer_id) and customer_id not in seen:
+                seen.add(customer_id)
+                yield customer_id
 
     def sync_customer(
         self,

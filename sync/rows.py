@@ -21,7 +21,7 @@ import enum
 import itertools
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable, Iterator, Mapping, Protocol
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 
 STATE_COLUMNS = ["RowKey", "content_hash", "removed"]
 
@@ -124,12 +124,15 @@ class RowCounts:
 class RowWriter:
     """Brings one partition in line with what upstream returns; counts go to ``counts``."""
 
-    def __init__(self, table: Any, partition_key: str, stored: StoredRows, *, stamp: datetime):
+    def __init__(self, table: Any, partition_key: str, stored: StoredRows, *, stamp: datetime,
+                 on_rejected: Callable[[dict[str, Any], str], None] | None = None):
         self.table = table
         self.partition_key = partition_key
         self.stored = stored
         self.stamp = stamp
         self.counts = RowCounts()
+        # a row the table refuses is skipped alone (the rest of its batch is stored) and reported here
+        self.on_rejected = on_rejected
 
     def write(self, rows: Iterable[dict[str, Any]]) -> None:
         """Write the changed rows among ``rows``. When reading ``rows`` fails, the rows read
@@ -147,7 +150,8 @@ class RowWriter:
             except Exception as exc:  # noqa: BLE001 - re-raised below, after the flush
                 failure.append(exc)
 
-        self.counts.written += self.table.upsert_entities(changed(), replace=True)
+        handler = {"on_rejected": self.on_rejected} if self.on_rejected is not None else {}
+        self.counts.written += self.table.upsert_entities(changed(), replace=True, **handler)
         if failure:
             raise failure[0]
 

@@ -1,17 +1,24 @@
 """The ``syncruns`` record: one row per run of a stream (or of an invoice import).
 
 :class:`RunOutcome` is the one vocabulary of run outcomes; each stored value has one meaning.
+
+A run's row is written when it starts (``running``) and replaced when it ends (same row), so a
+run killed mid-way still leaves its row. A row still ``running`` after the function timeout
+(host.json ``functionTimeout``) can only be a run that died: readers see it as ``abandoned``
+(:func:`run_outcome`, :func:`list_runs`).
 """
 from __future__ import annotations
 
 import enum
+import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Iterable, Protocol
+from datetime import datetime, timedelta
+from typing import Any, Iterable, Iterator, Mapping, Protocol
 
-from shared.clock import utc_now
+from shared.clock import parse_iso, utc_now
 from shared.logging import get_logger
+from shared.errors import Unavailable
 from shared.partner_center_errors import ServiceError, ThrottledError, TransportError
 from shared.tables import escape_key
 from shared.transport import CallStats
@@ -20,15 +27,20 @@ log = get_logger(__name__)
 
 SYNC_RUNS_TABLE = "syncruns"
 MAX_ERROR_TEXT = 2000
+# host.json functionTimeout: no invocation, so no run, lasts longer (a test keeps them equal)
+FUNCTION_TIMEOUT = timedelta(minutes=30)
+MAX_SKIPPED_RECORDED = 20  # skipped rows named in the run's row; rows_skipped counts them all
 
 # Failures the queue runtime should retry (redelivery may succeed); others are final.
-RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (ThrottledError, ServiceError, TransportError)
+# a redelivery may succeed: Partner Center throttling or 5xx, the network, or Entra/Key Vault down
+RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (ThrottledError, ServiceError, TransportError, Unavailable)
 
 
-class RunOutcome(str, enum.Enum):
+class RunOutcome(enum.StrEnum):
     """How a run ended, as stored in ``syncruns.outcome`` (and reported by timers and the CLI)."""
 
-    RUNNING = "running"  # the run has not ended (never stored: a run is recorded when it ends)
+    RUNNING = "running"  # stored when the run starts; replaced when it ends
+    ABANDONED = "abandoned"  # never stored: a row still running past the function timeout reads so
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CONSENT_REQUIRED = "consent_required"  # the provider must consent again; its work stops
@@ -37,9 +49,6 @@ class RunOutcome(str, enum.Enum):
     # (404) and is unrelated to write-back's or webhooks' "rejected".
     INVOICE_NOT_FOUND = "rejected"
     UNAVAILABLE = "unavailable"  # Graph has no line data yet (5000) and no v1 fallback applies
-
-    def __str__(self) -> str:  # logs, f-strings and JSON show the stored value
-        return self.value
 
 
 class Tables(Protocol):
@@ -67,6 +76,7 @@ class RunResult:
     outcome: RunOutcome = RunOutcome.RUNNING
     error: str | None = None
     exception: BaseException | None = field(default=None, repr=False)
+    skipped: list[dict[str, str]] = field(default_factory=list)  # the first skipped rows and why
 
     @property
     def duration_s(self) -> float:
@@ -85,6 +95,12 @@ class RunResult:
     def crashed(self, exception: BaseException) -> None:
         """An unexpected error: recorded with its type, then re-raised by the caller."""
         self.end(RunOutcome.FAILED, exception, error=f"{type(exception).__name__}: {exception}")
+
+    def skip(self, key: str, reason: str) -> None:
+        """One row skipped (not stored): counted, and named with its reason in the run's row."""
+        self.rows_skipped += 1
+        if len(self.skipped) < MAX_SKIPPED_RECORDED:
+            self.skipped.append({"key": str(key)[:200], "reason": str(reason)[:300]})
 
     def take_stats(self, stats: CallStats) -> None:
         self.calls, self.throttled_429, self.retries = stats.calls, stats.throttled, stats.retries
@@ -114,6 +130,8 @@ class RunResult:
             "retries": self.retries,
             "error": (self.error or "")[:MAX_ERROR_TEXT],
         }
+        if self.skipped:
+            entity["skipped"] = json.dumps(self.skipped, ensure_ascii=False)[:8 * MAX_ERROR_TEXT]
         if self.finished_at is not None:
             entity["finished_at"] = self.finished_at
             entity["duration_s"] = round(self.duration_s, 3)
@@ -131,11 +149,30 @@ class TimerOutcome:
 
 
 def record_run(tables: Tables, result: RunResult) -> None:
-    """Write the run's ``syncruns`` row (once, when the run ends)."""
+    """Write the run's ``syncruns`` row: when it starts (``running``) and again, the same row,
+    when it ends."""
     try:
         tables.table(SYNC_RUNS_TABLE).upsert_entity(result.to_entity(), replace=True)
     except Exception:  # the run record must never hide the run's own outcome
         log.exception("could not write the syncruns row", extra={"run_id": result.run_id})
+
+
+def run_outcome(row: Mapping[str, Any], *, now: datetime | None = None) -> RunOutcome:
+    """A stored run's outcome as it stands: ``abandoned`` for a row still ``running`` after the
+    function timeout (its process died before it could finish the row)."""
+    outcome = RunOutcome(row.get("outcome") or RunOutcome.RUNNING.value)
+    if outcome is not RunOutcome.RUNNING:
+        return outcome
+    started = parse_iso(row.get("started_at"))
+    if started is not None and (now or utc_now()) - started > FUNCTION_TIMEOUT:
+        return RunOutcome.ABANDONED
+    return outcome
+
+
+def list_runs(tables: Tables, provider_id: str, *, now: datetime | None = None) -> Iterator[dict[str, Any]]:
+    """A provider's ``syncruns`` rows, newest first, ``outcome`` as it stands (:func:`run_outcome`)."""
+    for row in tables.table(SYNC_RUNS_TABLE).list_entities(partition_key=escape_key(provider_id)):
+        yield {**row, "outcome": run_outcome(row, now=now).value}
 
 
 SUMMED = ("calls", "rows_read", "rows_written", "rows_removed", "children_removed", "throttled_429", "retries")
@@ -151,5 +188,5 @@ def summarize(results: Iterable[RunResult]) -> dict[str, Any]:
     return totals
 
 
-__all__ = ["MAX_ERROR_TEXT", "RETRYABLE_ERRORS", "RunOutcome", "RunResult", "SYNC_RUNS_TABLE", "TimerOutcome", "record_run",
-           "summarize"]
+__all__ = ["FUNCTION_TIMEOUT", "MAX_ERROR_TEXT", "RETRYABLE_ERRORS", "RunOutcome", "RunResult", "SYNC_RUNS_TABLE",
+           "TimerOutcome", "list_runs", "record_run", "run_outcome", "summarize"]

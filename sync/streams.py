@@ -15,16 +15,12 @@ from urllib.parse import quote
 
 from shared.jsonutil import as_bool, as_enum, as_int, as_text, get_path
 from shared.paging import PageRequest, Paginator, PagingStyle, paginator_for
-from shared.tables import escape_key
+from shared.tables import escape_key, utf16_units
 
-from .resources import invoice_kind, is_nce
+from .resources import IdKind, canonical_id, checked_id, invoice_kind, is_nce
 
 # Edm.String holds 64 KiB of UTF-16, i.e. 32,768 code units; keep room for nothing else.
 MAX_RAW_UTF16_UNITS = 32_000
-
-
-def utf16_units(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
 
 
 @dataclass(frozen=True)
@@ -71,6 +67,10 @@ def _agreement_key(item: Mapping[str, Any]) -> str | None:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
+# The kind of id a child stream's parent id is: checked before it goes into the path
+_PARENT_KINDS = {"customers": IdKind.CUSTOMER, "invoices": IdKind.INVOICE}
+
+
 def _default_key(item: Mapping[str, Any]) -> str | None:
     value = get_path(item, "id")
     return None if value in (None, "") else str(value)
@@ -93,6 +93,8 @@ class Stream:
     page_size: int | None = None
     key: Callable[[Mapping[str, Any]], str | None] = _default_key
     requires_user: bool = False  # App+User token needed (agreements)
+    # the shape an item's key must have (it goes into child paths): checked and canonicalised
+    key_kind: IdKind | None = None
 
     # -- request side ------------------------------------------------------------------------
 
@@ -102,17 +104,21 @@ class Stream:
         return self.parent == "customers"
 
     def first_request(self, *, parent_id: str | None = None, page_size: int | None = None) -> PageRequest:
+        """The first GET; a parent id that is not its kind's shape is :class:`~sync.resources.InvalidId`
+        (an id such as ``x/../<other id>`` must never reach the path), and it is percent-encoded."""
         if self.path is None:
             raise ValueError(f"stream {self.name!r} is not read from Partner Center")
         if self.parent and not parent_id:
             raise ValueError(f"stream {self.name!r} needs a {self.parent} id")
+        if self.parent in _PARENT_KINDS:
+            parent_id = checked_id(_PARENT_KINDS[self.parent], parent_id)
         params = dict(self.params)
         size = page_size or self.page_size
         if size and self.paging in (PagingStyle.SEEK, PagingStyle.OFFSET):
             params["size"] = str(size)
         if self.paging == PagingStyle.OFFSET:
             params.setdefault("offset", "0")
-        return PageRequest.of(self.path.format(parent_id=quote(parent_id or "", safe=":")), params)
+        return PageRequest.of(self.path.format(parent_id=quote(parent_id or "", safe="")), params)
 
     def paginator(self, *, parent_id: str | None = None, page_size: int | None = None) -> Paginator:
         return paginator_for(self.paging, self.first_request(parent_id=parent_id, page_size=page_size))
@@ -123,12 +129,24 @@ class Stream:
         """Provider-level rows under ``provider_id``; a child stream's rows (per customer, per invoice) under
         ``provider_id|parent_id`` (escaped), so a purge by prefix finds both."""
         if self.parent:
-            return escape_key(f"{provider_id}|{parent_id}")
+            return escape_key(f"{provider_id}|{self._canonical_parent(parent_id)}")
         return escape_key(provider_id)
 
-    def build_row(self, item: Mapping[str, Any], *, provider_id: str, customer_id: str | None = None) -> dict[str, Any] | None:
-        """The table entity for one item, or None when the item has no usable key."""
+    def _canonical_parent(self, parent_id: str | None) -> str | None:
+        return canonical_id(parent_id) if self.per_customer and parent_id is not None else parent_id
+
+    def item_key(self, item: Mapping[str, Any]) -> str | None:
+        """The item's key in its canonical form; None when it has none; :class:`~sync.resources.InvalidId`
+        when it has not the shape the stream's ids must have."""
         key = self.key(item)
+        if not key:
+            return None
+        return checked_id(self.key_kind, key) if self.key_kind is not None else key
+
+    def build_row(self, item: Mapping[str, Any], *, provider_id: str, customer_id: str | None = None) -> dict[str, Any] | None:
+        """The table entity for one item, or None when the item has no key (an ill-shaped key
+        raises :class:`~sync.resources.InvalidId`)."""
+        key = self.item_key(item)
         if not key:
             return None
         row: dict[str, Any] = {
@@ -138,7 +156,7 @@ class Stream:
             "provider_id": provider_id,
         }
         if customer_id is not None:
-            row["customer_id"] = customer_id
+            row["customer_id"] = self._canonical_parent(customer_id)
         for column in self.columns:
             value = column.value(item)
             if value is not None:
@@ -173,6 +191,7 @@ CUSTOMERS = Stream(
     path="/customers",
     paging=PagingStyle.SEEK,
     page_size=500,  # the service caps customer pages at 500
+    key_kind=IdKind.CUSTOMER,
     columns=(
         col("companyName", "companyProfile.companyName"),
         col("domain", "companyProfile.domain"),
@@ -257,6 +276,7 @@ INVOICES = Stream(
     paging=PagingStyle.OFFSET,
     page_size=200,
     requires_user=True,
+    key_kind=IdKind.INVOICE,
     columns=(
         col("invoiceDate"),
         col("billingPeriodStart", "billingPeriodStartDate"),

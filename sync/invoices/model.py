@@ -13,7 +13,6 @@ Where an invoice's lines come from (:func:`plan_import`):
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
@@ -23,7 +22,7 @@ from shared.graph_billing_errors import GraphBillingError
 from shared.jsonutil import get_path
 
 from ..engine import ItemMessage
-from ..resources import is_legacy_invoice
+from ..resources import INVOICE_ID_PATTERN, is_legacy_invoice
 from ..runs import RETRYABLE_ERRORS, RunOutcome, RunResult, TimerOutcome
 from ..streams import Stream
 from .reconciliation import V2_RECON, ReconciliationSummary, v1_sources_for
@@ -37,26 +36,20 @@ V2_FIRST_PERIOD = datetime(2024, 2, 1, tzinfo=timezone.utc)
 V1_LAST_PERIOD_END = datetime(2025, 4, 1, tzinfo=timezone.utc)  # v1 onetime served up to March 2025
 
 
-class SourceChoice(str, enum.Enum):
+class SourceChoice(enum.StrEnum):
     """Which line-item API an import may use (``pcsync import-invoice --source``)."""
 
     AUTO = "auto"  # by kind and billing period (plan_import)
     V1 = "v1"
     V2 = "v2"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class LineApi(str, enum.Enum):
+class LineApi(enum.StrEnum):
     """Which API served an import's lines: ``syncruns.source`` and ``invoices.recon_source``."""
 
     V1 = "v1"  # Partner Center v1 line items
     V2 = "v2"  # the Graph billed reconciliation export
     V1_FALLBACK = "v1-fallback"  # v1 onetime, because the export had no data yet
-
-    def __str__(self) -> str:
-        return self.value
 
 
 # --------------------------------------------------------------------------------------------
@@ -67,8 +60,8 @@ class LineApi(str, enum.Enum):
 @dataclass(frozen=True)
 class ImportMessage(ItemMessage):
     item_field = "invoice"
-    item_id_pattern = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-    item_problem = "'invoice' must be an invoice id (letters, digits, '.', '_', '-')"
+    item_id_pattern = INVOICE_ID_PATTERN  # the documented shape; it goes into /invoices/{id} paths
+    item_problem = "'invoice' must be an invoice id (letters and digits)"
     invoice_id = property(lambda self: self.item_id)
 
 

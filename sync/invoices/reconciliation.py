@@ -40,7 +40,7 @@ V1_PAGE_SIZE = 2000  # documented default and maximum for reconciliation line it
 ROW_KEY_DIGITS = 9
 
 
-class ReconciliationStatus(str, enum.Enum):
+class ReconciliationStatus(enum.StrEnum):
     """``recon_status`` of an invoice row."""
 
     RECONCILED = "reconciled"  # lines add up to the invoice total within the tolerance
@@ -49,9 +49,6 @@ class ReconciliationStatus(str, enum.Enum):
     FAILED = "failed"
     INVOICE_NOT_FOUND = "rejected"  # the invoice does not exist (404): the import's outcome
     CONSENT_REQUIRED = "consent_required"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 # --------------------------------------------------------------------------------------------

@@ -38,13 +38,14 @@ from shared.errors import ConsentRequired
 from shared.graph_billing_errors import ExportFailed, GraphBillingError
 from shared.jsonutil import get_path
 from shared.logging import get_logger
-from shared.partner_center import PartnerCenterClient
+from shared.partner_center import PartnerCenterClient, resource_problem
 from shared.partner_center_errors import NotFoundError, PartnerCenterError
 from shared.providers import ProviderConnection
 from shared.tables import escape_key
 from shared.transport import CallStats
 
 from ..engine import SyncService, fan_out, for_each_active_provider
+from ..resources import IdKind, InvalidId, checked_id
 from ..rows import RowWriter, StoredInKeyOrder
 from ..runs import MAX_ERROR_TEXT, RunOutcome, record_run
 from ..streams import INVOICES, Stream
@@ -160,9 +161,13 @@ class InvoiceService:
         stats = CallStats()
         invoice: dict[str, Any] | None = None
         where = {"provider_id": provider.id, "invoice_id": invoice_id}
+        record_run(self.tables, result)  # "running": an import killed mid-way still leaves its row
         try:
+            checked = checked_id(IdKind.INVOICE, invoice_id)  # before it goes into a path
             bound = (client or self.sync.clients.partner_center(provider)).bind(correlation_id=correlation_id, stats=stats)
-            invoice = bound.get_json(f"/invoices/{escape_path(invoice_id)}")
+            # an answer that is not this invoice (an error envelope, another resource) fails the import
+            invoice = bound.get_json(f"/invoices/{escape_path(checked)}",
+                                     expect=resource_problem("Invoice", checked))
             self._import(provider, invoice, bound, stats, result, plan=plan_import(invoice, source=source))
         except ConsentRequired as exc:
             self.sync.consent_lost(provider, result, exc, f"import of invoice {invoice_id}")
@@ -170,7 +175,7 @@ class InvoiceService:
             result.end(RunOutcome.INVOICE_NOT_FOUND, exc)
             log.warning("invoice %s of provider %s does not exist; import rejected", invoice_id, provider.id,
                         extra=where)
-        except (PartnerCenterError, GraphBillingError) as exc:
+        except (PartnerCenterError, GraphBillingError, InvalidId) as exc:
             result.end(RunOutcome.FAILED, exc)
             log.warning("import of invoice %s for %s failed: %s", invoice_id, provider.id, exc, extra=where)
         except Exception as exc:  # record, then let the runtime see it
@@ -187,7 +192,8 @@ class InvoiceService:
         invoice_id = result.invoice_id
         table = self.tables.table(LINE_ITEMS_TABLE)
         partition = line_partition_key(provider.id, invoice_id)
-        writer = RowWriter(table, partition, StoredInKeyOrder(table, partition), stamp=self._now())
+        writer = RowWriter(table, partition, StoredInKeyOrder(table, partition), stamp=self._now(),
+                           on_rejected=lambda row, reason: result.skip(row["RowKey"], reason))
         tally = LineTally()
         try:
             sources = self._line_items(plan, provider, invoice_id, client, stats, result)

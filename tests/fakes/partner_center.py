@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from typing import Any, Callable
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import requests
 from requests.structures import CaseInsensitiveDict
@@ -117,6 +117,11 @@ def make_client(session, *, tokens=None, budget=None, sleep=None, retry=None, **
 # ---------------------------------------------------------------------------------------------
 
 
+def fake_customer_id(n: int) -> str:
+    """The fake's n-th customer id: a GUID, as Partner Center's are (and as the sync requires)."""
+    return f"0000000c-0000-4000-8000-{n:012d}"  # a letter, so that its upper case differs
+
+
 class FakePartnerCenter:
     """Serves /v1/customers (seek), /v1/customers/{id}/subscriptions and /agreements from dicts.
     ``faults`` is a list of callables(sent) -> Response|Exception|None consulted first."""
@@ -129,10 +134,10 @@ class FakePartnerCenter:
         self.sent: list[Sent] = []
         self.faults: list[Callable[[Sent], Any]] = []
         for c in range(customers):
-            cid = f"c{c:04d}"
+            cid = fake_customer_id(c)
             self.customers[cid] = {
                 "id": cid,
-                "companyProfile": {"tenantId": cid, "domain": f"{cid}.example", "companyName": f"Customer {c}"},
+                "companyProfile": {"tenantId": cid, "domain": f"c{c:04d}.example", "companyName": f"Customer {c}"},
                 "relationshipToPartner": "reseller",
                 "attributes": {"objectType": "Customer"},
             }
@@ -146,7 +151,7 @@ class FakePartnerCenter:
                 for s in range(subs_per_customer)
             }
             self.agreements[cid] = [{
-                "primaryContact": {"firstName": "Tania", "lastName": "Carr", "email": f"t@{cid}.example"},
+                "primaryContact": {"firstName": "Tania", "lastName": "Carr", "email": f"t@c{c:04d}.example"},
                 "templateId": "117a77b0-9360-443b-8795-c6dedc750cf9", "dateAgreed": "2019-08-26T00:00:00",
                 "type": "MicrosoftCustomerAgreement", "agreementLink": "https://aka.ms/customeragreement",
             }]
@@ -174,8 +179,9 @@ class FakePartnerCenter:
                                           "headers": [{"key": "MS-ContinuationToken", "value": str(start + size)}]}}
             return response(200, body)
         if len(parts) == 5 and parts[2] == "customers" and parts[4] in ("subscriptions", "agreements"):
-            cid = parts[3]
-            if cid not in self.customers:
+            # customer ids are case-insensitive GUIDs, as in Partner Center
+            cid = next((known for known in self.customers if known.lower() == unquote(parts[3]).lower()), None)
+            if cid is None:
                 return response(404, {"code": 60003, "description": "Tenant not found"})
             items = list(self.subscriptions[cid].values()) if parts[4] == "subscriptions" else self.agreements[cid]
             return response(200, {"totalCount": len(items), "items": items})
@@ -200,7 +206,7 @@ class FakeTable:
         self.writes = 0
         self.batches: list[int] = []
 
-    def upsert_entities(self, entities, *, replace: bool = True) -> int:
+    def upsert_entities(self, entities, *, replace: bool = True, on_rejected=None) -> int:
         entities = list(entities)
         assert len(entities) <= 100
         assert len({e["PartitionKey"] for e in entities}) <= 1

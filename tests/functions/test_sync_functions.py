@@ -73,5 +73,32 @@ def test_bad_queue_messages_are_logged_and_dropped(registered_functions, runtime
 
 def test_queue_message_for_an_unknown_provider_is_dropped(registered_functions, runtime):
     queue_fn = registered_functions["sync_customer_queue"].get_user_function()
-    queue_fn(QueueMessage(id="m", body=b'{"provider": "nobody", "customer": "abc"}', dequeue_count=1))
+    queue_fn(QueueMessage(id="m", body=b'{"provider": "nobody", "customer": "0000000c-0000-4000-8000-000000000001"}',
+                          dequeue_count=1))
     assert list(runtime.tables.table("syncruns").list_entities()) == []
+
+
+def test_an_upper_case_customer_message_syncs_the_partition_the_timer_keeps(registered_functions, consented, simulator):
+    """Issue 9 point 7: the sync-customer entry point canonicalises the id (one partition per customer)."""
+    runtime = consented
+    registered_functions["sync_customers_timer"].get_user_function()(TimerRequest(past_due=False))
+    customer = sorted(c["id"] for c in simulator.control.customers())[0]
+    body = json.dumps({"provider": PROVIDER_ID, "customer": customer.upper(), "correlationId": "c"}).encode()
+    registered_functions["sync_customer_queue"].get_user_function()(QueueMessage(id="m", body=body, dequeue_count=1))
+    canonical = list(runtime.tables.table("subscriptions").list_entities(
+        partition_key=escape_key(f"{PROVIDER_ID}|{customer.lower()}")))
+    assert {s["id"] for s in canonical} == {s["id"] for s in simulator.control.subscriptions(customer)}
+    assert not list(runtime.tables.table("subscriptions").list_entities(
+        partition_key=escape_key(f"{PROVIDER_ID}|{customer.upper()}")))
+    runs = [r for r in runtime.tables.table("syncruns").list_entities(partition_key=PROVIDER_ID) if r["customer_id"]]
+    assert {r["customer_id"] for r in runs} == {customer.lower()}
+
+
+def test_a_customer_message_with_a_path_in_its_id_is_dropped(registered_functions, consented, simulator, caplog):
+    """Issue 9 point 8: an id such as x/../<other id> never reaches a path or a partition."""
+    other = simulator.control.customers()[0]["id"]
+    body = json.dumps({"provider": PROVIDER_ID, "customer": f"x/../{other}"}).encode()
+    with caplog.at_level("ERROR"):
+        registered_functions["sync_customer_queue"].get_user_function()(QueueMessage(id="m", body=body, dequeue_count=1))
+    assert "rejected" in caplog.text
+    assert list(consented.tables.table("subscriptions").list_entities()) == []

@@ -32,7 +32,16 @@ from shared.partner_center_errors import (
     UnauthorizedError,
 )
 from shared.transport import Action, RetryPolicy, parse_retry_after, resolve
-from tests.fakes.partner_center import BASE, FakePartnerCenter, FakeTokenSource, NoSleep, ScriptedSession, make_client, response
+from tests.fakes.partner_center import (
+    BASE,
+    FakePartnerCenter,
+    FakeTokenSource,
+    NoSleep,
+    ScriptedSession,
+    fake_customer_id,
+    make_client,
+    response,
+)
 
 OK = {"id": "x"}
 
@@ -409,4 +418,4 @@ def test_fake_partner_center_pages_customers():
     client = make_client(pc)
 
     items = list(client.iter_items(SeekPaginator(PageRequest.of("/customers", {"size": 2}))))
-    assert [i["id"] for i in items] == ["c0000", "c0001", "c0002", "c0003", "c0004"]
+    assert [i["id"] for i in items] == [fake_customer_id(n) for n in range(5)]
