@@ -97,7 +97,7 @@ class ConsentLink:
         }
 
 
-class ConsentReason(str, enum.Enum):
+class ConsentReason(enum.StrEnum):
     """Why the callback page says what it says: stable, for tests and logs."""
 
     OK = "ok"
@@ -113,9 +113,6 @@ class ConsentReason(str, enum.Enum):
     TOKEN_ERROR = "token_error"  # Entra refused to redeem the code
     MFA_MISSING = "mfa_missing"  # the sign-in did not use MFA
     NO_REFRESH_TOKEN = "no_refresh_token"  # offline access not granted
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)
@@ -254,7 +251,7 @@ class ConsentService:
         now = self._clock()
         expires_at = self._flows.save(flow, provider_id=provider_id, tenant_id=provider.tenant_id, created_at=now)
         self._flows.purge(before=now - FLOW_RETENTION)
-        self._providers.update_status(provider_id, consent_status=ConsentStatus.PENDING)
+        self._record_link(provider, now)
         log.info("consent link created for provider %s, expires %s", provider_id, to_iso(expires_at))
         return ConsentLink(
             provider_id=provider_id,
@@ -263,6 +260,16 @@ class ConsentService:
             login_hint=login_hint,
             instructions=consent_instructions(login_hint=login_hint, expires_at=expires_at),
         )
+
+    def _record_link(self, provider: ProviderConnection, now: datetime) -> None:
+        """A link does not end the consent in force: a provider whose consent works stays
+        ``active`` (and keeps syncing) until the new consent completes; only the link's time is
+        recorded. Any other provider is ``pending`` (keeping its consent error, so it stays blocked)."""
+        if provider.consent_active:
+            self._providers.update_status(provider.id, consent_pending_since=to_iso(now))
+        else:
+            self._providers.update_status(provider.id, consent_status=ConsentStatus.PENDING,
+                                          consent_pending_since=to_iso(now))
 
     # -- the callback -----------------------------------------------------------------------
 
@@ -371,6 +378,7 @@ class ConsentService:
             last_token_refresh=to_iso(now),
             refresh_token_expires_at=to_iso(now + REFRESH_TOKEN_LIFETIME),
             consent_error=None,
+            consent_pending_since=None,
         )
         self._on_consented(provider.id)
         log.info("consent completed for provider %s by %s", provider.id, upn)

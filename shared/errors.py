@@ -79,7 +79,7 @@ class UpstreamRefused(PcsyncError):
 # that matches no row is a bug: HTTP answers 500 without details, a queue redelivers.
 
 
-class QueueAction(str, enum.Enum):
+class QueueAction(enum.StrEnum):
     DROP = "drop"  # log it with the message id, complete the message
     RETRY = "retry"  # raise: the host redelivers, then poisons
 

@@ -22,21 +22,19 @@ from .tables import TableRepository, TableStore
 
 PROVIDERS_TABLE = "providers"
 PROVIDER_PARTITION = "provider"
-PROVIDER_ID_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+# \Z, not $: "$" also matches before a trailing newline, and "contoso\n" is not a provider id
+PROVIDER_ID_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 
 
-class ConsentStatus(str, enum.Enum):
+class ConsentStatus(enum.StrEnum):
     """The provider's consent, as stored in column ``consent_status`` (str-valued: stored values
     are these strings)."""
 
     NONE = "none"  # never consented
-    PENDING = "pending"  # a consent link is out
+    PENDING = "pending"  # a consent link is out and no consent ever worked (see consent_pending_since)
     ACTIVE = "active"
     EXPIRED = "expired"  # the refresh token expired, or Entra asks for MFA again
     REVOKED = "revoked"  # Entra no longer accepts the stored consent
-
-    def __str__(self) -> str:
-        return self.value
 
 
 CONSENT_STATUSES = tuple(status.value for status in ConsentStatus)
@@ -58,7 +56,6 @@ EDITABLE_FIELDS = {
 }
 REQUIRED_FIELDS = ("name", "countryCode", "currencyCode", "tenantId")
 _LOOKUP = {k.lower(): k for k in EDITABLE_FIELDS} | {v.replace("_", ""): k for k, v in EDITABLE_FIELDS.items()}
-
 
 
 @dataclass(frozen=True)
@@ -111,6 +108,9 @@ class ProviderConnection:
     last_token_refresh: str | None = None
     refresh_token_expires_at: str | None = None
     consent_error: str | None = None
+    # when the newest consent link was made (cleared once a consent completes): a link for a
+    # provider whose consent works is recorded here and leaves consent_status active
+    consent_pending_since: str | None = None
     verify_result: str | None = None
     verified_at: str | None = None
     created_at: str | None = None
@@ -118,15 +118,20 @@ class ProviderConnection:
 
     @property
     def consent_active(self) -> bool:
+        """The stored consent works. Also true for a row an older pcsync moved to ``pending`` when
+        it made a new link for a working consent (consented before, no error since): the current
+        consent stays in force until a new one completes."""
+        if self.consent_status == ConsentStatus.PENDING:
+            return bool(self.consented_at) and not self.consent_error
         return self.consent_status == ConsentStatus.ACTIVE
 
     @property
     def consent_blocked(self) -> ConsentStatus | None:
         """``expired``/``revoked`` when the stored consent is known to be unusable, else None.
 
-        A new consent link moves the provider to ``pending`` but keeps ``consent_error`` until the
-        consent succeeds, so a provider whose consent was lost stays blocked while the admin signs
-        in again; a ``pending`` re-consent of a working provider (no error) keeps working.
+        A new consent link leaves a working (``active``) consent as it is. For a provider without
+        one it sets ``pending`` but keeps ``consent_error`` until the consent succeeds, so a
+        provider whose consent was lost stays blocked while the admin signs in again.
         """
         if self.consent_status in BLOCKED_STATUSES:
             return ConsentStatus(self.consent_status)
@@ -157,6 +162,7 @@ class ProviderConnection:
             "lastTokenRefresh": self.last_token_refresh,
             "refreshTokenExpiresAt": self.refresh_token_expires_at,
             "error": self.consent_error,
+            "pendingSince": self.consent_pending_since,
         }
         data["verify"] = json.loads(self.verify_result) if self.verify_result else None
         data["verifiedAt"] = self.verified_at
@@ -202,7 +208,8 @@ def _compact_timestamp(iso: str | None) -> str:
 
 
 def validate_provider_id(provider_id: str) -> str:
-    if not isinstance(provider_id, str) or not PROVIDER_ID_PATTERN.match(provider_id):
+    """The id itself, or ValidationFailed (400): no whitespace, control characters or upper case."""
+    if not isinstance(provider_id, str) or not PROVIDER_ID_PATTERN.fullmatch(provider_id):
         raise ValidationFailed(
             {"id": "use 1-63 lower-case letters, digits and '-', starting and ending with a letter or digit"}
         )
@@ -332,6 +339,15 @@ def parse_provider_fields(body: Any) -> dict[str, Any]:
     return values
 
 
+def _editable_entity(provider: ProviderConnection) -> dict[str, Any]:
+    """The merge a PUT writes: keys, ``updated_at`` and the editable fields (a cleared field is
+    merged as "", which reads back as None)."""
+    full = provider.to_entity()
+    entity = {"PartitionKey": PROVIDER_PARTITION, "RowKey": provider.id, "updated_at": provider.updated_at}
+    entity.update({name: full.get(name, "") for name in EDITABLE_FIELDS.values()})
+    return entity
+
+
 class ProviderRepository:
     def __init__(self, table: TableRepository):
         self._table = table
@@ -357,7 +373,11 @@ class ProviderRepository:
                 yield provider
 
     def put_provider(self, provider_id: str, body: Any) -> tuple[ProviderConnection, bool]:
-        """Create or replace the editable fields; returns (provider, created)."""
+        """Create or replace the editable fields; returns (provider as stored, created).
+
+        The write is a merge of the editable fields only: consent and verify fields are never in
+        it, so a consent completing between this read and this write is kept, not overwritten
+        with what was read."""
         validate_provider_id(provider_id)
         values = parse_provider_fields(body)
         existing = self.find_provider(provider_id)
@@ -365,10 +385,11 @@ class ProviderRepository:
         editable_defaults = {f.name: f.default for f in fields(ProviderConnection) if f.name in EDITABLE_FIELDS.values()}
         if existing is None:
             provider = ProviderConnection(id=provider_id, created_at=now, updated_at=now, **(editable_defaults | values))
+            self._table.upsert_entity(provider.to_entity())
         else:
             provider = replace(existing, updated_at=now, **(editable_defaults | values))
-        self._table.upsert_entity(provider.to_entity(), replace=True)
-        return provider, existing is None
+            self._table.upsert_entity(_editable_entity(provider))
+        return self.get_provider(provider_id), existing is None
 
     def update_status(self, provider_id: str, **changes: Any) -> ProviderConnection:
         """Merge auth-maintained fields (consent, verify) into the row."""

@@ -81,6 +81,7 @@ var pcsyncSettings = [
   { name: 'PCSYNC_SCHEDULE_CUSTOMERS', value: scheduleCustomers }
   { name: 'PCSYNC_SCHEDULE_INVOICES', value: scheduleInvoices }
   { name: 'PCSYNC_WEBHOOK_CERTIFICATE_HOSTS', value: webhookCertificateHosts }
+  { name: 'PCSYNC_WEBHOOK_MAX_AGE_DAYS', value: '7' }
 ]
 
 var platformSettings = [

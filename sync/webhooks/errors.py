@@ -30,3 +30,9 @@ class UnknownProvider(WebhookRejected):
 
 class CertificateUnavailable(SignatureRejected):
     """The certificate could not be downloaded or parsed."""
+
+
+class ForeignCustomer(WebhookRejected):
+    """The event names a customer that is not the URL's provider's: signed for another partner."""
+
+    status = 404

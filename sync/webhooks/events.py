@@ -16,6 +16,7 @@ from shared.jsonutil import JsonRejected, parse_json_text
 
 from ..engine import SYNC_CUSTOMER_QUEUE, CustomerMessage, InvalidMessage, parse_customer_message
 from ..invoices.service import IMPORT_INVOICE_QUEUE, ImportMessage, parse_import_message
+from ..resources import canonical_id
 from .errors import MalformedEvent, PayloadTooLarge
 
 MAX_WEBHOOK_BODY_BYTES = 64 * 1024
@@ -29,21 +30,21 @@ EVENT_TEST_CREATED = "test-created"
 # The events `pcsync webhook register` asks for by default.
 DEFAULT_EVENTS = (EVENT_SUBSCRIPTION_UPDATED, EVENT_INVOICE_READY, EVENT_TEST_CREATED)
 
-_EVENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_SUBSCRIPTION_PATH = re.compile(r"/customers/([^/]+)/subscriptions/([^/]+)/?$", re.IGNORECASE)
-_INVOICE_PATH = re.compile(r"/invoices/([^/]+)/?$", re.IGNORECASE)
+# \Z, not $: "$" also matches before a trailing newline
+_EVENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+_SUBSCRIPTION_PATH = re.compile(r"/customers/([^/]+)/subscriptions/([^/]+)/?\Z", re.IGNORECASE)
+_INVOICE_PATH = re.compile(r"/invoices/([^/]+)/?\Z", re.IGNORECASE)
 
 
-class WebhookOutcome(str, enum.Enum):
+class WebhookOutcome(enum.StrEnum):
     """What became of a received event, as stored in column ``outcome`` of ``webhookevents``."""
 
     ENQUEUED = "enqueued"  # sync work was queued
     ACKNOWLEDGED = "acknowledged"  # understood, nothing to do (test-created)
     IGNORED = "ignored"  # an event pcsync does not handle
-    REJECTED = "rejected"  # refused (bad signature, malformed, too large) or could not be queued
-
-    def __str__(self) -> str:
-        return self.value
+    REJECTED = "rejected"  # refused (bad signature, malformed, too large, wrong provider) or could not be queued
+    DUPLICATE = "duplicate"  # the same event was accepted before: acknowledged, not queued again
+    STALE = "stale"  # ResourceChangeUtcDate older than the age window: acknowledged, not acted on
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class Work:
     reason: str
     queue: str | None = None
     message: Mapping[str, str] | None = None
+    customer_id: str | None = None  # the customer the ResourceUri names (canonical), to bind it to the provider
 
 
 def _resource_path(resource_uri: str) -> str:
@@ -117,9 +119,11 @@ def _resource_path(resource_uri: str) -> str:
 
 
 def _subscription_work(provider_id: str, match: re.Match[str], correlation_id: str) -> Work:
-    message = parse_customer_message(CustomerMessage(provider_id, match.group(1), correlation_id).to_json())
+    # one partition per customer whatever case the URI spells its id in
+    customer_id = canonical_id(match.group(1))
+    message = parse_customer_message(CustomerMessage(provider_id, customer_id, correlation_id).to_json())
     return Work(WebhookOutcome.ENQUEUED, f"subscription {match.group(2)} changed", SYNC_CUSTOMER_QUEUE,
-                message.to_json())
+                message.to_json(), customer_id=customer_id)
 
 
 def _invoice_work(provider_id: str, match: re.Match[str], correlation_id: str) -> Work:

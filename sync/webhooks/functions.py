@@ -6,9 +6,11 @@ with ``pcsync webhook register`` carries the key as ``?code=<function key>``. Th
 anonymous traffic (and certificate downloads it could trigger) away; the signature check is what
 proves the event came from Microsoft.
 
-The handler only decodes, calls the service and maps the outcome: 200 after the work is queued,
-400 malformed, 401 bad signature, 404 unknown or disabled provider, 413 too large, 503 when the
-work could not be queued (Partner Center delivers again). Every answer is JSON; no stack trace.
+The handler only decodes, calls the service and maps the outcome: 200 after the work is queued
+(or for a repeat or a too old event, which queue nothing), 400 malformed or not a provider id,
+401 bad signature, 404 unknown or disabled provider or a customer that is not the provider's,
+413 too large, 503 when the work could not be queued (Partner Center delivers again). Every
+answer is JSON; no stack trace.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Partner Center webhooks: verify the signed callback, turn the event into sync work, record it.
 
-The signature check is ``verify.py``, the event and the work it becomes ``events.py``. Each
+The signature check is ``verify.py``, the event and the work it becomes ``events.py``, what keeps
+a signed event from being acted on twice, too late or for the wrong provider ``replay.py``. Each
 received event for a known provider is recorded in table ``webhookevents`` (never the signature
 or the certificate URL's query).
 """
@@ -8,16 +9,17 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any, Mapping
+from datetime import timedelta
+from typing import Any, Mapping, NoReturn
 
-from shared.clock import Clock, utc_now
+from shared.clock import Clock, parse_iso, to_iso, utc_now
 from shared.errors import Unavailable
 from shared.logging import get_logger
-from shared.providers import PROVIDER_ID_PATTERN, ProviderRepository
+from shared.providers import ProviderConnection, ProviderRepository, validate_provider_id
 from shared.queues import QueuePublisher
 from shared.tables import TableStore, escape_key
 
-from .errors import PayloadTooLarge, UnknownProvider, WebhookRejected
+from .errors import ForeignCustomer, MalformedEvent, PayloadTooLarge, UnknownProvider, WebhookRejected
 from .events import (
     MAX_DATE_FIELD,
     MAX_RESOURCE_URI,
@@ -29,6 +31,7 @@ from .events import (
     map_event,
     parse_event,
 )
+from .replay import DEFAULT_MAX_AGE, AcceptedEvents, CustomerDirectory, TableAcceptedEvents, event_identity
 from .verify import SignatureVerifier
 
 log = get_logger(__name__)
@@ -64,23 +67,36 @@ class EnqueueFailed(Unavailable):
 
 
 class WebhookService:
+    """``customers`` says whether a customer is the provider's (replay.ProviderCustomers);
+    ``accepted`` keeps the identities of accepted events (default: rows of ``webhookevents``);
+    ``max_age`` is the age window (PCSYNC_WEBHOOK_MAX_AGE_DAYS)."""
+
     def __init__(self, providers: ProviderRepository, tables: TableStore, queues: QueuePublisher,
-                 verifier: SignatureVerifier, now: Clock = utc_now):
+                 verifier: SignatureVerifier, now: Clock = utc_now, *, customers: CustomerDirectory,
+                 accepted: AcceptedEvents | None = None, max_age: timedelta = DEFAULT_MAX_AGE):
         self.providers = providers
         self.tables = tables
         self.queues = queues
         self.verifier = verifier
         self.now = now
+        self.customers = customers
+        self.max_age = max_age
+        self.accepted = accepted or TableAcceptedEvents(tables.table(WEBHOOK_EVENTS_TABLE), retention=max_age)
 
     def receive(self, provider_id: str, *, headers: Mapping[str, str], body: bytes) -> Receipt:
-        """Verify, map, enqueue, record. Raises WebhookRejected (400/401/404/413) or EnqueueFailed."""
-        self._require_provider(provider_id)
+        """Verify, map, screen, enqueue, record. Raises ValidationFailed (400, not a provider id),
+        WebhookRejected (400/401/404/413) or EnqueueFailed."""
+        provider = self._require_provider(provider_id)
         correlation_id = str(uuid.uuid4())
         event, work = self._verified_work(provider_id, headers, body, correlation_id)
+        identity = ""
+        if work.queue and work.message is not None:
+            work, identity = self._screened(provider, event, work, correlation_id)
         if work.queue and work.message is not None:
             try:
                 self.queues.send_json(work.queue, work.message)
             except Exception as exc:  # storage trouble: let Partner Center deliver again
+                self.accepted.release(provider_id, identity)
                 self._record(provider_id, event, WebhookOutcome.REJECTED, f"could not queue work: {type(exc).__name__}",
                              correlation_id, status=503)
                 raise EnqueueFailed("the event could not be queued; deliver it again later") from exc
@@ -99,12 +115,46 @@ class WebhookService:
                 break
         return out
 
-    def _require_provider(self, provider_id: str) -> None:
-        if not isinstance(provider_id, str) or not PROVIDER_ID_PATTERN.match(provider_id):
-            raise UnknownProvider("unknown provider")
+    def _require_provider(self, provider_id: str) -> ProviderConnection:
+        validate_provider_id(provider_id)  # 400 for whitespace, control characters, upper case
         provider = self.providers.find_provider(provider_id)
         if provider is None or not provider.enabled:
             raise UnknownProvider(f"no enabled provider {provider_id}")
+        return provider
+
+    def _screened(self, provider: ProviderConnection, event: WebhookEvent, work: Work,
+                  correlation_id: str) -> tuple[Work, str]:
+        """The work an event may still do (replay.py): none when it is too old or a repeat; a
+        refusal (recorded, raised) when its customer is not the provider's. Returns the claimed
+        identity, released again when anything after the claim fails."""
+        now = self.now()
+        changed_at = parse_iso(event.resource_change_utc_date)
+        if changed_at is None:
+            self._refuse(provider.id, event, MalformedEvent("ResourceChangeUtcDate must be a timestamp"), correlation_id)
+        if changed_at < now - self.max_age:
+            return Work(WebhookOutcome.STALE, f"changed at {to_iso(changed_at)}, older than the "
+                        f"{self.max_age.days}-day window: acknowledged, not acted on"), ""
+        identity = event_identity(event)
+        if not self.accepted.claim(provider.id, identity, at=now):
+            return Work(WebhookOutcome.DUPLICATE, "the same event was accepted before: not queued again"), identity
+        try:
+            belongs = work.customer_id is None or self.customers.belongs(provider, work.customer_id)
+        except Exception:  # Partner Center unreachable: the redelivery must be able to claim it again
+            self.accepted.release(provider.id, identity)
+            raise
+        if not belongs:
+            self.accepted.release(provider.id, identity)
+            self._refuse(provider.id, event, ForeignCustomer(
+                f"customer {work.customer_id} is not a customer of provider {provider.id}"), correlation_id)
+        return work, identity
+
+    def _refuse(self, provider_id: str, event: WebhookEvent | None, exc: WebhookRejected,
+                correlation_id: str) -> NoReturn:
+        """Record the refusal and raise it (the HTTP answer is its status)."""
+        self._record(provider_id, event, WebhookOutcome.REJECTED, str(exc), correlation_id, status=exc.status)
+        log.warning("partner center webhook for %s rejected (%d): %s", provider_id, exc.status, exc,
+                    extra={"provider_id": provider_id, "correlation_id": correlation_id})
+        raise exc
 
     def _verified_work(self, provider_id: str, headers: Mapping[str, str], body: bytes,
                        correlation_id: str) -> tuple[WebhookEvent, Work]:
@@ -118,11 +168,7 @@ class WebhookService:
             event = parse_event(body)
             return event, map_event(provider_id, event, correlation_id=correlation_id)
         except WebhookRejected as exc:
-            self._record(provider_id, event or _unverified_event(body), WebhookOutcome.REJECTED, str(exc),
-                         correlation_id, status=exc.status)
-            log.warning("partner center webhook for %s rejected (%d): %s", provider_id, exc.status, exc,
-                        extra={"provider_id": provider_id, "correlation_id": correlation_id})
-            raise
+            self._refuse(provider_id, event or _unverified_event(body), exc, correlation_id)
 
     def _record(self, provider_id: str, event: WebhookEvent | None, outcome: WebhookOutcome, reason: str,
                 correlation_id: str, *, status: int, queue: str | None = None) -> None:

@@ -184,3 +184,34 @@ def http_request(delivery: Delivery, *, provider: str | None = None, body: bytes
     return func.HttpRequest("POST", f"http://localhost{delivery.path}", headers=delivery.headers,
                             params=dict(parse_qsl(parts.query)), route_params={"provider": route_provider},
                             body=delivery.body if body is None else body)
+
+
+# ---- the service's replay and binding stores, in memory ------------------------------------
+
+
+class MemoryAcceptedEvents:
+    """replay.AcceptedEvents in memory: {(provider, identity): accepted at}."""
+
+    def __init__(self):
+        self.claims: dict[tuple[str, str], object] = {}
+
+    def claim(self, provider_id: str, identity: str, *, at) -> bool:
+        if (provider_id, identity) in self.claims:
+            return False
+        self.claims[(provider_id, identity)] = at
+        return True
+
+    def release(self, provider_id: str, identity: str) -> None:
+        self.claims.pop((provider_id, identity), None)
+
+
+class FakeCustomers:
+    """replay.CustomerDirectory: {provider id: set of customer ids}; records each question."""
+
+    def __init__(self, customers: dict[str, set[str]] | None = None):
+        self.customers = customers or {}
+        self.asked: list[tuple[str, str]] = []
+
+    def belongs(self, provider, customer_id: str) -> bool:
+        self.asked.append((provider.id, customer_id))
+        return customer_id in self.customers.get(provider.id, set())

@@ -372,3 +372,22 @@ def test_connection_resets_are_retried_too(sim_runtime, simulator, provider_id, 
         with pytest.raises(IdentityProviderUnavailable):
             tokens.access_token(force_refresh=True)
     assert tokens.access_token(force_refresh=True)
+
+
+def test_a_new_link_for_a_consented_provider_does_not_stop_its_sync(sim_runtime, simulator, provider_id):
+    """Issue 9 point 12. Before: the link set the provider `pending` and the customers timer
+    skipped it ("consent pending") until someone completed the new link."""
+    outcome, _, _ = consent(sim_runtime, simulator, provider_id)
+    assert outcome.succeeded
+    old_token = sim_runtime.secrets.find_secret(sim_runtime.providers.get_provider(provider_id).refresh_token_secret_name)
+    sim_runtime.consent.create_link(provider_id)  # a link nobody uses (yet)
+    provider = sim_runtime.providers.get_provider(provider_id)
+    assert provider.consent_status == "active" and provider.consent_pending_since
+    [run] = [o for o in sim_runtime.sync.sync_all_providers() if o.provider_id == provider_id]
+    assert run.outcome == "succeeded" and run.customers_enqueued > 0
+
+    outcome, _, _ = consent(sim_runtime, simulator, provider_id)  # completing a new link replaces the token
+    assert outcome.succeeded
+    provider = sim_runtime.providers.get_provider(provider_id)
+    assert provider.consent_status == "active" and provider.consent_pending_since is None
+    assert sim_runtime.secrets.find_secret(provider.refresh_token_secret_name) != old_token

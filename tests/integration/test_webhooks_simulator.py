@@ -135,3 +135,71 @@ def test_cli_register_and_status(runtime, simulator, pcsync_endpoint, capsys):
 
     with pytest.raises(ValidationFailed):
         args.handler(args, runtime)
+
+
+# ---- issue 9: replay, age window, provider binding (Azurite + simulator) ----------------------
+
+
+def _subscription_uri(simulator, customer: str) -> str:
+    subscription = simulator.control.subscriptions(customer)[0]["id"] if customer else "x"
+    return f"{simulator.partner_center_url}/webhooks/v1/customers/{customer}/subscriptions/{subscription}"
+
+
+def test_a_signed_event_replayed_30_times_at_once_queues_one_sync(runtime, simulator, pcsync_endpoint, handler):
+    """Before: 30 posts of one signed delivery queued 30 syncs. The claim is an insert in
+    Azurite, so 30 concurrent posts still queue exactly one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, received = pcsync_endpoint
+    runtime.webhook_registrations.register(PROVIDER_ID, url, ["subscription-updated"])
+    customer = simulator.control.customers()[0]["id"]
+    simulator.control.send_webhook("subscription-updated", _subscription_uri(simulator, customer))
+    delivery = received[-1]
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        answers = list(pool.map(lambda _: handler(http_request(delivery)), range(30)))
+    assert {a.status_code for a in answers} == {200}
+    assert len(queued(runtime, "sync-customer")) == 1  # the first delivery (forwarded) + 30 repeats
+    outcomes = sorted(r["outcome"] for r in events(runtime))
+    assert outcomes == ["duplicate"] * 30 + ["enqueued"]
+
+
+def test_a_signed_event_dated_2019_posted_30_times_queues_nothing(runtime, simulator, pcsync_endpoint, handler):
+    url, received = pcsync_endpoint
+    runtime.webhook_registrations.register(PROVIDER_ID, url, ["subscription-updated"])
+    customer = simulator.control.customers()[0]["id"]
+    simulator.control.send_webhook("subscription-updated", _subscription_uri(simulator, customer),
+                                   ResourceChangeUtcDate="2019-05-14T08:00:00.0000000Z")
+    for _ in range(29):
+        assert handler(http_request(received[-1])).status_code == 200
+    assert queued(runtime, "sync-customer") == []
+    assert sorted(r["outcome"] for r in events(runtime)) == ["stale"] * 30
+
+
+def test_an_event_naming_a_customer_the_provider_does_not_have_is_404(runtime, simulator, pcsync_endpoint, handler):
+    """Before: accepted and queued. The customer is neither in the provider's customers table nor
+    known to Partner Center with the provider's consent (one read)."""
+    url, received = pcsync_endpoint
+    runtime.webhook_registrations.register(PROVIDER_ID, url, ["subscription-updated"])
+    stranger = "5f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"
+    uri = f"{simulator.partner_center_url}/webhooks/v1/customers/{stranger}/subscriptions/{stranger}"
+    simulator.control.send_webhook("subscription-updated", uri)
+    assert received[-1] and queued(runtime, "sync-customer") == []
+    response = handler(http_request(received[-1]))
+    assert response.status_code == 404 and "not a customer of provider" in json.loads(response.get_body())["error"]
+    assert queued(runtime, "sync-customer") == []
+
+
+def test_a_known_customer_row_binds_without_a_partner_center_read(runtime, simulator, pcsync_endpoint, handler):
+    """A customer synced for the provider is bound from its row; an upper-case id in the URI is
+    looked up and queued in its canonical (lower-case) form."""
+    from sync.streams import CUSTOMERS
+
+    url, received = pcsync_endpoint
+    runtime.webhook_registrations.register(PROVIDER_ID, url, ["subscription-updated"])
+    known = "7a6b5c4d-3e2f-4a1b-9c8d-7e6f5a4b3c2d"  # not in the simulator: only the row vouches for it
+    runtime.tables.table(CUSTOMERS.table).upsert_entity(
+        {"PartitionKey": CUSTOMERS.partition_key(PROVIDER_ID), "RowKey": known, "id": known})
+    uri = f"{simulator.partner_center_url}/webhooks/v1/customers/{known.upper()}/subscriptions/{known}"
+    simulator.control.send_webhook("subscription-updated", uri)
+    [message] = queued(runtime, "sync-customer")
+    assert message["customer"] == known

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from shared.errors import ValidationFailed
 from shared.providers import ProviderConnection
 from sync.invoices.service import IMPORT_INVOICE_QUEUE
 from sync.webhooks.errors import MalformedEvent, PayloadTooLarge, SignatureRejected, UnknownProvider
@@ -12,7 +13,7 @@ from sync.webhooks.events import WebhookEvent, map_event, parse_event
 from sync.webhooks.service import WEBHOOK_EVENTS_TABLE, EnqueueFailed, WebhookService
 from sync.webhooks.verify import SignatureVerifier
 from tests.fakes.partner_center import FakeQueues, FakeTables
-from tests.fakes.webhooks import NOW, make_ca, make_leaf, signed_headers
+from tests.fakes.webhooks import NOW, FakeCustomers, MemoryAcceptedEvents, make_ca, make_leaf, signed_headers
 
 from tests.support import SAMPLES_DIR as SAMPLES
 CUSTOMER = "0c39d6d5-c70d-4c55-bc02-f620844f3fd1"
@@ -133,8 +134,9 @@ def service(pki):
     ca, leaf = pki
     verifier = SignatureVerifier(allowed_hosts=["certs.example.test"], fetch=lambda url: leaf.pem,
                                  trust_anchors=lambda: [ca.cert], clock=lambda: NOW.timestamp())
-    return WebhookService(FakeProviders(provider("p1"), provider("off", enabled=False)), FakeTables(), FakeQueues(),
-                          verifier, now=lambda: NOW)
+    return WebhookService(FakeProviders(provider("p1"), provider("p2"), provider("off", enabled=False)), FakeTables(),
+                          FakeQueues(), verifier, now=lambda: NOW, customers=FakeCustomers({"p1": {CUSTOMER}}),
+                          accepted=MemoryAcceptedEvents())
 
 
 def body_for(name: str, uri: str) -> bytes:
@@ -180,12 +182,22 @@ def test_bad_signature_is_recorded_and_nothing_is_queued(service, pki):
     assert row["outcome"] == "rejected" and row["status"] == 401 and "does not match" in row["reason"]
 
 
-@pytest.mark.parametrize("pid", ["nobody", "off", "Bad_Id", "../x"])
-def test_unknown_disabled_or_invalid_provider(service, pki, pid):
+@pytest.mark.parametrize("pid", ["nobody", "off"])
+def test_unknown_disabled_provider(service, pki, pid):
     body = body_for("test-created", "http://localhost/test")
     with pytest.raises(UnknownProvider) as caught:
         service.receive(pid, headers=signed_headers(pki[1].key, body), body=body)
     assert caught.value.status == 404 and rows(service) == []
+
+
+@pytest.mark.parametrize("pid", ["Bad_Id", "../x", "p1\n", "p1 ", " p1", "p1\x00", "p1\t"])
+def test_invalid_provider_id_is_400(service, pki, pid):
+    """Ids with whitespace or control characters are refused; "p1\n" was looked up as p1's
+    neighbour (the id pattern's "$" matched before the newline)."""
+    body = body_for("test-created", "http://localhost/test")
+    with pytest.raises(ValidationFailed):
+        service.receive(pid, headers=signed_headers(pki[1].key, body), body=body)
+    assert rows(service) == []
 
 
 def test_malformed_but_signed_event(service, pki):
