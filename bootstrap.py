@@ -72,24 +72,42 @@ class _Deferred:
         return getattr(self._resolve(), name)
 
 
-def default_azure_credential(settings: Settings) -> "TokenCredential":
-    """Managed identity in Azure; locally the azure-identity environment variables."""
-    from azure.identity import DefaultAzureCredential
+def app_credential(settings: Settings, **transport_options: Any) -> "TokenCredential":
+    """The app's own identity for storage and Key Vault, from the typed settings (never from the
+    process environment, so a --settings file is enough): the service principal when
+    AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET are set (locally), else
+    DefaultAzureCredential (managed identity in Azure, or a developer sign-in).
+    ``transport_options`` (e.g. a small ``retry_total``) go to the service principal's pipeline."""
+    from shared.logging import register_secret
 
-    options: dict[str, Any] = {"exclude_interactive_browser_credential": True}
-    if settings.authority_host != DEFAULT_AUTHORITY_HOST:
-        options["authority"] = settings.authority_host
+    identity = settings.azure_credential
+    authority = settings.credential_authority_host
+    options: dict[str, Any] = {}
+    if authority != DEFAULT_AUTHORITY_HOST:
+        options["authority"] = authority
         options["disable_instance_discovery"] = True
     if settings.ca_bundle:
         options["connection_verify"] = settings.ca_bundle
-    return DefaultAzureCredential(**options)
+    if identity.uses_client_secret:
+        from azure.identity import ClientSecretCredential
+
+        register_secret(identity.client_secret)
+        return ClientSecretCredential(identity.tenant_id, identity.client_id, identity.client_secret,
+                                      **options, **transport_options)
+    from azure.identity import DefaultAzureCredential
+
+    if identity.client_id:  # a user-assigned managed identity
+        options["managed_identity_client_id"] = identity.client_id
+    return DefaultAzureCredential(exclude_interactive_browser_credential=True, **options)
 
 
 class Services:
     """Every client and service of the app, each built once, on first use.
 
     Options for tests and tools (keyword-only): ``credential`` (the app's Azure credential, for
-    storage and Key Vault), ``storage_options`` (passed to the storage SDK clients),
+    storage and Key Vault; default :func:`app_credential`), ``storage_options`` / ``secret_options`` /
+    ``credential_options`` (passed to the storage SDK clients, the Key Vault client and the app
+    credential: the CLI bounds their retries and timeouts),
     ``client_options`` / ``graph_options`` (passed to the Partner Center / Graph clients, e.g. a
     faster ``RetryPolicy``), ``token_sources`` (provider -> token source, in place of auth's
     refresh-token provider), ``clock`` (consent and token times) and ready-made ``tables`` / ``queues``.
@@ -101,6 +119,8 @@ class Services:
         *,
         credential: "TokenCredential | None" = None,
         storage_options: dict[str, Any] | None = None,
+        secret_options: dict[str, Any] | None = None,
+        credential_options: dict[str, Any] | None = None,
         client_options: dict[str, Any] | None = None,
         graph_options: dict[str, Any] | None = None,
         token_sources: Callable[[Any], Any] | None = None,
@@ -114,6 +134,8 @@ class Services:
         self.settings = settings
         self._credential = credential
         self._storage_options = dict(storage_options or {})
+        self._secret_options = dict(secret_options or {})
+        self._credential_options = dict(credential_options or {})
         self._client_options = dict(client_options or {})
         self._graph_options = dict(graph_options or {})
         self._token_sources = token_sources
@@ -129,6 +151,7 @@ class Services:
         (e.g. ``calls_per_minute``) or options: what a second worker process would build."""
         options = {
             "credential": self._credential, "storage_options": self._storage_options,
+            "secret_options": self._secret_options, "credential_options": self._credential_options,
             "client_options": self._client_options, "graph_options": self._graph_options,
             "token_sources": self._token_sources, "tables": self.tables, "queues": self.queues,
             "clock": self._clock,
@@ -147,7 +170,7 @@ class Services:
     def credential(self) -> "TokenCredential":
         with self._lock:
             if self._credential is None:
-                self._credential = default_azure_credential(self.settings)
+                self._credential = app_credential(self.settings, **self._credential_options)
             return self._credential
 
     def _storage_credential(self) -> "TokenCredential":
@@ -187,7 +210,8 @@ class Services:
         from shared.secrets import SecretStore
 
         self.settings.require("key_vault_url")
-        return SecretStore.create(self.settings.key_vault_url, self.credential, ca_bundle=self.settings.ca_bundle)
+        return SecretStore.create(self.settings.key_vault_url, self.credential, ca_bundle=self.settings.ca_bundle,
+                                  **self._secret_options)
 
     def refresh_token_store(self) -> "SecretStore | None":
         """Key Vault, or None when PCSYNC_KEY_VAULT_URL is not set."""
@@ -293,10 +317,15 @@ class Services:
 
     @_Once
     def webhooks(self) -> "WebhookService":
+        from datetime import timedelta
+
+        from sync.webhooks.replay import ProviderCustomers
         from sync.webhooks.service import WebhookService
         from sync.webhooks.verify import SignatureVerifier
 
-        return WebhookService(self.providers, self.tables, self.queues, SignatureVerifier.from_settings(self.settings))
+        return WebhookService(self.providers, self.tables, self.queues, SignatureVerifier.from_settings(self.settings),
+                              customers=ProviderCustomers(self.tables, self.clients),
+                              max_age=timedelta(days=self.settings.webhook_max_age_days))
 
     @_Once
     def webhook_registrations(self) -> "WebhookRegistrations":

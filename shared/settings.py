@@ -43,14 +43,16 @@ STORAGE_IDENTITY_SETTINGS = (
 )
 _STORAGE_ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
 
-# Read by the Functions host or by azure-identity itself, not by our code; listed in the sample
-# because a local run needs them (AZURE_* let DefaultAzureCredential reach the local Key Vault).
-HOST_AND_SDK_SETTINGS = (
-    "FUNCTIONS_WORKER_RUNTIME",
-    "AZURE_TENANT_ID",
-    "AZURE_CLIENT_ID",
-    "AZURE_CLIENT_SECRET",
-)
+# Read by the Functions host itself, not by our code; listed in the sample because a local run needs it.
+HOST_AND_SDK_SETTINGS = ("FUNCTIONS_WORKER_RUNTIME",)
+
+# The app's own Azure credential (for storage and Key Vault), under azure-identity's names. Read
+# here rather than left to azure-identity, which reads only the process environment: so a
+# local.settings.json given to the CLI with --settings is complete.
+AZURE_TENANT_ID_SETTING = "AZURE_TENANT_ID"
+AZURE_CLIENT_ID_SETTING = "AZURE_CLIENT_ID"
+AZURE_CLIENT_SECRET_SETTING = "AZURE_CLIENT_SECRET"
+AZURE_AUTHORITY_HOST_SETTING = "AZURE_AUTHORITY_HOST"
 
 
 class SettingsError(NotConfigured, ValueError):
@@ -167,8 +169,44 @@ def _storage_credential(identity: Mapping[str, str]) -> str:
 
 
 @dataclass(frozen=True)
+class AzureCredentialSettings:
+    """The app's credential for storage and Key Vault. With ``client_secret`` (and so the tenant
+    and client id) it is that service principal; otherwise DefaultAzureCredential (managed
+    identity in Azure, ``client_id`` naming a user-assigned one; locally a developer sign-in).
+    ``authority_host`` empty means PCSYNC_AUTHORITY_HOST."""
+
+    tenant_id: str = ""
+    client_id: str = ""
+    client_secret: str = field(default="", repr=False)
+    authority_host: str = ""
+
+    @property
+    def uses_client_secret(self) -> bool:
+        return bool(self.client_secret)
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> "AzureCredentialSettings":
+        values = cls(
+            tenant_id=_text(environ, AZURE_TENANT_ID_SETTING),
+            client_id=_text(environ, AZURE_CLIENT_ID_SETTING),
+            client_secret=_text(environ, AZURE_CLIENT_SECRET_SETTING),
+            authority_host=_text(environ, AZURE_AUTHORITY_HOST_SETTING).rstrip("/"),
+        )
+        missing = [name for name, value in ((AZURE_TENANT_ID_SETTING, values.tenant_id),
+                                            (AZURE_CLIENT_ID_SETTING, values.client_id)) if not value]
+        if values.client_secret and missing:
+            raise SettingsError(f"{AZURE_CLIENT_SECRET_SETTING} is set but {' and '.join(missing)} not: "
+                                "a client secret needs the tenant and client id of its app registration")
+        if values.authority_host and not values.authority_host.startswith("https://"):
+            raise SettingsError(f"{AZURE_AUTHORITY_HOST_SETTING} must be an https URL, got {values.authority_host!r}")
+        return values
+
+
+@dataclass(frozen=True)
 class Settings:
     storage: StorageSettings
+    # the app's own credential (storage, Key Vault); empty: DefaultAzureCredential
+    azure_credential: AzureCredentialSettings = field(default_factory=AzureCredentialSettings)
     key_vault_url: str = ""
     client_id: str = ""
     client_secret_name: str = "pcsync-client-secret"
@@ -181,6 +219,8 @@ class Settings:
     ca_bundle: str | None = None
     # hosts allowed to serve the Partner Center webhook signing certificate
     webhook_certificate_hosts: tuple[str, ...] = DEFAULT_WEBHOOK_CERTIFICATE_HOSTS
+    # a webhook event whose ResourceChangeUtcDate is older than this is recorded, not acted on
+    webhook_max_age_days: int = 7
     # Partner Center call budget per partner tenant, and per partner+customer (None = same as
     # the partner budget); kept below the documented 500 requests/minute so a run sees no 429s.
     calls_per_minute: int = 450
@@ -193,14 +233,21 @@ class Settings:
     def from_environment(cls, environ: Mapping[str, str]) -> "Settings":
         return cls(
             storage=StorageSettings.from_environment(environ),
+            azure_credential=AzureCredentialSettings.from_environment(environ),
             **_endpoint_settings(environ),
             **_app_identity_settings(environ),
             **_budget_settings(environ),
             webhook_certificate_hosts=tuple(
                 h.strip().lower() for h in _text(environ, "PCSYNC_WEBHOOK_CERTIFICATE_HOSTS").split(",") if h.strip()
             ) or DEFAULT_WEBHOOK_CERTIFICATE_HOSTS,
+            webhook_max_age_days=_whole_days(environ, "PCSYNC_WEBHOOK_MAX_AGE_DAYS", 7),
             ca_bundle=_text(environ, "PCSYNC_CA_BUNDLE") or None,
         )
+
+    @property
+    def credential_authority_host(self) -> str:
+        """Where the app's credential gets its tokens: AZURE_AUTHORITY_HOST, else PCSYNC_AUTHORITY_HOST."""
+        return self.azure_credential.authority_host or self.authority_host
 
     def require(self, *names: str) -> None:
         """Fail with one clear message when features need settings that are empty."""
@@ -256,6 +303,13 @@ def _calls_per_minute(environ: Mapping[str, str], name: str, default: int | None
     if not raw.isdigit() or int(raw) < 1:
         raise SettingsError(f"{name} must be a whole number of calls per minute, got {raw!r}")
     return int(raw)
+
+
+def _whole_days(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = _text(environ, name) or str(default)
+    if raw.isdigit() and int(raw) >= 1:
+        return int(raw)
+    raise SettingsError(f"{name} must be a whole number of days (1 or more), got {raw!r}")
 
 
 def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:

@@ -1,11 +1,19 @@
 """`pcsync sync ...`: the same engine as the functions, run locally with a bounded thread pool
-in place of the sync-customer queue. The invoice commands are in :mod:`sync.invoices.cli`."""
+in place of the sync-customer queue. The invoice commands are in :mod:`sync.invoices.cli`.
+
+A run that fails, whatever the reason (a Partner Center error, a token refresh or Key Vault blip,
+a storage error), is recorded in ``syncruns`` and the other runs go on; the command ends with the
+summary table, the failed runs and exit code 1 (3 when consent is needed)."""
 from __future__ import annotations
 
 import argparse
+import sys
+import traceback
 from collections import defaultdict
 from typing import Any
 
+from .engine import SyncService
+from .resources import canonical_id
 from .runs import RunOutcome, RunResult
 from .streams import CUSTOMER_STREAMS, CUSTOMERS, INVOICES, STREAMS, get_stream
 
@@ -37,16 +45,51 @@ def sync_command(args: argparse.Namespace, services: Any) -> int:
     if args.customer and stream in (CUSTOMERS, INVOICES):
         console.print(f"[red]error:[/red] --customer cannot be combined with --stream {stream.name}")
         return 2
+    customer_id = canonical_id(args.customer) if args.customer is not None else None
+    if customer_id == "":
+        console.print("[red]error:[/red] --customer needs a customer tenant id")
+        return 2
     workers = max(1, min(MAX_WORKERS, args.workers))
     if stream is INVOICES:
         from .invoices.cli import sync_invoices
 
         return sync_invoices(console, services, args.provider, workers=min(workers, 4))
     # one pooled connection per worker, plus room for the customers stream
-    service = services.derive(client_options={"pool_size": workers + 2}).sync
+    service = KeepGoingSyncService.over(services.derive(client_options={"pool_size": workers + 2}))
     provider = services.providers.get_provider(args.provider)
-    streams = (stream,) if stream else ((*CUSTOMER_STREAMS,) if args.customer else None)
-    return report(console, _sync_with_progress(console, service, provider, streams, args.customer, workers))
+    streams = (stream,) if stream else ((*CUSTOMER_STREAMS,) if customer_id else None)
+    results = _sync_with_progress(console, service, provider, streams, customer_id, workers)
+    code = report(console, results)
+    if getattr(args, "debug", False):
+        print_tracebacks(results)
+    return code
+
+
+class KeepGoingSyncService(SyncService):
+    """The engine as the command line runs it: a run that raises instead of returning (the
+    engine records it in ``syncruns`` as failed, then re-raises for the queue runtime) becomes a
+    failed result here, so one customer's error never ends the other customers' runs."""
+
+    @classmethod
+    def over(cls, services: Any) -> "KeepGoingSyncService":
+        return cls(tables=services.tables, providers=services.providers, queues=services.queues,
+                   clients=services.clients)
+
+    def run_stream(self, stream: Any, provider: Any, **options: Any) -> RunResult:
+        try:
+            return super().run_stream(stream, provider, **options)
+        except Exception as exc:  # noqa: BLE001 - recorded by the engine; reported in the summary
+            result = RunResult(provider.id, stream.name, options.get("customer_id"), options.get("correlation_id") or "")
+            result.crashed(exc)
+            return result
+
+
+def print_tracebacks(results: list[RunResult]) -> None:
+    """--debug: the traceback of every failed run that ended with an exception."""
+    for result in results:
+        if result.outcome != RunOutcome.SUCCEEDED and result.exception is not None:
+            print(f"--- {result.stream} {result.customer_id or ''}", file=sys.stderr)
+            traceback.print_exception(result.exception, file=sys.stderr)
 
 
 def _sync_with_progress(console: Any, service: Any, provider: Any, streams: Any, customer_id: str | None,

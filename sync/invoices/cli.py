@@ -6,9 +6,10 @@ import argparse
 import json
 from typing import Any
 
-from ..cli import EXIT_CONSENT_REQUIRED, report
+from ..cli import EXIT_CONSENT_REQUIRED, KeepGoingSyncService, report
 from ..runs import RunOutcome
-from .model import SourceChoice
+from .model import IMPORT_STREAM, ImportResult, SourceChoice
+from .service import InvoiceService
 
 # import-invoice exit codes beyond 0 (succeeded) and 1 (failed)
 EXIT_CODES = {RunOutcome.CONSENT_REQUIRED: EXIT_CONSENT_REQUIRED, RunOutcome.INVOICE_NOT_FOUND: 2,
@@ -29,10 +30,11 @@ def sync_invoices(console: Any, services: Any, provider_id: str, *, workers: int
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     provider = services.providers.get_provider(provider_id)
+    invoices = KeepGoingInvoiceService(KeepGoingSyncService.over(services))
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
         task = progress.add_task(f"invoices of {provider.id}", total=None)
-        outcome, imports = services.invoices.sync_and_import_now(
+        outcome, imports = invoices.sync_and_import_now(
             provider, workers=workers,
             on_fan_out=lambda n: progress.update(task, description=f"importing invoices of {provider.id}", total=n,
                                                  completed=0),
@@ -44,6 +46,21 @@ def sync_invoices(console: Any, services: Any, provider_id: str, *, workers: int
         console.print(f"{result.invoice_id}: {result.outcome} via {result.source_text or '-'}"
                       + (f", {recon.line_count} lines, {recon.status} (difference {recon.difference})" if recon else ""))
     return code
+
+
+class KeepGoingInvoiceService(InvoiceService):
+    """Imports as the command line runs them: an import that raises (recorded in ``syncruns`` by
+    the service, then re-raised for the queue runtime) becomes a failed result, so the other
+    invoices are still imported and the summary lists it."""
+
+    def import_invoice(self, provider: Any, invoice_id: str, **options: Any) -> ImportResult:
+        try:
+            return super().import_invoice(provider, invoice_id, **options)
+        except Exception as exc:  # noqa: BLE001 - recorded by the service; reported in the summary
+            result = ImportResult(provider.id, IMPORT_STREAM, None, options.get("correlation_id") or "",
+                                  invoice_id=invoice_id)
+            result.crashed(exc)
+            return result
 
 
 def import_invoice_command(args: argparse.Namespace, services: Any) -> int:

@@ -20,7 +20,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 def settings_named_in_code() -> set[str]:
     text = (ROOT / "shared" / "settings.py").read_text()
-    names = set(re.findall(r'"(PCSYNC_[A-Za-z0-9_]+)"', text)) | {"AzureWebJobsStorage"}
+    names = set(re.findall(r'"((?:PCSYNC|AZURE)_[A-Za-z0-9_]+)"', text)) | {"AzureWebJobsStorage"}
     names |= {schedule_setting_name(s) for s in SCHEDULED_STREAMS}
     return names
 

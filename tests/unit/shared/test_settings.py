@@ -206,3 +206,48 @@ def test_runtime_builds_default_azure_credential_for_storage_when_none_is_given(
     runtime = Services(Settings.from_environment(ACCOUNT))
     assert isinstance(runtime.credential, DefaultAzureCredential)  # reused for Key Vault
     assert runtime.tables._service.credential is runtime.credential
+
+
+# -- the app's credential: AZURE_* read into the typed settings --------------------------------
+
+SERVICE_PRINCIPAL = {"PCSYNC_STORAGE": "x", "AZURE_TENANT_ID": "cd613e30-d8f1-4adf-91b7-584a2265b1f5",
+                     "AZURE_CLIENT_ID": "35bf992d-c9e9-4616-a12e-7696a6cecc1b", "AZURE_CLIENT_SECRET": "s3cr3t-value~x"}
+
+
+def test_credential_settings_come_from_the_given_mapping_and_hide_the_secret():
+    settings = Settings.from_environment(SERVICE_PRINCIPAL)
+    identity = settings.azure_credential
+    assert identity.uses_client_secret and identity.tenant_id == SERVICE_PRINCIPAL["AZURE_TENANT_ID"]
+    assert "s3cr3t-value~x" not in repr(settings)
+    assert settings.credential_authority_host == settings.authority_host  # AZURE_AUTHORITY_HOST not set
+    sovereign = Settings.from_environment(SERVICE_PRINCIPAL | {"AZURE_AUTHORITY_HOST": "https://login.microsoftonline.us/"})
+    assert sovereign.credential_authority_host == "https://login.microsoftonline.us"
+
+
+@pytest.mark.parametrize("missing", ["AZURE_TENANT_ID", "AZURE_CLIENT_ID"])
+def test_a_client_secret_without_its_app_is_a_clear_error(missing):
+    incomplete = {k: v for k, v in SERVICE_PRINCIPAL.items() if k != missing}
+    with pytest.raises(SettingsError, match=missing):
+        Settings.from_environment(incomplete)
+    with pytest.raises(SettingsError, match="AZURE_AUTHORITY_HOST"):
+        Settings.from_environment(SERVICE_PRINCIPAL | {"AZURE_AUTHORITY_HOST": "http://login.example"})
+
+
+def test_runtime_builds_a_client_secret_credential_from_the_settings():
+    from azure.identity import ClientSecretCredential
+
+    from bootstrap import Services
+
+    runtime = Services(Settings.from_environment(SERVICE_PRINCIPAL | {"PCSYNC_AUTHORITY_HOST": "https://127.0.0.1:8443"}))
+    credential = runtime.credential
+    assert isinstance(credential, ClientSecretCredential)
+    assert credential._authority == "https://127.0.0.1:8443" and credential._instance_discovery is False
+
+
+def test_runtime_passes_a_user_assigned_identity_to_default_azure_credential():
+    from azure.identity import DefaultAzureCredential
+
+    from bootstrap import app_credential
+
+    credential = app_credential(Settings.from_environment({"PCSYNC_STORAGE": "x", "AZURE_CLIENT_ID": "mi-client"}))
+    assert isinstance(credential, DefaultAzureCredential)
