@@ -221,7 +221,6 @@ _API = Dialect(
     },
     default_error=GraphBillingError,
     make_error=_make_error,
-    compact_json=False,
     hints={ErrorType.FORBIDDEN: "Grant the app the Microsoft Graph application permission PartnerBilling.Read.All "
                                 "(with admin consent)."},
 )

@@ -24,6 +24,12 @@ def get_path(obj: Any, *keys: str) -> Any:
     return obj
 
 
+def lower_keys(obj: Mapping[Any, Any]) -> dict[str, Any]:
+    """The mapping with lower-cased keys: for reading many fields of one object in any key case,
+    cheaper than a case-insensitive scan per field (``get_path``)."""
+    return {str(k).lower(): v for k, v in obj.items()}
+
+
 def as_text(value: Any) -> str | None:
     """Text as stored; objects and arrays become compact, key-sorted JSON."""
     if value is None:
@@ -64,8 +70,8 @@ def as_enum(value: Any) -> str | None:
     return str(value).strip().lower() or None
 
 
-__all__ = ["JsonRejected", "MAX_JSON_DEPTH", "as_bool", "as_enum", "as_int", "as_text", "get_path", "nesting_depth",
-           "parse_json_text"]
+__all__ = ["JsonRejected", "MAX_JSON_DEPTH", "as_bool", "as_enum", "as_int", "as_text", "get_path", "lower_keys",
+           "nesting_depth", "parse_json_text"]
 
 
 MAX_JSON_DEPTH = 32  # pcsync's own bodies and messages nest 4 levels; Partner Center's events 3

@@ -316,9 +316,6 @@ class Dialect:
     default_error: type[Exception]
     make_error: Callable[[type[Exception], str, Failure], Exception]
     hints: Mapping[ErrorType, str] = field(default_factory=dict)
-    # True: a body goes out as compact JSON bytes (values JSON lacks, e.g. Decimal, as text);
-    # False: it is handed to requests as ``json=``, which encodes it itself
-    compact_json: bool = True
 
     def error(self, failure: Failure) -> Exception:
         call = failure.call
@@ -386,10 +383,8 @@ class Transport:
         """Send until the table says success (returns the response and its decoded body, None
         when streamed) or failure (raises the dialect's exception)."""
         payload: dict[str, Any] = {}
-        if call.body is not None and dialect.compact_json:
+        if call.body is not None:  # compact JSON bytes; values JSON lacks (e.g. Decimal) as text
             payload["data"] = json.dumps(call.body, separators=(",", ":"), default=str).encode("utf-8")
-        elif call.body is not None:
-            payload["json"] = call.body
         started = time.monotonic()
         refreshed = False
         attempt = 0

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
-from shared.jsonutil import JsonRejected, parse_json_text
+from shared.jsonutil import JsonRejected, lower_keys, parse_json_text
 
 from ..engine import SYNC_CUSTOMER_QUEUE, CustomerMessage, InvalidMessage, parse_customer_message
 from ..invoices.service import IMPORT_INVOICE_QUEUE, ImportMessage, parse_import_message
@@ -68,7 +68,7 @@ def decode_body(body: bytes) -> dict[str, Any]:
         raise MalformedEvent(detail) from None
     if not isinstance(data, dict):
         raise MalformedEvent("request body must be a JSON object")
-    return {str(k).lower(): v for k, v in data.items()}
+    return lower_keys(data)
 
 
 def _text_field(fields: Mapping[str, Any], name: str, limit: int = MAX_TEXT_FIELD) -> str:
