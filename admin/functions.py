@@ -6,7 +6,7 @@ import azure.functions as func
 
 from shared.edges import error_answer, json_call
 from shared.http import json_response, read_json_body
-from shared.providers import validate_provider_id
+from shared.provider_ids import validate_provider_id
 
 bp = func.Blueprint()
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import enum
 import json
-import re
 import uuid
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
@@ -17,13 +16,13 @@ from urllib.parse import urlparse
 
 from .clock import utc_now
 from .errors import NotFound, ValidationFailed
+# validate_provider_id is re-exported: admin, auth and webhooks import it from here with the model
+from .provider_ids import validate_provider_id
 from .reference_data import AZURE_SPECIALIZATIONS, COUNTRY_CODES, CURRENCY_CODES
 from .tables import TableRepository, TableStore
 
 PROVIDERS_TABLE = "providers"
 PROVIDER_PARTITION = "provider"
-# \Z, not $: "$" also matches before a trailing newline, and "contoso\n" is not a provider id
-PROVIDER_ID_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 
 
 class ConsentStatus(enum.StrEnum):
@@ -205,15 +204,6 @@ def _compact_timestamp(iso: str | None) -> str:
         return datetime.fromisoformat(iso).astimezone(timezone.utc).strftime("%Y%m%d%H%M%S%f")
     except ValueError:
         return ""
-
-
-def validate_provider_id(provider_id: str) -> str:
-    """The id itself, or ValidationFailed (400): no whitespace, control characters or upper case."""
-    if not isinstance(provider_id, str) or not PROVIDER_ID_PATTERN.fullmatch(provider_id):
-        raise ValidationFailed(
-            {"id": "use 1-63 lower-case letters, digits and '-', starting and ending with a letter or digit"}
-        )
-    return provider_id
 
 
 def _https_url(value: Any) -> str:

@@ -35,11 +35,13 @@ from shared.jsonutil import JsonRejected, get_path, parse_json_text
 from shared.logging import get_logger
 from shared.partner_center import PartnerCenterClient
 from shared.partner_center_errors import PartnerCenterError
-from shared.providers import PROVIDER_ID_PATTERN, ProviderConnection
+from shared.provider_ids import PROVIDER_ID_PATTERN
+from shared.providers import ProviderConnection
 from shared.queues import MAX_MESSAGE_BYTES
 from shared.tables import escape_key, unescape_key
 from shared.transport import CallStats
 
+from .names import SYNC_CUSTOMER_QUEUE
 from .resources import GUID_PATTERN, InvalidId, canonical_id
 from .rows import RowWriter, StoredByKey, live_row_keys, tombstone_rows
 # SYNC_RUNS_TABLE and summarize are re-exported: callers of the engine (demo, tests) import them from here
@@ -47,8 +49,6 @@ from .runs import SYNC_RUNS_TABLE, RunOutcome, RunResult, Tables, TimerOutcome, 
 from .streams import CUSTOMER_STREAMS, CUSTOMERS, Stream
 
 log = get_logger(__name__)
-
-SYNC_CUSTOMER_QUEUE = "sync-customer"
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from shared.edges import consume
 from shared.logging import get_logger
 from shared.settings import STORAGE_SETTING
 
-from .engine import SYNC_CUSTOMER_QUEUE, parse_customer_message
+from .names import SYNC_CUSTOMER_QUEUE
 
 log = get_logger(__name__)
 
@@ -34,6 +34,8 @@ def sync_customer_queue(msg: func.QueueMessage) -> None:
     """Subscriptions and agreements of one customer. A malformed message is logged and dropped
     (retrying cannot fix it); transient Partner Center failures raise so the runtime redelivers."""
     from bootstrap import get_services
+
+    from .engine import parse_customer_message
 
     consume(msg, lambda body: get_services().sync.handle_customer_message(parse_customer_message(body)),
             what="sync-customer")

@@ -7,7 +7,7 @@ from shared.edges import consume
 from shared.logging import get_logger
 from shared.settings import STORAGE_SETTING
 
-from .service import IMPORT_INVOICE_QUEUE, parse_import_message
+from ..names import IMPORT_INVOICE_QUEUE
 
 log = get_logger(__name__)
 
@@ -34,6 +34,8 @@ def import_invoice_queue(msg: func.QueueMessage) -> None:
     """Line items of one invoice, reconciled against its total. A malformed message is logged and
     dropped; transient Partner Center or Graph failures raise so the runtime redelivers."""
     from bootstrap import get_services
+
+    from .model import parse_import_message
 
     consume(msg, lambda body: get_services().invoices.handle_import_message(parse_import_message(body)),
             what="import-invoice")

@@ -22,12 +22,12 @@ from shared.graph_billing_errors import GraphBillingError
 from shared.jsonutil import get_path
 
 from ..engine import ItemMessage
+from ..names import IMPORT_INVOICE_QUEUE
 from ..resources import INVOICE_ID_PATTERN, is_legacy_invoice
 from ..runs import RETRYABLE_ERRORS, RunOutcome, RunResult, TimerOutcome
 from ..streams import Stream
 from .reconciliation import V2_RECON, ReconciliationSummary, v1_sources_for
 
-IMPORT_INVOICE_QUEUE = "import-invoice"
 IMPORT_STREAM = "invoicelineitems"
 
 # Billing periods (start dates) that decide the line-item API for new commerce invoices; see

@@ -9,11 +9,11 @@ import azure.functions as func
 from shared.edges import NO_STORE, error_answer, json_call
 from shared.http import error_response, json_response, read_json_body
 from shared.logging import get_logger
-from shared.providers import PROVIDER_ID_PATTERN
+from shared.provider_ids import PROVIDER_ID_PATTERN
 from shared.settings import STORAGE_SETTING
 
+from ..names import WRITEBACK_QUEUE
 from .request import KEY_PATTERN
-from .service import WRITEBACK_QUEUE
 
 log = get_logger(__name__)
 

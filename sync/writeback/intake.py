@@ -23,13 +23,13 @@ from shared.errors import Conflict
 from shared.logging import get_logger
 from shared.tables import escape_key
 
+from ..names import WRITEBACK_QUEUE
 from .log import WritebackLog
 from .record import CLAIMED_STATES, EnqueueState, WritebackRecord, WritebackState
 from .request import WritebackRequest
 
 log = get_logger(__name__)
 
-WRITEBACK_QUEUE = "writebacks"
 # How long the caller that created a record has to put its message on the queue (an insert and
 # one queue send take milliseconds); only after that may a resubmission send it instead.
 ENQUEUE_GRACE = timedelta(minutes=1)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from shared.clock import parse_iso, to_iso, utc_now
 from shared.errors import ValidationFailed
-from shared.providers import PROVIDER_ID_PATTERN
+from shared.provider_ids import PROVIDER_ID_PATTERN
 
 # operations (the values are the wire names callers send in ``operation``)
 QUANTITY = "subscription.quantity"
