@@ -67,10 +67,13 @@ def _command_groups() -> list[Callable[[Any], None]]:
     from admin import cli as admin_cli
     from auth import cli as auth_cli
     from sync import cli as sync_cli
+    from sync import inspect_cli
     from sync.webhooks import cli as webhooks_cli
     from sync.writeback import cli as writeback_cli
+    from sync.writeback import inspect_cli as writeback_inspect_cli
 
-    return [admin_cli.register, auth_cli.register, sync_cli.register, writeback_cli.register, webhooks_cli.register]
+    return [admin_cli.register, auth_cli.register, sync_cli.register, writeback_cli.register, webhooks_cli.register,
+            inspect_cli.register, writeback_inspect_cli.register]
 
 
 def build_parser() -> argparse.ArgumentParser:

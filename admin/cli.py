@@ -52,7 +52,26 @@ def provider_list(args: argparse.Namespace, services: Any) -> int:
     return 0
 
 
+def confirm_purge(provider_id: str) -> str | None:
+    """Why the purge must not go ahead (None: confirmed). Only an operator at a terminal can
+    confirm by typing the provider id; a script must say --yes, so a stray --purge in a pipeline
+    never deletes on its own."""
+    if not sys.stdin.isatty():
+        return f"--purge deletes provider {provider_id}'s synced data and refresh token: add --yes to confirm"
+    print(f"--purge deletes provider {provider_id}, its consent flows, synced rows and refresh token in Key Vault.\n"
+          f"Type the provider id to confirm: ", end="", file=sys.stderr, flush=True)
+    if sys.stdin.readline().strip() != provider_id:
+        return f"purge of provider {provider_id} not confirmed; nothing was deleted"
+    return None
+
+
 def provider_disable(args: argparse.Namespace, services: Any) -> int:
+    if args.purge and not args.yes:
+        services.providers.get_provider(args.id)  # an unknown id fails before the question
+        refused = confirm_purge(args.id)
+        if refused:
+            print(f"error: {refused}", file=sys.stderr)
+            return 2
     print_json(services.provider_admin.remove(args.id, purge=args.purge))
     return 0
 
@@ -86,4 +105,5 @@ def register(subparsers: Any) -> None:
     disable = actions.add_parser("disable", help="disable a provider (keeps synced data)")
     disable.add_argument("id")
     disable.add_argument("--purge", action="store_true", help="delete the provider, its synced data and its refresh token in Key Vault")
+    disable.add_argument("--yes", action="store_true", help="confirm --purge without asking (needed when not at a terminal)")
     disable.set_defaults(handler=provider_disable)

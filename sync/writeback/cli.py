@@ -22,16 +22,22 @@ from typing import Any
 
 from shared.errors import ValidationFailed
 
+from ..views import add_output_options
+from .inspect_cli import writeback_list
 from .record import WritebackRecord, WritebackState
 from .request import AUTO_RENEW, CANCEL, CONFIRM_AGREEMENT, QUANTITY, REACTIVATE, SUSPEND
 
 
 def register(subparsers: Any) -> None:
-    cmd = subparsers.add_parser("writeback", help="change a subscription or confirm an agreement in Partner Center")
+    cmd = subparsers.add_parser("writeback", help="change a subscription or confirm an agreement in Partner Center; "
+                                               "'writeback list' shows the log")
+    # `writeback list ...` lists the log (the same command as writeback-list); without it the
+    # options describe one change, and --customer plus one change option are required then
+    cmd.add_argument("action", nargs="?", choices=["list"], help="list: the provider's write-back records")
     cmd.add_argument("--provider", required=True, help="provider id")
-    cmd.add_argument("--customer", required=True, help="customer tenant id")
-    cmd.add_argument("--subscription", help="subscription id (subscription changes)")
-    change = cmd.add_mutually_exclusive_group(required=True)
+    cmd.add_argument("--customer", help="customer tenant id (required for a change; a filter for list)")
+    cmd.add_argument("--subscription", help="subscription id (subscription changes; a filter for list)")
+    change = cmd.add_mutually_exclusive_group()
     change.add_argument("--quantity", type=int, help="new quantity (new-commerce decreases only inside the window)")
     change.add_argument("--suspend", action="store_true")
     change.add_argument("--reactivate", action="store_true")
@@ -46,12 +52,31 @@ def register(subparsers: Any) -> None:
     cmd.add_argument("--date-agreed", help="ISO date the customer accepted (default: now)")
     cmd.add_argument("--key", help="idempotency key (default: a new one); the same key never applies twice")
     cmd.add_argument("--queue", action="store_true", help="enqueue for the function app instead of applying now")
-    cmd.set_defaults(handler=writeback_command)
+    cmd.add_argument("--state", choices=[s.value for s in WritebackState], help="list: only records in this state")
+    add_output_options(cmd, paged=True)
+    cmd.set_defaults(handler=writeback_or_list, parser=cmd)
 
     show = subparsers.add_parser("writeback-show", help="show a write-back record")
     show.add_argument("key", help="idempotency key")
     show.add_argument("--provider", help="provider id (only needed when two providers used the key)")
     show.set_defaults(handler=writeback_show)
+
+
+CHANGE_OPTIONS = ("quantity", "suspend", "reactivate", "cancel", "auto_renew", "agreement")
+
+
+def writeback_or_list(args: argparse.Namespace, services: Any) -> int:
+    changes = [name for name in CHANGE_OPTIONS if getattr(args, name) not in (None, False)]
+    if args.action == "list":
+        if changes:
+            args.parser.error("'writeback list' takes filters, not a change: drop --" + changes[0].replace("_", "-"))
+        return writeback_list(args, services)
+    if not args.customer:
+        args.parser.error("the following arguments are required: --customer")
+    if not changes:
+        args.parser.error("one of the arguments --quantity --suspend --reactivate --cancel --auto-renew --agreement "
+                          "is required")
+    return writeback_command(args, services)
 
 
 def build_body(args: argparse.Namespace) -> dict[str, Any]:

@@ -52,7 +52,7 @@ def test_disable_purge_says_whether_the_refresh_token_was_deleted(pcsync, monkey
     monkeypatch.delenv("PCSYNC_KEY_VAULT_URL", raising=False)
     pcsync("provider", "set", "contoso", "--name", "Contoso US", "--country-code", "US",
            "--currency-code", "USD", "--tenant-id", TENANT)
-    code, out, err = pcsync("provider", "disable", "contoso", "--purge")
+    code, out, err = pcsync("provider", "disable", "contoso", "--purge", "--yes")
     result = json.loads(out)
     assert code == 0 and result["purged"] is True and result["refreshTokenDeleted"] is False
     assert "PCSYNC_KEY_VAULT_URL" in result["refreshTokenReason"]
@@ -71,6 +71,6 @@ def test_a_key_vault_failure_is_a_clear_cli_error(pcsync, monkeypatch):
            "--currency-code", "USD", "--tenant-id", TENANT)
     # the CLI builds its own Services: its Key Vault is the unreachable one
     monkeypatch.setattr(Services, "refresh_token_store", lambda services: Unreachable())
-    code, out, err = pcsync("provider", "disable", "contoso", "--purge")
+    code, out, err = pcsync("provider", "disable", "contoso", "--purge", "--yes")
     assert code == 2 and out == "" and "stopped before deleting anything" in err and "Traceback" not in err
     assert json.loads(pcsync("provider", "show", "contoso")[1])["enabled"] is False

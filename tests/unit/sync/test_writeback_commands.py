@@ -25,7 +25,7 @@ def parse(*argv):
 def test_subscription_changes_become_valid_requests(argv, expected):
     args = parse("writeback", "--provider", "p1", "--customer", "c1", "--subscription", "s1", "--key", "k1", *argv)
     body = writeback_commands.build_body(args)
-    assert {k: body[k] for k in expected} == expected and args.handler is writeback_commands.writeback_command
+    assert {k: body[k] for k in expected} == expected and args.handler is writeback_commands.writeback_or_list
     assert parse_request(body).idempotency_key == "k1"
 
 
@@ -42,3 +42,19 @@ def test_exactly_one_change_is_required():
         parse("writeback", "--provider", "p1", "--customer", "c1", "--subscription", "s1", "--suspend", "--reactivate")
     show = parse("writeback-show", "k1", "--provider", "p1")
     assert show.handler is writeback_commands.writeback_show
+
+
+@pytest.mark.parametrize("argv", [
+    ["--customer", "c1", "--subscription", "s1"],  # no change option
+    ["--subscription", "s1", "--suspend"],  # no customer
+])
+def test_a_change_needs_a_customer_and_one_change_option(argv, capsys):
+    args = parse("writeback", "--provider", "p1", *argv)
+    with pytest.raises(SystemExit) as refused:
+        args.handler(args, services=None)  # refused before any service is used
+    assert refused.value.code == 2 and "required" in capsys.readouterr().err
+
+
+def test_writeback_list_is_the_listing():
+    args = parse("writeback", "list", "--provider", "p1", "--state", "rejected", "--json")
+    assert args.action == "list" and args.state == "rejected" and args.json and args.customer is None
