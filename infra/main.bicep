@@ -1,7 +1,8 @@
 // pcsync: Flex Consumption Function App (Linux, Python 3.11), storage, Key Vault, Application
 // Insights + Log Analytics, and one user-assigned managed identity with least-privilege roles.
-// Deploy with `azd up` (azure.yaml next to this file) or `az deployment group create`.
-// Not built or what-if'ed in CI (no Bicep CLI there); tests/unit/test_infra_bicep.py parses it.
+// Deploy with `azd up` from the repository root (azure.yaml there) or `az deployment group create`.
+// Not built or what-if'ed in CI (no Bicep CLI there); tests/unit/infra/test_infra_bicep.py parses it
+// and tests/unit/infra/test_checkov.py scans it.
 targetScope = 'resourceGroup'
 
 @minLength(1)
@@ -68,6 +69,19 @@ param adminPrincipalId string = ''
 @allowed(['User', 'Group', 'ServicePrincipal'])
 param adminPrincipalType string = 'User'
 
+@description('Storage replication; LRS by default (the tables are rebuilt by a full sync).')
+@allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_GZRS'])
+param storageSkuName string = 'Standard_LRS'
+
+@description('true: VNet integration for the app and private endpoints for storage and Key Vault, whose public side then closes (modules/network.bicep). Inbound HTTP to the app stays public.')
+param vnetEnabled bool = false
+
+@description('With vnetEnabled: public IP addresses (CIDR) still allowed to reach Key Vault, e.g. the operator who stores the client secret.')
+param keyVaultAllowedIpAddresses array = []
+
+@description('E-mail address for the failed-run and consent alerts; empty = the alerts show in the portal only.')
+param alertEmail string = ''
+
 var suffix = uniqueString(subscription().id, resourceGroup().id, environmentName)
 var tags = { 'azd-env-name': environmentName, application: 'pcsync' }
 var functionAppName = 'func-pcsync-${suffix}'
@@ -97,6 +111,8 @@ module storage 'modules/storage.bicep' = {
     storageAccountName: 'stpcsync${take(suffix, 13)}'
     deploymentContainerName: deploymentContainerName
     allowSharedKeyAccess: !identityBasedStorage
+    skuName: storageSkuName
+    vnetEnabled: vnetEnabled
   }
 }
 
@@ -108,6 +124,31 @@ module keyVault 'modules/keyvault.bicep' = {
     keyVaultName: 'kv-pcsync-${take(suffix, 13)}'
     storageAccountName: storage.outputs.name
     storeStorageConnection: !identityBasedStorage
+    workspaceId: monitoring.outputs.workspaceId
+    vnetEnabled: vnetEnabled
+    allowedIpAddresses: keyVaultAllowedIpAddresses
+  }
+}
+
+module network 'modules/network.bicep' = if (vnetEnabled) {
+  name: 'network'
+  params: {
+    location: location
+    tags: tags
+    vnetName: 'vnet-pcsync-${suffix}'
+    storageAccountId: storage.outputs.id
+    keyVaultId: keyVault.outputs.id
+  }
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  params: {
+    location: location
+    tags: tags
+    namePrefix: 'pcsync-${suffix}'
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    alertEmail: alertEmail
   }
 }
 
@@ -156,6 +197,7 @@ module functionApp 'modules/functionapp.bicep' = {
     webhookCertificateHosts: webhookCertificateHosts
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+    appSubnetId: vnetEnabled ? network.outputs.appSubnetId : ''
   }
   // the app starts with its roles in place (storage, Key Vault references, telemetry)
   dependsOn: [roles]

@@ -9,6 +9,15 @@ param storageAccountName string
 @description('Write the storage connection string as secret pcsync-storage-connection (PCSYNC_STORAGE Key Vault reference).')
 param storeStorageConnection bool
 
+@description('Log Analytics workspace that receives the vault\'s audit logs.')
+param workspaceId string
+
+@description('true: default-deny firewall; the app reaches the vault through its private endpoint (network.bicep).')
+param vnetEnabled bool = false
+
+@description('With vnetEnabled: public IP addresses (CIDR) allowed through the firewall, e.g. the operator who stores the client secret.')
+param allowedIpAddresses array = []
+
 var storageConnectionSecretName = 'pcsync-storage-connection'
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
@@ -23,7 +32,28 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     softDeleteRetentionInDays: 90
     enablePurgeProtection: true
     publicNetworkAccess: 'Enabled'
-    networkAcls: { defaultAction: 'Allow', bypass: 'AzureServices' }
+    networkAcls: {
+      defaultAction: vnetEnabled ? 'Deny' : 'Allow'
+      bypass: 'AzureServices'
+      ipRules: [for address in (vnetEnabled ? allowedIpAddresses : []): { value: address }]
+    }
+  }
+  // checkov:skip=CKV_AZURE_109: default-deny needs the VNet; vnetEnabled=true sets it (without VNet integration the app reaches the vault over the public endpoint; RBAC only, no access policies)
+  // checkov:skip=CKV_AZURE_189: public access stays on even with vnetEnabled so that an operator can store the client secret (allowedIpAddresses); the firewall then denies everyone else
+}
+
+// Who read or changed which secret (refresh tokens, the client secret): AuditEvent to the workspace.
+resource audit 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'audit-to-log-analytics'
+  scope: vault
+  properties: {
+    workspaceId: workspaceId
+    logs: [
+      { categoryGroup: 'audit', enabled: true }
+    ]
+    metrics: [
+      { category: 'AllMetrics', enabled: true }
+    ]
   }
 }
 
@@ -34,6 +64,8 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
 // Written by the deployment (control plane); never an output. Rotate by redeploying after a key rotation.
 resource storageConnection 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (storeStorageConnection) {
   parent: vault
+  // checkov:skip=CKV_AZURE_41: an account key does not expire; an expiry date would only break the PCSYNC_STORAGE reference on that day (rotate the key, then redeploy)
+  // checkov:skip=CKV_AZURE_114: contentType is set below; checkov reads the body of a conditional resource as empty
   name: storageConnectionSecretName
   properties: {
     contentType: 'Azure Storage connection string'
@@ -42,5 +74,6 @@ resource storageConnection 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (
 }
 
 output name string = vault.name
+output id string = vault.id
 output uri string = vault.properties.vaultUri
 output storageConnectionSecretName string = storeStorageConnection ? storageConnectionSecretName : ''

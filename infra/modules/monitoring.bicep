@@ -31,5 +31,6 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
 }
 
 output applicationInsightsName string = appInsights.name
+output applicationInsightsId string = appInsights.id
 output connectionString string = appInsights.properties.ConnectionString
 output workspaceId string = workspace.id

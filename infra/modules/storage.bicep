@@ -2,18 +2,32 @@
 // and the Flex Consumption deployment package container.
 param location string
 param tags object
+// main.bicep builds it from 'stpcsync' and 13 characters of uniqueString(): lower-case letters and digits
+@minLength(3)
+@maxLength(24)
 param storageAccountName string
 param deploymentContainerName string
 
 @description('Shared key (account key) access; off by default (identity-based PCSYNC_STORAGE), on only when PCSYNC_STORAGE is a connection string (identityBasedStorage=false).')
 param allowSharedKeyAccess bool
 
+@description('Replication; Standard_ZRS (or GRS) where the region has zones and the data is worth it.')
+@allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_GZRS'])
+param skuName string = 'Standard_LRS'
+
+@description('true: public network access off; the app reaches blob, queue and table through private endpoints (network.bicep).')
+param vnetEnabled bool = false
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: storageAccountName
   location: location
   tags: tags
   kind: 'StorageV2'
-  sku: { name: 'Standard_LRS' }
+  sku: { name: skuName }
+  // checkov:skip=CKV_AZURE_35: default-deny needs the VNet; vnetEnabled=true sets it (Flex Consumption without VNet integration reaches storage over its public endpoint)
+  // checkov:skip=CKV_AZURE_59: public network access is off with vnetEnabled=true; without a VNet the Functions host and the app need the public endpoint (identity-only, no shared key by default)
+  // checkov:skip=CKV_AZURE_206: skuName parameter; LRS by default because the tables are a copy that a full sync rebuilds from Partner Center, and refresh tokens live in Key Vault
+  // checkov:skip=CKV_AZURE_43: the name is a parameter checkov cannot resolve; main.bicep makes it 'stpcsync' + 13 lower-case characters of uniqueString() (21, within 3-24)
   properties: {
     supportsHttpsTrafficOnly: true
     minimumTlsVersion: 'TLS1_2'
@@ -21,7 +35,8 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     allowSharedKeyAccess: allowSharedKeyAccess
     allowCrossTenantReplication: false
     defaultToOAuthAuthentication: true
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: vnetEnabled ? 'Disabled' : 'Enabled'
+    networkAcls: vnetEnabled ? { defaultAction: 'Deny', bypass: 'None' } : { defaultAction: 'Allow', bypass: 'AzureServices' }
     encryption: {
       keySource: 'Microsoft.Storage'
       services: {

@@ -66,12 +66,13 @@ def app_setting_names(parsed) -> set[str]:
 
 def test_every_bicep_file_parses(parsed):
     assert {"main.bicep", "modules/functionapp.bicep", "modules/storage.bicep", "modules/keyvault.bicep",
-            "modules/roles.bicep", "modules/monitoring.bicep"} <= set(parsed)
+            "modules/roles.bicep", "modules/monitoring.bicep", "modules/network.bicep", "modules/alerts.bicep"} <= set(parsed)
 
 
 def test_main_wires_every_module(parsed):
     modules = {m["detail"]["path"] for m in parsed["main.bicep"]["modules"].values()}
-    assert modules == {f"modules/{name}.bicep" for name in ("monitoring", "storage", "keyvault", "roles", "functionapp")}
+    assert modules == {f"modules/{name}.bicep" for name in ("monitoring", "storage", "keyvault", "roles", "functionapp",
+                                                             "network", "alerts")}
     for path in modules:
         assert (INFRA / path).exists()
 
@@ -207,9 +208,40 @@ def test_pcsync_storage_key_vault_reference(parsed):
     assert "listKeys" not in outputs and "AccountKey" not in outputs
 
 
-def test_azure_yaml_and_readme():
-    text = (INFRA / "azure.yaml").read_text()
-    for line in ("provider: bicep", "module: main", "host: function", "language: python"):
-        assert line in text
+def test_key_vault_audit_logs_go_to_log_analytics(parsed):
+    [setting] = [r["config"] for r in parsed["modules/keyvault.bicep"]["resources"].values()
+                 if r["type"] == "Microsoft.Insights/diagnosticSettings"]
+    assert setting["scope"] == "vault" and setting["properties"]["workspaceId"] == "workspaceId"
+    assert {"categoryGroup": "audit", "enabled": True} in setting["properties"]["logs"]
+    params = parsed["main.bicep"]["modules"]["keyVault"]["config"]["params"]
+    wired = json.dumps(params["workspaceId"])
+    assert '"monitoring"' in wired and '"workspaceId"' in wired
+
+
+def test_vnet_integration_is_optional_and_off_by_default(parsed):
+    main = parsed["main.bicep"]
+    assert main["parameters"]["vnetEnabled"]["default"] is False
+    network = main["modules"]["network"]
+    assert network["config"]["condition"] == "vnetEnabled"
+    doc = parsed["modules/network.bicep"]
+    vnet = one({"n": doc}, "Microsoft.Network/virtualNetworks")
+    [app_subnet] = [s for s in vnet["properties"]["subnets"] if s["name"] == "app"]
+    assert app_subnet["properties"]["delegations"][0]["properties"]["serviceName"] == "Microsoft.App/environments"
+    groups = {e["name"] for e in doc["variables"]["endpoints"]["value"]}
+    assert groups == {"blob", "queue", "table", "vault"}
+    site = one(parsed, "Microsoft.Web/sites")
+    assert "appSubnetId" in json.dumps(site["properties"]["virtualNetworkSubnetId"])
+    # with the VNet the storage account and the vault close their public side
+    storage = one(parsed, "Microsoft.Storage/storageAccounts")["properties"]
+    assert "vnetEnabled" in json.dumps(storage["publicNetworkAccess"]) and "Deny" in json.dumps(storage["networkAcls"])
+    vault = one(parsed, "Microsoft.KeyVault/vaults")["properties"]
+    assert "vnetEnabled" in json.dumps(vault["networkAcls"]["defaultAction"])
+
+
+def test_azure_yaml_at_the_root_and_readme():
+    assert not (INFRA / "azure.yaml").exists()
+    text = (ROOT / "azure.yaml").read_text()
+    for line in ("provider: bicep", "path: infra", "module: main", "project: .", "host: function", "language: python"):
+        assert f"  {line}\n" in text, line
     readme = (INFRA / "README.md").read_text()
     assert "bicep build" in readme and "what-if" in readme and "identityBasedStorage" in readme
