@@ -50,6 +50,11 @@ class QueuePublisher:
             self._ready.add(name)
         return client
 
+    def queue_client(self, name: str):
+        """One queue's SDK client (the queue created on first use), for what the app itself never
+        does: `pcsync doctor` receives and deletes its probe message and deletes its scratch queue."""
+        return self._queue(name)
+
     def send_json(self, queue_name: str, message: Mapping[str, Any], *, delay_seconds: int | None = None) -> None:
         text = encode_message(message)
         self._queue(queue_name).send_message(text, visibility_timeout=delay_seconds)
