@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping, NoReturn
 from urllib.parse import urlparse
 
+from shared import telemetry
 from shared.clock import Clock, parse_iso, to_iso, utc_now
 from shared.errors import Conflict
 from shared.logging import get_logger, register_secret
@@ -136,6 +137,7 @@ class _Refusal(Exception):
 
 
 def _refuse(reason: ConsentReason, status: int, message: str, provider_id: str | None = None) -> NoReturn:
+    telemetry.annotate(provider=provider_id, outcome=reason, status=status)
     raise _Refusal(ConsentOutcome(False, reason, status, "Consent not completed", message, provider_id))
 
 
@@ -275,17 +277,18 @@ class ConsentService:
 
     def complete(self, auth_response: Mapping[str, str], *, callback_url: str | None = None) -> ConsentOutcome:
         """Finish a consent from Entra's answer; every refusal is an outcome, and stores nothing."""
-        response = {str(k): str(v) for k, v in auth_response.items()}
-        # The auth code is a credential until redeemed; msal logs it at DEBUG in its cache events.
-        register_secret(response.get("code"))
-        try:
-            now = self._clock()
-            row, flow = self._spend_flow(response.get("state", ""), now)
-            provider = self._check_answer(row, flow, response, callback_url)
-            result = self._redeem(row, flow, response)
-            return self._store_consent(provider, result, now)
-        except _Refusal as refusal:
-            return refusal.outcome
+        with telemetry.span("pcsync.consent.complete"):
+            response = {str(k): str(v) for k, v in auth_response.items()}
+            # The auth code is a credential until redeemed; msal logs it at DEBUG in its cache events.
+            register_secret(response.get("code"))
+            try:
+                now = self._clock()
+                row, flow = self._spend_flow(response.get("state", ""), now)
+                provider = self._check_answer(row, flow, response, callback_url)
+                result = self._redeem(row, flow, response)
+                return self._store_consent(provider, result, now)
+            except _Refusal as refusal:
+                return refusal.outcome
 
     def _spend_flow(self, state: str, now: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
         """The pending flow of ``state``, spent: a state works once and for 15 minutes."""
@@ -382,6 +385,7 @@ class ConsentService:
         )
         self._on_consented(provider.id)
         log.info("consent completed for provider %s by %s", provider.id, upn)
+        telemetry.annotate(provider=provider.id, outcome=ConsentReason.OK, status=200)
         who = f" as {upn}" if upn else ""
         return ConsentOutcome(True, ConsentReason.OK, 200, "Consent complete",
                               f"pcsync can now reach Partner Center for provider '{provider.id}'{who}. "

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import requests
 
+from shared import telemetry
 from shared.clock import Clock, to_iso, utc_now
 from shared.errors import Conflict, ConsentRequired, NotFound
 from shared.logging import get_logger
@@ -124,34 +125,37 @@ class VerifyService:
         self._clock = clock
 
     def verify(self, provider_id: str) -> VerifyReport:
-        validate_provider_id(provider_id)
-        provider = self._providers.get_provider(provider_id)  # NotFound -> 404
-        tokens = self._token_sources(provider)
-        session = self._session or http_session(self._settings, retries=0)
-        correlation_id = str(uuid.uuid4())
+        with telemetry.span("pcsync.verify", provider=provider_id):
+            validate_provider_id(provider_id)
+            provider = self._providers.get_provider(provider_id)  # NotFound -> 404
+            tokens = self._token_sources(provider)
+            session = self._session or http_session(self._settings, retries=0)
+            correlation_id = str(uuid.uuid4())
 
-        checks: list[Check] = []
-        token, token_check = self._token_refresh(tokens)
-        checks.append(token_check)
-        claims = unverified_claims(token)
-        checks.append(self._mfa_claim(token, claims))
-        checks.append(self._tenant_matches(provider, token, claims))
-        for name, path in (
-            ("organization_profile", "/v1/profiles/organization"),
-            ("customers_read", "/v1/customers?size=1"),
-            ("invoices_read", "/v1/invoices?size=1"),
-        ):
-            checks.append(self._partner_center_get(session, name, path, token, correlation_id))
-        if provider.cost_management:
-            checks.append(self._graph_billing(tokens))
+            checks: list[Check] = []
+            token, token_check = self._token_refresh(tokens)
+            checks.append(token_check)
+            claims = unverified_claims(token)
+            checks.append(self._mfa_claim(token, claims))
+            checks.append(self._tenant_matches(provider, token, claims))
+            for name, path in (
+                ("organization_profile", "/v1/profiles/organization"),
+                ("customers_read", "/v1/customers?size=1"),
+                ("invoices_read", "/v1/invoices?size=1"),
+            ):
+                checks.append(self._partner_center_get(session, name, path, token, correlation_id))
+            if provider.cost_management:
+                checks.append(self._graph_billing(tokens))
 
-        report = VerifyReport(provider_id, to_iso(self._clock()), tuple(checks))
-        self._providers.update_status(
-            provider_id, verify_result=json.dumps(report.to_json()), verified_at=report.checked_at
-        )
-        log.info("verify for provider %s: %s", provider_id,
-                 ", ".join(f"{c.name}={'ok' if c.passed else 'FAIL'}" for c in checks))
-        return report
+            report = VerifyReport(provider_id, to_iso(self._clock()), tuple(checks))
+            self._providers.update_status(
+                provider_id, verify_result=json.dumps(report.to_json()), verified_at=report.checked_at
+            )
+            telemetry.annotate(outcome="passed" if report.passed else "failed",
+                               failed_checks=[c.name for c in checks if not c.passed])
+            log.info("verify for provider %s: %s", provider_id,
+                     ", ".join(f"{c.name}={'ok' if c.passed else 'FAIL'}" for c in checks))
+            return report
 
     # -- the checks -------------------------------------------------------------------------
 
@@ -208,7 +212,12 @@ class VerifyService:
             "MS-CorrelationId": correlation_id,
         }
         try:
-            response = session.get(url, headers=headers, timeout=PC_TIMEOUT)
+            # verify sends its own requests (not through the transport), so its attempt spans are here
+            with telemetry.span("partner center GET", {"http.request.method": "GET", "url.path": path,
+                                **telemetry.header_attributes("request", headers)}, client=True, check=name) as span:
+                response = session.get(url, headers=headers, timeout=PC_TIMEOUT)
+                span.set({"http.response.status_code": response.status_code,
+                          **telemetry.header_attributes("response", response.headers)})
         except requests.RequestException as exc:
             return Check(name, False, f"connection failed: {type(exc).__name__}",
                          f"Check that {self._settings.partner_center_url} is reachable from the Function App.")

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping
 
+from shared import telemetry
 from shared.clock import utc_now
 from shared.clients import ClientRegistry
 from shared.errors import ConsentRequired, InvalidInput, Unavailable, UpstreamRefused
@@ -195,6 +196,14 @@ class ProviderOutcome(TimerOutcome):
     customers_enqueued: int = 0
 
 
+def run_telemetry(result: RunResult) -> None:
+    """A finished run's outcome and counts on its span, and its metrics."""
+    telemetry.annotate(outcome=result.outcome, rows_read=result.rows_read, rows_written=result.rows_written,
+                       rows_removed=result.rows_removed, calls=result.calls, throttled=result.throttled_429,
+                       retries=result.retries, error=result.error)
+    telemetry.record_run(result)
+
+
 def _scope(provider_id: str, customer_id: str | None) -> str:
     return f"{provider_id}/{customer_id}" if customer_id else provider_id
 
@@ -229,27 +238,29 @@ class SyncService:
         correlation_id = correlation_id or str(uuid.uuid4())
         customer_id = canonical_id(customer_id) if customer_id is not None else None
         result = RunResult(provider.id, stream.name, customer_id, correlation_id)
-        stats = CallStats()
-        record_run(self.tables, result)  # "running": a run killed mid-way still leaves its row
-        try:
-            bound = (client or self.clients.partner_center(provider)).bind(correlation_id=correlation_id, stats=stats)
-            sync_stream(stream, client=bound, tables=self.tables, provider_id=provider.id,
-                        customer_id=customer_id, result=result)
-            result.end(RunOutcome.SUCCEEDED)
-        except ConsentRequired as exc:
-            self.consent_lost(provider, result, exc, f"{stream.name} sync of {_scope(provider.id, customer_id)}")
-        except (PartnerCenterError, InvalidId, Unavailable, UpstreamRefused) as exc:
-            # Partner Center, a bad id, or a dependency blip (Entra, Key Vault): this run failed
-            # and says so; the provider's other runs go on
-            result.end(RunOutcome.FAILED, exc)
-            log.warning("%s sync failed for %s: %s", stream.name, _scope(provider.id, customer_id), exc,
-                        extra={"provider_id": provider.id, "customer_id": customer_id, "stream": stream.name})
-        except Exception as exc:  # record, then let the runtime see it
-            result.crashed(exc)
+        with telemetry.span("pcsync.sync.run", provider=provider.id, stream=stream.name, customer=customer_id,
+                            run_id=result.run_id, correlation_id=correlation_id):
+            stats = CallStats()
+            record_run(self.tables, result)  # "running": a run killed mid-way still leaves its row
+            try:
+                bound = (client or self.clients.partner_center(provider)).bind(correlation_id=correlation_id, stats=stats)
+                sync_stream(stream, client=bound, tables=self.tables, provider_id=provider.id,
+                            customer_id=customer_id, result=result)
+                result.end(RunOutcome.SUCCEEDED)
+            except ConsentRequired as exc:
+                self.consent_lost(provider, result, exc, f"{stream.name} sync of {_scope(provider.id, customer_id)}")
+            except (PartnerCenterError, InvalidId, Unavailable, UpstreamRefused) as exc:
+                # Partner Center, a bad id, or a dependency blip (Entra, Key Vault): this run failed
+                # and says so; the provider's other runs go on
+                result.end(RunOutcome.FAILED, exc)
+                log.warning("%s sync failed for %s: %s", stream.name, _scope(provider.id, customer_id), exc,
+                            extra={"provider_id": provider.id, "customer_id": customer_id, "stream": stream.name})
+            except Exception as exc:  # record, then let the runtime see it
+                result.crashed(exc)
+                self._finish(result, stats)
+                raise
             self._finish(result, stats)
-            raise
-        self._finish(result, stats)
-        return result
+            return result
 
     def consent_lost(self, provider: ProviderConnection, result: RunResult, exc: ConsentRequired, what: str) -> None:
         """End the run as ``consent_required`` and drop the provider's cached clients."""
@@ -261,6 +272,7 @@ class SyncService:
     def _finish(self, result: RunResult, stats: CallStats) -> None:
         result.take_stats(stats)
         record_run(self.tables, result)
+        run_telemetry(result)
         log.info(
             "sync %s %s: %s read=%d written=%d removed=%d calls=%d 429s=%d in %.1fs",
             result.stream, _scope(result.provider_id, result.customer_id), result.outcome, result.rows_read,

@@ -33,6 +33,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
+from shared import telemetry
 from shared.clock import utc_now
 from shared.errors import ConsentRequired
 from shared.graph_billing_errors import ExportFailed, GraphBillingError
@@ -44,7 +45,7 @@ from shared.providers import ProviderConnection
 from shared.tables import escape_key
 from shared.transport import CallStats
 
-from ..engine import SyncService, fan_out, for_each_active_provider
+from ..engine import SyncService, fan_out, for_each_active_provider, run_telemetry
 from ..resources import IdKind, InvalidId, checked_id
 from ..rows import RowWriter, StoredInKeyOrder
 from ..runs import MAX_ERROR_TEXT, RunOutcome, record_run
@@ -158,34 +159,36 @@ class InvoiceService:
         error so that the queue handler can decide on redelivery)."""
         correlation_id = correlation_id or str(uuid.uuid4())
         result = ImportResult(provider.id, IMPORT_STREAM, None, correlation_id, invoice_id=invoice_id)
-        stats = CallStats()
-        invoice: dict[str, Any] | None = None
-        where = {"provider_id": provider.id, "invoice_id": invoice_id}
-        record_run(self.tables, result)  # "running": an import killed mid-way still leaves its row
-        try:
-            checked = checked_id(IdKind.INVOICE, invoice_id)  # before it goes into a path
-            bound = (client or self.sync.clients.partner_center(provider)).bind(correlation_id=correlation_id, stats=stats)
-            # an answer that is not this invoice (an error envelope, another resource) fails the import
-            invoice = bound.get_json(f"/invoices/{escape_path(checked)}",
-                                     expect=resource_problem("Invoice", checked))
-            self._import(provider, invoice, bound, stats, result, plan=plan_import(invoice, source=source))
-        except ConsentRequired as exc:
-            self.sync.consent_lost(provider, result, exc, f"import of invoice {invoice_id}")
-        except NotFoundError as exc:
-            result.end(RunOutcome.INVOICE_NOT_FOUND, exc)
-            log.warning("invoice %s of provider %s does not exist; import rejected", invoice_id, provider.id,
-                        extra=where)
-        except (PartnerCenterError, GraphBillingError, InvalidId) as exc:
-            result.end(RunOutcome.FAILED, exc)
-            log.warning("import of invoice %s for %s failed: %s", invoice_id, provider.id, exc, extra=where)
-        except Exception as exc:  # record, then let the runtime see it
-            result.crashed(exc)
+        with telemetry.span("pcsync.invoice.import", provider=provider.id, stream=IMPORT_STREAM, invoice_id=invoice_id,
+                            run_id=result.run_id, correlation_id=correlation_id):
+            stats = CallStats()
+            invoice: dict[str, Any] | None = None
+            where = {"provider_id": provider.id, "invoice_id": invoice_id}
+            record_run(self.tables, result)  # "running": an import killed mid-way still leaves its row
+            try:
+                checked = checked_id(IdKind.INVOICE, invoice_id)  # before it goes into a path
+                bound = (client or self.sync.clients.partner_center(provider)).bind(correlation_id=correlation_id, stats=stats)
+                # an answer that is not this invoice (an error envelope, another resource) fails the import
+                invoice = bound.get_json(f"/invoices/{escape_path(checked)}",
+                                         expect=resource_problem("Invoice", checked))
+                self._import(provider, invoice, bound, stats, result, plan=plan_import(invoice, source=source))
+            except ConsentRequired as exc:
+                self.sync.consent_lost(provider, result, exc, f"import of invoice {invoice_id}")
+            except NotFoundError as exc:
+                result.end(RunOutcome.INVOICE_NOT_FOUND, exc)
+                log.warning("invoice %s of provider %s does not exist; import rejected", invoice_id, provider.id,
+                            extra=where)
+            except (PartnerCenterError, GraphBillingError, InvalidId) as exc:
+                result.end(RunOutcome.FAILED, exc)
+                log.warning("import of invoice %s for %s failed: %s", invoice_id, provider.id, exc, extra=where)
+            except Exception as exc:  # record, then let the runtime see it
+                result.crashed(exc)
+                self._finish(result, stats)
+                self._mark_invoice(provider.id, invoice_id, result)
+                raise
             self._finish(result, stats)
-            self._mark_invoice(provider.id, invoice_id, result)
-            raise
-        self._finish(result, stats)
-        self._mark_invoice(provider.id, invoice_id, result, invoice=invoice)
-        return result
+            self._mark_invoice(provider.id, invoice_id, result, invoice=invoice)
+            return result
 
     def _import(self, provider: ProviderConnection, invoice: Mapping[str, Any], client: PartnerCenterClient,
                 stats: CallStats, result: ImportResult, *, plan: ImportPlan) -> None:
@@ -256,6 +259,10 @@ class InvoiceService:
         result.take_stats(stats)
         record_run(self.tables, result)
         summary = result.summary
+        run_telemetry(result)
+        if summary is not None:
+            telemetry.annotate(source=result.source_text, reconciliation=summary.status)
+            telemetry.record_reconciliation(result.provider_id, summary.status)
         log.info(
             "import %s/%s: %s via %s read=%d written=%d unchanged=%d removed=%d calls=%d%s in %.1fs",
             result.provider_id, result.invoice_id, result.outcome, result.source_text or "-", result.rows_read,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Mapping, NoReturn
 
+from shared import telemetry
 from shared.clock import Clock, parse_iso, to_iso, utc_now
 from shared.errors import Unavailable
 from shared.logging import get_logger
@@ -86,24 +87,25 @@ class WebhookService:
     def receive(self, provider_id: str, *, headers: Mapping[str, str], body: bytes) -> Receipt:
         """Verify, map, screen, enqueue, record. Raises ValidationFailed (400, not a provider id),
         WebhookRejected (400/401/404/413) or EnqueueFailed."""
-        provider = self._require_provider(provider_id)
-        correlation_id = str(uuid.uuid4())
-        event, work = self._verified_work(provider_id, headers, body, correlation_id)
-        identity = ""
-        if work.queue and work.message is not None:
-            work, identity = self._screened(provider, event, work, correlation_id)
-        if work.queue and work.message is not None:
-            try:
-                self.queues.send_json(work.queue, work.message)
-            except Exception as exc:  # storage trouble: let Partner Center deliver again
-                self.accepted.release(provider_id, identity)
-                self._record(provider_id, event, WebhookOutcome.REJECTED, f"could not queue work: {type(exc).__name__}",
-                             correlation_id, status=503)
-                raise EnqueueFailed("the event could not be queued; deliver it again later") from exc
-        self._record(provider_id, event, work.outcome, work.reason, correlation_id, status=200, queue=work.queue)
-        log.info("partner center webhook %s for %s: %s", event.event_name, provider_id, work.outcome,
-                 extra={"provider_id": provider_id, "correlation_id": correlation_id, "event": event.event_name})
-        return Receipt(provider_id, event.event_name, work.outcome, work.reason, correlation_id, work.queue)
+        with telemetry.span("pcsync.webhook.receive", provider=provider_id):
+            provider = self._require_provider(provider_id)
+            correlation_id = str(uuid.uuid4())
+            event, work = self._verified_work(provider_id, headers, body, correlation_id)
+            identity = ""
+            if work.queue and work.message is not None:
+                work, identity = self._screened(provider, event, work, correlation_id)
+            if work.queue and work.message is not None:
+                try:
+                    self.queues.send_json(work.queue, work.message)
+                except Exception as exc:  # storage trouble: let Partner Center deliver again
+                    self.accepted.release(provider_id, identity)
+                    self._record(provider_id, event, WebhookOutcome.REJECTED, f"could not queue work: {type(exc).__name__}",
+                                 correlation_id, status=503)
+                    raise EnqueueFailed("the event could not be queued; deliver it again later") from exc
+            self._record(provider_id, event, work.outcome, work.reason, correlation_id, status=200, queue=work.queue)
+            log.info("partner center webhook %s for %s: %s", event.event_name, provider_id, work.outcome,
+                     extra={"provider_id": provider_id, "correlation_id": correlation_id, "event": event.event_name})
+            return Receipt(provider_id, event.event_name, work.outcome, work.reason, correlation_id, work.queue)
 
     def list_events(self, provider_id: str, *, limit: int = 20) -> list[dict[str, Any]]:
         """The newest recorded events of a provider (RowKeys sort newest first)."""
@@ -172,6 +174,8 @@ class WebhookService:
 
     def _record(self, provider_id: str, event: WebhookEvent | None, outcome: WebhookOutcome, reason: str,
                 correlation_id: str, *, status: int, queue: str | None = None) -> None:
+        telemetry.annotate(outcome=outcome, event=event.event_name if event else None, status=status, queue=queue,
+                           correlation_id=correlation_id)
         received = self.now()
         reverse_ms = 10**13 - int(received.timestamp() * 1000)
         entity = {

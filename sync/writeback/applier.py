@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 from urllib.parse import quote
 
+from shared import telemetry
 from shared.clock import to_iso
 from shared.errors import ConsentRequired, Conflict
 from shared.jsonutil import get_path
@@ -123,6 +124,8 @@ class WritebackApplier:
         if state in FINAL_STATES or state == WritebackState.FAILED:
             record.finished_at = self.clock()
         self._save(record)
+        telemetry.annotate(outcome=state, error_code=code, request_id=record.request_id)
+        telemetry.record_writeback(record.provider_id, record.operation, state)
         level = logging.INFO if state == WritebackState.SUCCEEDED else logging.WARNING
         log.log(level, "write-back %s/%s %s: %s%s", record.provider_id, record.idempotency_key, record.operation,
                 state, f" ({reason})" if reason else "",
@@ -181,28 +184,31 @@ class WritebackApplier:
               max_deliveries: int = MAX_DELIVERIES) -> WritebackRecord:
         """Apply an accepted record at most once: a final record is returned as it stands; a
         transient failure is recorded as ``failed`` and raised as ApplyFailed."""
-        claimed = self._claim(record)
-        if claimed is None:
-            log.info("write-back %s/%s already %s; not applied again", record.provider_id, record.idempotency_key,
-                     record.state, extra={"provider_id": record.provider_id, "idempotency_key": record.idempotency_key})
-            return self._find(record) or record
-        record = claimed
-        provider = self.providers.find_provider(record.provider_id)
-        refusal = provider_refusal(record.provider_id, provider)
-        if refusal is not None:
-            reason, code = refusal
-            return self._reject(record, reason, code=code)
-        try:
-            client = self.client_factory(provider, record)
-            if record.operation == CONFIRM_AGREEMENT:
-                return self._apply_agreement(record, record.request(), client)
-            return self._apply_subscription(record, record.request(), client)
-        except ConsentRequired as exc:
-            return self._reject(record, f"consent needed: {exc}", code="consent")
-        except RETRYABLE_ERRORS as exc:
-            raise self._transient_failure(record, exc, delivery, max_deliveries) from exc
-        except PartnerCenterError as exc:
-            return self._reject(record, _refused("the change", exc), code=_error_code(exc))
+        with telemetry.span("pcsync.writeback.apply", provider=record.provider_id, customer=record.customer_id,
+                            writeback_key=record.idempotency_key, operation=record.operation, delivery=delivery):
+            claimed = self._claim(record)
+            if claimed is None:
+                log.info("write-back %s/%s already %s; not applied again", record.provider_id, record.idempotency_key,
+                         record.state, extra={"provider_id": record.provider_id, "idempotency_key": record.idempotency_key})
+                telemetry.annotate(outcome=f"already {record.state}")
+                return self._find(record) or record
+            record = claimed
+            provider = self.providers.find_provider(record.provider_id)
+            refusal = provider_refusal(record.provider_id, provider)
+            if refusal is not None:
+                reason, code = refusal
+                return self._reject(record, reason, code=code)
+            try:
+                client = self.client_factory(provider, record)
+                if record.operation == CONFIRM_AGREEMENT:
+                    return self._apply_agreement(record, record.request(), client)
+                return self._apply_subscription(record, record.request(), client)
+            except ConsentRequired as exc:
+                return self._reject(record, f"consent needed: {exc}", code="consent")
+            except RETRYABLE_ERRORS as exc:
+                raise self._transient_failure(record, exc, delivery, max_deliveries) from exc
+            except PartnerCenterError as exc:
+                return self._reject(record, _refused("the change", exc), code=_error_code(exc))
 
     def _transient_failure(self, record: WritebackRecord, exc: BaseException, delivery: int,
                            max_deliveries: int) -> ApplyFailed:
