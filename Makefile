@@ -12,7 +12,7 @@ setup: $(PY_STAMP) $(NODE_STAMP)
 
 $(PY_STAMP): pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,cli]'
 	touch $@
 
 $(NODE_STAMP): package.json package-lock.json

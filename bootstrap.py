@@ -13,6 +13,7 @@ app (a cold start) loads no Azure SDK until a function needs one.
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from dataclasses import replace
@@ -101,6 +102,61 @@ def app_credential(settings: Settings, **transport_options: Any) -> "TokenCreden
     return DefaultAzureCredential(exclude_interactive_browser_credential=True, **options)
 
 
+_telemetry_lock = threading.Lock()
+_telemetry_configured = False
+# Azure Monitor's HTTP instrumentations are off: every Partner Center and Graph attempt already is a
+# CLIENT span (shared/transport.py) with the request ids, so they would only record each call twice.
+_DUPLICATE_INSTRUMENTATIONS = {"requests": {"enabled": False}, "urllib": {"enabled": False},
+                               "urllib3": {"enabled": False}}
+
+
+def configure_telemetry(settings: Settings, *, providers: Callable[[], Any] | None = None) -> bool:
+    """Turn traces and metrics on, once per process: Azure Monitor when
+    APPLICATIONINSIGHTS_CONNECTION_STRING is set, the console exporters when OTEL_TRACES_EXPORTER /
+    OTEL_METRICS_EXPORTER say ``console``; ``providers`` (a provider listing) feeds the refresh token
+    expiry gauge. False when nothing is configured (or it already was): then nothing is imported."""
+    global _telemetry_configured
+    config = settings.telemetry
+    with _telemetry_lock:
+        if _telemetry_configured or not config.enabled:
+            return False
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+        from shared import telemetry
+
+        processors = [telemetry.redacting_processor()]  # first: the exporting processors see redacted spans
+        if config.traces_exporter == "console":
+            processors.append(BatchSpanProcessor(ConsoleSpanExporter()))
+        readers = [PeriodicExportingMetricReader(ConsoleMetricExporter())] if config.metrics_exporter == "console" else []
+        resource = Resource.create({"service.name": config.service_name})
+        if config.connection_string:
+            from azure.monitor.opentelemetry import configure_azure_monitor
+
+            # the worker's log records already reach Application Insights through the Functions host
+            configure_azure_monitor(connection_string=config.connection_string, resource=resource,
+                                    span_processors=processors, metric_readers=readers, disable_logging=True,
+                                    instrumentation_options=_DUPLICATE_INSTRUMENTATIONS)
+        else:
+            tracer_provider = TracerProvider(resource=resource)
+            for processor in processors:
+                tracer_provider.add_span_processor(processor)
+            trace.set_tracer_provider(tracer_provider)
+            metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
+        telemetry.install()
+        # host.json's "azure": "Warning" filters only the host's own logs: the Python worker forwards
+        # every record under the function's category, so the SDKs' per-request INFO lines are cut here
+        logging.getLogger("azure").setLevel(logging.WARNING)
+        if providers is not None:
+            telemetry.watch_refresh_tokens(providers)
+        _telemetry_configured = True
+        return True
+
+
 class Services:
     """Every client and service of the app, each built once, on first use.
 
@@ -145,6 +201,7 @@ class Services:
             self.__dict__["tables"] = tables
         if queues is not None:
             self.__dict__["queues"] = queues
+        configure_telemetry(settings, providers=lambda: self.providers.list_providers())
 
     def derive(self, *, settings: Settings | None = None, **setting_changes: Any) -> "Services":
         """New services over the same storage, credential and Key Vault, with changed settings

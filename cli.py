@@ -64,7 +64,10 @@ def build_services(args: argparse.Namespace, settings: Settings | None = None):
 
 def _command_groups() -> list[Callable[[Any], None]]:
     """Each feature package's command group: its cli module's register(subparsers)."""
+    from functools import partial
+
     from admin import cli as admin_cli
+    from admin import doctor_cli
     from auth import cli as auth_cli
     from sync import cli as sync_cli
     from sync import inspect_cli
@@ -72,8 +75,15 @@ def _command_groups() -> list[Callable[[Any], None]]:
     from sync.writeback import cli as writeback_cli
     from sync.writeback import inspect_cli as writeback_inspect_cli
 
+    def app_checks(*given: Any) -> Any:  # auth's doctor checks, loaded (with msal) only when doctor runs
+        from auth.doctor_checks import app_checks as checks
+
+        return checks(*given)
+
     return [admin_cli.register, auth_cli.register, sync_cli.register, writeback_cli.register, webhooks_cli.register,
-            inspect_cli.register, writeback_inspect_cli.register]
+            inspect_cli.register, writeback_inspect_cli.register,
+            partial(doctor_cli.register, environment=load_environment, build_services=build_services,
+                    app_checks=app_checks)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.debug)
     settings: Settings | None = None
     try:
+        if getattr(args, "reads_settings", False):  # pcsync doctor: a bad setting is a finding, not an error
+            return args.handler(args, None)
         settings = load_settings(args)
         services = build_services(args, settings)
         return args.handler(args, services)

@@ -43,8 +43,23 @@ STORAGE_IDENTITY_SETTINGS = (
 )
 _STORAGE_ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
 
-# Read by the Functions host itself, not by our code; listed in the sample because a local run needs it.
-HOST_AND_SDK_SETTINGS = ("FUNCTIONS_WORKER_RUNTIME",)
+# Telemetry, under the standard names (Application Insights, OpenTelemetry), so that the host, the
+# Azure Monitor exporter and a developer's shell agree; read here (TelemetrySettings) so a --settings
+# file is enough. The Azure Monitor exporter reads APPLICATIONINSIGHTS_AUTHENTICATION_STRING (Entra
+# auth, set only in Azure) from the process environment itself.
+TELEMETRY_CONNECTION_SETTING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
+TELEMETRY_TRACES_EXPORTER_SETTING = "OTEL_TRACES_EXPORTER"
+TELEMETRY_METRICS_EXPORTER_SETTING = "OTEL_METRICS_EXPORTER"
+TELEMETRY_SERVICE_NAME_SETTING = "OTEL_SERVICE_NAME"
+TELEMETRY_SETTINGS = (TELEMETRY_CONNECTION_SETTING, TELEMETRY_TRACES_EXPORTER_SETTING,
+                      TELEMETRY_METRICS_EXPORTER_SETTING, TELEMETRY_SERVICE_NAME_SETTING)
+# The local exporters this app ships (the OpenTelemetry SDK's console one); "none" or empty: only
+# Azure Monitor, when its connection string is set.
+LOCAL_EXPORTERS = ("console", "none")
+
+# Read by the Functions host itself, not by our code, or under an SDK's standard name (telemetry);
+# listed in the sample because a local run needs (or may set) them.
+HOST_AND_SDK_SETTINGS = ("FUNCTIONS_WORKER_RUNTIME",) + TELEMETRY_SETTINGS
 
 # The app's own Azure credential (for storage and Key Vault), under azure-identity's names. Read
 # here rather than left to azure-identity, which reads only the process environment: so a
@@ -203,6 +218,35 @@ class AzureCredentialSettings:
 
 
 @dataclass(frozen=True)
+class TelemetrySettings:
+    """Where traces and metrics go: Azure Monitor when ``connection_string`` is set, and the console
+    exporter for local use when OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER say ``console``."""
+
+    connection_string: str = field(default="", repr=False)  # holds the ingestion key
+    traces_exporter: str = "none"
+    metrics_exporter: str = "none"
+    service_name: str = "pcsync"
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.connection_string) or "console" in (self.traces_exporter, self.metrics_exporter)
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> "TelemetrySettings":
+        exporters = {}
+        for name in (TELEMETRY_TRACES_EXPORTER_SETTING, TELEMETRY_METRICS_EXPORTER_SETTING):
+            value = _text(environ, name, "none").lower()
+            if value not in LOCAL_EXPORTERS:
+                raise SettingsError(f"{name} must be one of {', '.join(LOCAL_EXPORTERS)} (Azure Monitor is used "
+                                    f"when {TELEMETRY_CONNECTION_SETTING} is set), got {value!r}")
+            exporters[name] = value
+        return cls(connection_string=_text(environ, TELEMETRY_CONNECTION_SETTING),
+                   traces_exporter=exporters[TELEMETRY_TRACES_EXPORTER_SETTING],
+                   metrics_exporter=exporters[TELEMETRY_METRICS_EXPORTER_SETTING],
+                   service_name=_text(environ, TELEMETRY_SERVICE_NAME_SETTING, "pcsync"))
+
+
+@dataclass(frozen=True)
 class Settings:
     storage: StorageSettings
     # the app's own credential (storage, Key Vault); empty: DefaultAzureCredential
@@ -228,6 +272,7 @@ class Settings:
     # Share the partner-tenant budget between worker processes through table `callbudget`
     # (shared/call_budget.py); off = each process keeps its own budget.
     shared_budget: bool = True
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> "Settings":
@@ -242,6 +287,7 @@ class Settings:
             ) or DEFAULT_WEBHOOK_CERTIFICATE_HOSTS,
             webhook_max_age_days=_whole_days(environ, "PCSYNC_WEBHOOK_MAX_AGE_DAYS", 7),
             ca_bundle=_text(environ, "PCSYNC_CA_BUNDLE") or None,
+            telemetry=TelemetrySettings.from_environment(environ),
         )
 
     @property
