@@ -268,34 +268,31 @@ def test_server_rejection_is_recorded_with_its_code():
     assert record.state == "rejected" and record.error_code == "2002" and "not within range" in record.reason
 
 
-def test_stale_etag_with_an_unrelated_change_is_retried_once():
-    client = FakeClient()
-    service, _ = make_service(client)
+def edited_in_the_portal_after_the_first_read(client, **changes):
+    """Someone changes the subscription in Partner Center between our read and our PATCH, so the
+    PATCH meets a stale etag."""
     original_get = client.get_json
 
     def get_then_edit(path, **kwargs):
         result = original_get(path, **kwargs)
         if client.gets == 1:
-            client.upstream(autoRenewEnabled=False)
+            client.upstream(**changes)
         return result
 
     client.get_json = get_then_edit
+    return client
+
+
+def test_stale_etag_with_an_unrelated_change_is_retried_once():
+    client = edited_in_the_portal_after_the_first_read(FakeClient(), autoRenewEnabled=False)
+    service, _ = make_service(client)
     record = service.handle_message(message(quantity=12))
     assert record.state == "succeeded" and len(client.patches) == 2 and client.sub["quantity"] == 12
 
 
 def test_stale_etag_with_the_field_changed_upstream_is_rejected():
-    client = FakeClient()
+    client = edited_in_the_portal_after_the_first_read(FakeClient(), quantity=20)
     service, _ = make_service(client)
-    original_get = client.get_json
-
-    def get_then_edit(path, **kwargs):
-        result = original_get(path, **kwargs)
-        if client.gets == 1:
-            client.upstream(quantity=20)
-        return result
-
-    client.get_json = get_then_edit
     record = service.handle_message(message(quantity=12))
     assert record.state == "rejected" and record.reason.startswith("changed in Partner Center since 2025-03-10T12:00:00Z")
     assert "quantity was 10, is now 20" in record.reason and client.sub["quantity"] == 20
