@@ -22,8 +22,6 @@ rules. ``POST export`` is retried too: a duplicate export operation costs nothin
 """
 from __future__ import annotations
 
-import random
-import time
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Mapping
@@ -40,22 +38,12 @@ from .graph_billing_errors import (
     GraphPermissionMissing,
     GraphServiceError,
 )
+from .client_base import HttpClient
 from .jsonlines import DEFAULT_MAX_LINE_BYTES, iter_gzip_json_lines
 from .jsonutil import as_text, get_path
 from .logging import get_logger
 from .tokens import GraphTokenSource
-from .transport import (
-    TRANSIENT_EXCEPTIONS,
-    Call,
-    CallStats,
-    Dialect,
-    ErrorType,
-    Failure,
-    RetryPolicy,
-    Transport,
-    error_fields,
-    parse_retry_after,
-)
+from .transport import TRANSIENT_EXCEPTIONS, Call, CallStats, Dialect, ErrorType, Failure, error_fields, parse_retry_after
 
 log = get_logger(__name__)
 
@@ -213,12 +201,9 @@ _API = Dialect(
     name="graph",
     request_id_header="client-request-id",
     parse_error=_graph_error,
-    errors={
-        ErrorType.FORBIDDEN: GraphPermissionMissing,
-        ErrorType.THROTTLED: GraphServiceError,
-        ErrorType.SERVICE: GraphServiceError,
-        ErrorType.TRANSPORT: GraphServiceError,
-    },
+    # a missing permission is the partner's to fix; whatever else went wrong on the way is Graph's
+    errors={ErrorType.FORBIDDEN: GraphPermissionMissing,
+            **dict.fromkeys((ErrorType.THROTTLED, ErrorType.SERVICE, ErrorType.TRANSPORT), GraphServiceError)},
     default_error=GraphBillingError,
     make_error=_make_error,
     hints={ErrorType.FORBIDDEN: "Grant the app the Microsoft Graph application permission PartnerBilling.Read.All "
@@ -236,65 +221,31 @@ _BLOB = replace(
 )
 
 
-@dataclass
-class _Shared:
-    graph_url: str
-    token_source: GraphTokenSource
-    transport: Transport
-    poll_timeout: float
-    poll_default: float
-    chunk_bytes: int
-    max_line_bytes: int
-    max_blob_attempts: int
-
-
-class GraphBillingClient:
+class GraphBillingClient(HttpClient):
     """Graph billing reconciliation export for one partner tenant (app-only token).
 
     Immutable; ``bind(stats=...)`` returns a view for one import that shares the session.
-    ``sleep`` is injectable (tests poll without waiting); ``poll_timeout`` bounds the total
-    time spent waiting for an operation, ``poll_default`` is the wait when Retry-After is absent.
+    ``poll_timeout`` bounds the total time spent waiting for an operation, ``poll_default`` is
+    the wait when Retry-After is absent; ``transport_options`` go to the transport (see
+    :mod:`shared.client_base`; an injected ``sleep`` lets tests poll without waiting).
     """
 
-    def __init__(
-        self,
-        graph_url: str,
-        token_source: GraphTokenSource,
-        *,
-        ca_bundle: str | None = None,
-        session: Any | None = None,
-        retry: RetryPolicy | None = None,
-        timeout: tuple[float, float] = (10.0, 120.0),
-        poll_timeout: float = 900.0,
-        poll_default: float = 10.0,
-        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-        max_blob_attempts: int = 4,
-        sleep: Callable[[float], None] = time.sleep,
-        rng: random.Random | None = None,
-        stats: CallStats | None = None,
-        pool_size: int = 8,
-    ):
-        transport = Transport(session, pool_size=pool_size, retry=retry, timeout=timeout, ca_bundle=ca_bundle,
-                              sleep=sleep, rng=rng)
-        self._shared = _Shared(graph_url.rstrip("/"), token_source, transport, poll_timeout, poll_default,
-                               chunk_bytes, max_line_bytes, max_blob_attempts)
-        self.stats = stats or CallStats()
+    def __init__(self, graph_url: str, token_source: GraphTokenSource, *, poll_timeout: float = 900.0,
+                 poll_default: float = 10.0, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                 max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, max_blob_attempts: int = 4,
+                 stats: CallStats | None = None, **transport_options: Any):
+        super().__init__(graph_url, token_source, stats=stats, **transport_options)
+        self._poll_timeout, self._poll_default = poll_timeout, poll_default
+        self._chunk_bytes, self._max_line_bytes, self._max_blob_attempts = chunk_bytes, max_line_bytes, max_blob_attempts
 
     def bind(self, *, stats: CallStats | None = None) -> "GraphBillingClient":
-        view = object.__new__(GraphBillingClient)
-        view._shared = self._shared
-        view.stats = stats or CallStats()
-        return view
-
-    def close(self) -> None:
-        self._shared.transport.close()
+        return self._view(stats)
 
     # -- public operations ---------------------------------------------------------------------
 
     def begin_billed_reconciliation_export(self, invoice_id: str, *, attribute_set: str = "full") -> ExportOperation:
         """Start the export; returns the running operation (its ``location`` is polled)."""
-        response, _ = self._call("POST", self._shared.graph_url + BILLED_RECONCILIATION_EXPORT,
+        response, _ = self._call("POST", self._base_url + BILLED_RECONCILIATION_EXPORT,
                                  json_body={"invoiceId": invoice_id, "attributeSet": attribute_set})
         location = response.headers.get("Location") or response.headers.get("Operation-Location")
         if response.status_code != 202 or not location:
@@ -311,7 +262,7 @@ class GraphBillingClient:
 
     def wait_for_manifest(self, operation: ExportOperation) -> Manifest:
         """Poll until the operation ends; the manifest when it succeeded, else a typed error."""
-        shared = self._shared
+        transport = self._transport
         waited = 0.0
         polls = 0
         current = operation
@@ -330,14 +281,14 @@ class GraphBillingClient:
                     code=code, url=current.location)
             if polls and current.status and current.status not in RUNNING_STATUSES:
                 log.warning("graph export operation %s has unknown status %r; polling on", current.id, current.status)
-            delay = current.retry_after if current.retry_after is not None else shared.poll_default
-            delay = min(max(delay, 0.0), shared.transport.retry.retry_after_cap)
-            if waited + delay > shared.poll_timeout:
+            delay = current.retry_after if current.retry_after is not None else self._poll_default
+            delay = min(max(delay, 0.0), transport.retry.retry_after_cap)
+            if waited + delay > self._poll_timeout:
                 raise ExportTimedOut(
                     f"export operation {current.id or current.location} still {current.status or 'running'} after "
                     f"{polls} poll(s) and {waited:.0f}s", url=current.location)
             if delay:
-                shared.transport.sleep(delay)
+                transport.sleep(delay)
             waited += delay
             polls += 1
             current = self.get_operation(operation.location)
@@ -362,7 +313,7 @@ class GraphBillingClient:
     def iter_blob_rows(self, manifest: Manifest, blob: BlobRef) -> Iterator[dict[str, Any]]:
         """A blob's rows; a read that breaks off is started again and the rows already handed
         out are skipped (blobs are immutable), so the caller sees each row once."""
-        shared = self._shared
+        transport = self._transport
         url = manifest.blob_url(blob)
         delivered = 0
         attempt = 0
@@ -371,23 +322,23 @@ class GraphBillingClient:
             response, _ = self._call("GET", url, dialect=_BLOB, authorize=False, stream=True)
             seen = 0
             try:
-                chunks = response.iter_content(chunk_size=shared.chunk_bytes)
-                for row in iter_gzip_json_lines(chunks, max_line_bytes=shared.max_line_bytes):
+                chunks = response.iter_content(chunk_size=self._chunk_bytes)
+                for row in iter_gzip_json_lines(chunks, max_line_bytes=self._max_line_bytes):
                     seen += 1
                     if seen > delivered:
                         delivered = seen
                         yield row
                 return
             except TRANSIENT_EXCEPTIONS as exc:
-                if attempt >= shared.max_blob_attempts:
+                if attempt >= self._max_blob_attempts:
                     raise GraphServiceError(
                         f"blob {blob.name} broke off after {delivered} row(s), {attempt} attempt(s): "
                         f"{type(exc).__name__}", url=_safe_url(url)) from exc
-                delay = shared.transport.retry.backoff(attempt, shared.transport.rng)
+                delay = transport.retry.backoff(attempt, transport.rng)
                 self.stats.add(retries=1)
                 log.warning("blob %s broke off after %d row(s) (%s); re-reading in %.2fs", blob.name, delivered,
                             type(exc).__name__, delay)
-                shared.transport.sleep(delay)
+                transport.sleep(delay)
             finally:
                 response.close()
 
@@ -396,31 +347,30 @@ class GraphBillingClient:
     def _absolute(self, url: str) -> str:
         url = url.strip()
         if url.startswith("/"):
-            return self._shared.graph_url + url
+            return self._base_url + url
         return url
 
     def _check_origin(self, url: str) -> None:
-        parts, root = urlsplit(url), urlsplit(self._shared.graph_url)
-        if (parts.scheme, parts.netloc.lower()) != (root.scheme, root.netloc.lower()):
+        if not self._on_origin(url):
+            parts = urlsplit(url)
             raise GraphBillingError(f"refusing to send the Graph token to another origin: {parts.scheme}://{parts.netloc}")
 
     def _call(self, method: str, url: str, *, dialect: Dialect = _API, json_body: Any = None, authorize: bool = True,
               stream: bool = False, expect: Callable[[Any], str | None] | None = None) -> tuple[requests.Response, Any]:
         """One logical call through the transport: a 2xx response and its decoded body (None when
         streamed), or the dialect's typed error."""
-        shared = self._shared
         if authorize:
             self._check_origin(url)
         request_id = str(uuid.uuid4())
         call = Call(
             method, url, target=_safe_url(url), request_id=request_id,
             headers={"Accept": "application/json", "client-request-id": request_id},
-            body=json_body, token=shared.token_source.graph_token if authorize else None,
+            body=json_body, token=self._token_source.graph_token if authorize else None,
             replay_safe=True,  # reads, and POST export: a duplicate export operation costs nothing
             stream=stream, allow_empty=method == "POST",  # 202 Accepted has no body
             expect=expect,  # an answer that is not what was asked for is retried, then fails
         )
-        return shared.transport.send(call, dialect, self.stats)
+        return self._transport.send(call, dialect, self.stats)
 
 
 def _safe_url(url: str) -> str:

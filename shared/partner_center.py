@@ -21,8 +21,6 @@ Every call first waits on the call budget (``shared.call_budget``) shared by the
 """
 from __future__ import annotations
 
-import random
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
@@ -31,6 +29,7 @@ from urllib.parse import urlsplit
 import requests
 
 from .call_budget import CallBudget
+from .client_base import HttpClient
 from .jsonutil import get_path
 from .paging import PageRequest, Paginator, collection_problem
 from .partner_center_errors import (
@@ -45,17 +44,7 @@ from .partner_center_errors import (
     UnauthorizedError,
 )
 from .tokens import TokenSource
-from .transport import (
-    Budget,
-    Call,
-    CallStats,
-    Dialect,
-    ErrorType,
-    Failure,
-    RetryPolicy,
-    Transport,
-    error_fields,
-)
+from .transport import Budget, Call, CallStats, Dialect, ErrorType, Failure, error_fields
 
 API_VERSION_PREFIX = "/v1"
 WRITE_METHODS = frozenset({"PATCH", "POST", "PUT"})
@@ -142,54 +131,34 @@ _DIALECT = Dialect(
 )
 
 
-class PartnerCenterClient:
+class PartnerCenterClient(HttpClient):
     """Partner Center REST client for one partner tenant.
 
     Immutable: ``bind(correlation_id=..., stats=...)`` returns a view for one sync run that shares
     the transport (session and connection pool, retry policy, call budget) and the token source.
+    ``transport_options`` go to :class:`~shared.transport.Transport` (see :mod:`shared.client_base`);
+    without a ``budget`` the client has one of its own.
     """
 
-    def __init__(
-        self,
-        base_url: str,
-        token_source: TokenSource,
-        *,
-        budget: Budget | None = None,
-        ca_bundle: str | None = None,
-        session: Any | None = None,
-        retry: RetryPolicy | None = None,
-        timeout: tuple[float, float] = (10.0, 120.0),
-        pool_size: int = 16,
-        correlation_id: str | None = None,
-        stats: CallStats | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        rng: random.Random | None = None,
-    ):
+    default_pool_size = 16
+
+    def __init__(self, base_url: str, token_source: TokenSource, *, correlation_id: str | None = None,
+                 stats: CallStats | None = None, **transport_options: Any):
         root = base_url.rstrip("/")
         if root.endswith(API_VERSION_PREFIX):
             root = root[: -len(API_VERSION_PREFIX)]
-        self._base_url = root
-        self._token_source = token_source
-        self._transport = Transport(session, pool_size=pool_size, retry=retry, budget=budget or CallBudget(),
-                                    timeout=timeout, ca_bundle=ca_bundle, sleep=sleep, rng=rng)
+        transport_options["budget"] = transport_options.get("budget") or CallBudget()
+        super().__init__(root, token_source, stats=stats, **transport_options)
         self.correlation_id = correlation_id or str(uuid.uuid4())
-        self.stats = stats or CallStats()
 
     def bind(self, *, correlation_id: str | None = None, stats: CallStats | None = None) -> "PartnerCenterClient":
-        view = object.__new__(PartnerCenterClient)
-        view._base_url = self._base_url
-        view._token_source = self._token_source
-        view._transport = self._transport
+        view = self._view(stats)
         view.correlation_id = correlation_id or self.correlation_id
-        view.stats = stats or CallStats()
         return view
 
     @property
     def budget(self) -> Budget:
         return self._transport.budget  # type: ignore[return-value]
-
-    def close(self) -> None:
-        self._transport.close()
 
     def url_for(self, path: str) -> str:
         """Absolute URL for a path relative to the API root, with or without ``/v1``.
@@ -199,8 +168,8 @@ class PartnerCenterClient:
         """
         path = path.strip()
         if "://" in path:
-            parts, root = urlsplit(path), urlsplit(self._base_url)
-            if (parts.scheme, parts.netloc.lower()) != (root.scheme, root.netloc.lower()):
+            if not self._on_origin(path):
+                parts = urlsplit(path)
                 raise PartnerCenterError(f"refusing to follow a link to another origin: {parts.scheme}://{parts.netloc}")
             return path
         if not path.startswith("/"):
