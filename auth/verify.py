@@ -14,6 +14,7 @@ from typing import Any, Callable
 import requests
 
 from shared import telemetry
+from shared.checks import Check, fail, ok
 from shared.clock import Clock, to_iso, utc_now
 from shared.errors import Conflict, ConsentRequired, NotFound
 from shared.logging import get_logger
@@ -28,17 +29,6 @@ log = get_logger(__name__)
 GRAPH_BILLING_ROLE = "PartnerBilling.Read.All"
 PC_TIMEOUT = (5, 30)
 USER_MANAGEMENT = "in Partner Center (Account settings > User management)"
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    passed: bool
-    evidence: str
-    fix: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "passed": self.passed, "evidence": self.evidence, "fix": self.fix}
 
 
 @dataclass(frozen=True)
@@ -59,7 +49,7 @@ class VerifyReport:
             "providerId": self.provider_id,
             "passed": self.passed,
             "checkedAt": self.checked_at,
-            "checks": [c.to_json() for c in self.checks],
+            "checks": [c.verdict_json() for c in self.checks],
         }
 
 
@@ -69,7 +59,7 @@ SETUP_ERRORS = (NotFound, Conflict, SettingsError)
 
 
 def _setup_failed(name: str, exc: Exception) -> Check:
-    return Check(name, False, type(exc).__name__, str(exc))
+    return fail(name, type(exc).__name__, str(exc))
 
 
 def _token_error_evidence(exc: TokenRequestFailed) -> str:
@@ -163,15 +153,15 @@ class VerifyService:
     def _token_refresh(tokens: TokenProvider) -> tuple[str | None, Check]:
         name = "token_refresh"
         try:
-            return tokens.access_token(force_refresh=True), Check(name, True, "access token issued")
+            return tokens.access_token(force_refresh=True), ok(name, "access token issued")
         except ConsentRequired as exc:
-            return None, Check(name, False, f"consent {exc.status}", str(exc))
+            return None, fail(name, f"consent {exc.status}", str(exc))
         except TokenRequestFailed as exc:
-            return None, Check(name, False, _token_error_evidence(exc), "Check the app registration: client id, "
-                               "and the client secret or certificate stored in Key Vault.")
+            return None, fail(name, _token_error_evidence(exc), "Check the app registration: client id, "
+                              "and the client secret or certificate stored in Key Vault.")
         except IdentityProviderUnavailable:
-            return None, Check(name, False, "Entra ID unreachable", "Try again later; check network access to "
-                               "Entra ID from the Function App.")
+            return None, fail(name, "Entra ID unreachable", "Try again later; check network access to "
+                              "Entra ID from the Function App.")
         except SETUP_ERRORS as exc:
             return None, _setup_failed(name, exc)
 
@@ -179,31 +169,31 @@ class VerifyService:
     def _mfa_claim(token: str | None, claims: dict[str, Any]) -> Check:
         name = "mfa_claim"
         if token is None:
-            return Check(name, False, "skipped: no access token", "Fix token_refresh first.")
+            return fail(name, "skipped: no access token", "Fix token_refresh first.")
         amr = [str(a) for a in claims.get("amr") or []]
         if "mfa" in amr:
-            return Check(name, True, "amr=" + ",".join(amr))
-        return Check(name, False, "amr=" + (",".join(amr) or "(none)"),
-                     "Enable MFA for the integration user so that it triggers on every sign-in, then consent again.")
+            return ok(name, "amr=" + ",".join(amr))
+        return fail(name, "amr=" + (",".join(amr) or "(none)"),
+                    "Enable MFA for the integration user so that it triggers on every sign-in, then consent again.")
 
     @staticmethod
     def _tenant_matches(provider: ProviderConnection, token: str | None, claims: dict[str, Any]) -> Check:
         name = "tenant_matches"
         if token is None:
-            return Check(name, False, "skipped: no access token", "Fix token_refresh first.")
+            return fail(name, "skipped: no access token", "Fix token_refresh first.")
         tid = str(claims.get("tid") or "")
         if tid.lower() == str(provider.tenant_id).lower():
-            return Check(name, True, f"tid={tid}")
-        return Check(name, False, f"tid={tid or '(none)'}",
-                     f"The provider's tenant id is {provider.tenant_id} but the integration user signed in to "
-                     f"tenant {tid or 'unknown'}: correct the provider's tenant id or consent with a user of "
-                     "the partner tenant.")
+            return ok(name, f"tid={tid}")
+        return fail(name, f"tid={tid or '(none)'}",
+                    f"The provider's tenant id is {provider.tenant_id} but the integration user signed in to "
+                    f"tenant {tid or 'unknown'}: correct the provider's tenant id or consent with a user of "
+                    "the partner tenant.")
 
     def _partner_center_get(
         self, session: requests.Session, name: str, path: str, token: str | None, correlation_id: str
     ) -> Check:
         if token is None:
-            return Check(name, False, "skipped: no access token", "Fix token_refresh first.")
+            return fail(name, "skipped: no access token", "Fix token_refresh first.")
         url = self._settings.partner_center_url.rstrip("/") + path
         headers = {
             "Authorization": f"Bearer {token}",
@@ -219,12 +209,12 @@ class VerifyService:
                 span.set({"http.response.status_code": response.status_code,
                           **telemetry.header_attributes("response", response.headers)})
         except requests.RequestException as exc:
-            return Check(name, False, f"connection failed: {type(exc).__name__}",
-                         f"Check that {self._settings.partner_center_url} is reachable from the Function App.")
+            return fail(name, f"connection failed: {type(exc).__name__}",
+                        f"Check that {self._settings.partner_center_url} is reachable from the Function App.")
         code = _fault_code(response) if response.status_code >= 400 else None
         evidence = f"HTTP {response.status_code}" + (f", code {code}" if code else "")
         if response.status_code == 200:
-            return Check(name, True, evidence)
+            return ok(name, evidence)
         unauthorized, forbidden = _PC_FIXES[name]
         if response.status_code == 401:
             fix = unauthorized
@@ -234,7 +224,7 @@ class VerifyService:
             fix = "Partner Center is busy or failing; run Verify Connectivity again in a few minutes."
         else:
             fix = f"Unexpected answer from Partner Center for {path}; see the evidence."
-        return Check(name, False, evidence, fix)
+        return fail(name, evidence, fix)
 
     @staticmethod
     def _graph_billing(tokens: TokenProvider) -> Check:
@@ -244,13 +234,13 @@ class VerifyService:
         try:
             token = tokens.graph_token(force_refresh=True)
         except TokenRequestFailed as exc:
-            return Check(name, False, _token_error_evidence(exc),
-                         "Check the app registration's client secret or certificate; " + fix)
+            return fail(name, _token_error_evidence(exc),
+                        "Check the app registration's client secret or certificate; " + fix)
         except IdentityProviderUnavailable:
-            return Check(name, False, "Entra ID unreachable", "Try again later.")
+            return fail(name, "Entra ID unreachable", "Try again later.")
         except SETUP_ERRORS as exc:
             return _setup_failed(name, exc)
         roles = [str(r) for r in unverified_claims(token).get("roles") or []]
         if GRAPH_BILLING_ROLE in roles:
-            return Check(name, True, f"roles include {GRAPH_BILLING_ROLE}")
-        return Check(name, False, "roles=" + (",".join(roles) or "(none)"), fix)
+            return ok(name, f"roles include {GRAPH_BILLING_ROLE}")
+        return fail(name, "roles=" + (",".join(roles) or "(none)"), fix)

@@ -1,7 +1,9 @@
-"""The result of one `pcsync doctor` check, and how an Azure SDK failure reads in one.
+"""The result of one check (a `pcsync doctor` line, a Verify Connectivity step), and how an Azure
+SDK failure reads in one.
 
 Here, not in admin/ or auth/, because both produce checks (admin: settings, storage, consent
-health; auth: the app credential and its tokens) and neither may import the other.
+health; auth: the app credential and its tokens, and Verify Connectivity) and neither may import
+the other.
 """
 from __future__ import annotations
 
@@ -17,7 +19,10 @@ class CheckStatus(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class DoctorCheck:
+class Check:
+    """One named check: its status, the evidence (an HTTP status, an error code, what was read)
+    and, when it did not pass, the fix in plain words."""
+
     name: str
     status: CheckStatus
     evidence: str
@@ -27,24 +32,36 @@ class DoctorCheck:
     def failed(self) -> bool:
         return self.status == CheckStatus.FAIL
 
+    @property
+    def passed(self) -> bool:
+        return not self.failed
+
     def to_json(self) -> dict[str, Any]:
+        """The doctor's form (``status``: ok, FAIL or info)."""
         return {"name": self.name, "status": str(self.status), "evidence": self.evidence, "fix": self.fix}
+
+    def verdict_json(self) -> dict[str, Any]:
+        """Verify Connectivity's stored form (``passed``: true or false)."""
+        return {"name": self.name, "passed": self.passed, "evidence": self.evidence, "fix": self.fix}
 
     def line(self) -> str:
         text = f"[{self.status}] {self.name}: {self.evidence}"
         return f"{text} — {self.fix}" if self.fix else text
 
 
-def ok(name: str, evidence: str) -> DoctorCheck:
-    return DoctorCheck(name, CheckStatus.OK, evidence)
+DoctorCheck = Check  # the doctor's name for it
 
 
-def fail(name: str, evidence: str, fix: str) -> DoctorCheck:
-    return DoctorCheck(name, CheckStatus.FAIL, evidence, fix)
+def ok(name: str, evidence: str) -> Check:
+    return Check(name, CheckStatus.OK, evidence)
 
 
-def info(name: str, evidence: str, fix: str = "") -> DoctorCheck:
-    return DoctorCheck(name, CheckStatus.INFO, evidence, fix)
+def fail(name: str, evidence: str, fix: str) -> Check:
+    return Check(name, CheckStatus.FAIL, evidence, fix)
+
+
+def info(name: str, evidence: str, fix: str = "") -> Check:
+    return Check(name, CheckStatus.INFO, evidence, fix)
 
 
 class AzureFailure(enum.Enum):
