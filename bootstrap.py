@@ -239,7 +239,7 @@ class Services:
             return ManagedIdentityCredential(client_id=storage.client_id or None)
         return self.credential
 
-    def _storage_client(self, kind: Any, service_uri: str, from_endpoint: str) -> Any:
+    def _storage_client(self, kind: Any, service_uri: str) -> Any:
         """A storage adapter from the connection string, or identity-based from its service URI."""
         storage = self.settings.storage
         if not storage.identity_based:
@@ -247,19 +247,19 @@ class Services:
         options = dict(self._storage_options)
         if self.settings.ca_bundle:
             options.setdefault("connection_verify", self.settings.ca_bundle)
-        return getattr(kind, from_endpoint)(service_uri, self._storage_credential(), **options)
+        return kind.from_service_url(service_uri, self._storage_credential(), **options)
 
     @_Once
     def tables(self) -> "TableStore":
         from shared.tables import TableStore
 
-        return self._storage_client(TableStore, self.settings.storage.table_service_uri, "from_endpoint")
+        return self._storage_client(TableStore, self.settings.storage.table_service_uri)
 
     @_Once
     def queues(self) -> "QueuePublisher":
         from shared.queues import QueuePublisher
 
-        return self._storage_client(QueuePublisher, self.settings.storage.queue_service_uri, "from_account_url")
+        return self._storage_client(QueuePublisher, self.settings.storage.queue_service_uri)
 
     @_Once
     def secrets(self) -> "SecretStore":

@@ -4,11 +4,11 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueServiceClient, TextBase64EncodePolicy
 
 from .errors import MessageTooLarge
+from .storage import StorageAdapter
 
 # Storage Queues accept at most 64 KiB per message, measured on the encoded body.
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -26,19 +26,12 @@ def encode_message(message: Mapping[str, Any]) -> str:
     return text
 
 
-class QueuePublisher:
+class QueuePublisher(StorageAdapter):
+    service_client = QueueServiceClient
+
     def __init__(self, service: QueueServiceClient):
-        self._service = service
+        super().__init__(service)
         self._ready: set[str] = set()
-
-    @classmethod
-    def from_connection_string(cls, connection_string: str, **client_options: Any) -> "QueuePublisher":
-        return cls(QueueServiceClient.from_connection_string(connection_string, **client_options))
-
-    @classmethod
-    def from_account_url(cls, account_url: str, credential: TokenCredential, **client_options: Any) -> "QueuePublisher":
-        """Identity-based: the queue service URL and an Entra token credential (no account key)."""
-        return cls(QueueServiceClient(account_url, credential=credential, **client_options))
 
     def _queue(self, name: str):
         client = self._service.get_queue_client(name, message_encode_policy=TextBase64EncodePolicy())

@@ -16,11 +16,11 @@ import json
 from collections import defaultdict
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from azure.core.credentials import TokenCredential
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from .errors import NotFound
+from .storage import StorageAdapter
 
 MAX_BATCH_OPERATIONS = 100
 # The service caps a batch payload at 4 MiB; stay clear of it to allow for envelope overhead.
@@ -269,21 +269,14 @@ class TableRepository:
         self._client.delete_entity(partition_key, row_key)  # succeeds when the row is missing
 
 
-class TableStore:
+class TableStore(StorageAdapter):
     """Hands out repositories, creating each table on first use."""
 
+    service_client = TableServiceClient
+
     def __init__(self, service: TableServiceClient):
-        self._service = service
+        super().__init__(service)
         self._ready: dict[str, TableRepository] = {}
-
-    @classmethod
-    def from_connection_string(cls, connection_string: str, **client_options: Any) -> "TableStore":
-        return cls(TableServiceClient.from_connection_string(connection_string, **client_options))
-
-    @classmethod
-    def from_endpoint(cls, endpoint: str, credential: TokenCredential, **client_options: Any) -> "TableStore":
-        """Identity-based: the table service URL and an Entra token credential (no account key)."""
-        return cls(TableServiceClient(endpoint, credential=credential, **client_options))
 
     def table(self, name: str) -> TableRepository:
         repo = self._ready.get(name)
