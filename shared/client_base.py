@@ -1,4 +1,4 @@
-"""What the Partner Center and the Graph billing clients share.
+"""What the Partner Center and the Graph billing clients share (and their errors' base).
 
 Both hold a token source and one :class:`~shared.transport.Transport` (session and connection
 pool, retry policy, call budget), and both hand out per-run views that share those and count
@@ -13,6 +13,7 @@ import copy
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
+from .errors import PcsyncError
 from .transport import CallStats, Transport
 
 View = TypeVar("View", bound="HttpClient")
@@ -45,4 +46,23 @@ class HttpClient:
         return (parts.scheme, parts.netloc.lower()) == (root.scheme, root.netloc.lower())
 
 
-__all__ = ["HttpClient"]
+class ServiceCallError(PcsyncError):
+    """Base of each client's errors: a call that failed for good. Its fields are the annotated
+    class attributes of the class and its bases (None until given), and the constructor takes
+    any of them by keyword; ``status`` is None for a transport failure, ``code`` is the
+    service's error code, ``request_id`` what a Microsoft support case asks for."""
+
+    status: int | None = None
+    code: str | None = None
+    request_id: str | None = None
+
+    def __init__(self, message: str, **fields: Any):
+        known = {name for klass in type(self).__mro__ for name in vars(klass).get("__annotations__", {})}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no field {unknown[0]!r}")
+        vars(self).update(fields)
+        super().__init__(message)
+
+
+__all__ = ["HttpClient", "ServiceCallError"]

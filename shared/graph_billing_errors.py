@@ -3,23 +3,18 @@ again later help?). Which class a failed request raises is decided by the transp
 table and the client's class table per error type (:mod:`shared.graph_billing`)."""
 from __future__ import annotations
 
-from .errors import PcsyncError, PermissionMissing
+from .client_base import ServiceCallError
+from .errors import PermissionMissing
 
 NO_DATA_CODE = "5000"
 
 
-class GraphBillingError(PcsyncError):
-    """A Graph billing export step failed. ``retryable`` says whether trying later may help."""
+class GraphBillingError(ServiceCallError):
+    """A Graph billing export step failed. ``retryable`` says whether trying later may help;
+    ``url`` is the one called (never with its query: a blob's query is its SAS)."""
 
     retryable = False
-
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
-                 request_id: str | None = None, url: str | None = None):
-        self.status = status
-        self.code = code
-        self.request_id = request_id
-        self.url = url
-        super().__init__(message)
+    url: str | None = None
 
 
 class ExportFailed(GraphBillingError):

@@ -5,34 +5,18 @@ Which class a failed call raises is decided by the transport's resolution table
 """
 from __future__ import annotations
 
-from typing import Any
+from .client_base import ServiceCallError
+from .errors import PermissionMissing
 
-from .errors import PcsyncError, PermissionMissing
 
+class PartnerCenterError(ServiceCallError):
+    """A Partner Center call failed for good. ``status`` is None for transport failures;
+    ``description`` is the ApiFault's, ``method`` and ``path`` the call's."""
 
-class PartnerCenterError(PcsyncError):
-    """A Partner Center call failed for good. ``status`` is None for transport failures."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        code: str | None = None,
-        description: str | None = None,
-        request_id: str | None = None,
-        correlation_id: str | None = None,
-        method: str | None = None,
-        path: str | None = None,
-    ):
-        self.status = status
-        self.code = code
-        self.description = description
-        self.request_id = request_id
-        self.correlation_id = correlation_id
-        self.method = method
-        self.path = path
-        super().__init__(message)
+    description: str | None = None
+    correlation_id: str | None = None
+    method: str | None = None
+    path: str | None = None
 
 
 class BadRequestError(PartnerCenterError):
@@ -58,9 +42,7 @@ class ConflictError(PartnerCenterError):
 class ThrottledError(PartnerCenterError):
     """429 persisted through every retry; ``retry_after`` is the server's last hint in seconds."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any):
-        self.retry_after = retry_after
-        super().__init__(message, **kwargs)
+    retry_after: float | None = None
 
 
 class ServiceError(PartnerCenterError):
