@@ -10,7 +10,7 @@ import datetime as dt
 import hashlib
 import threading
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 from simulator.data import Customer, Invoice, Partner, Subscription
 
@@ -23,6 +23,14 @@ AZURE_USAGE = "azure_usage"
 ONETIME_BILLING = "onetime_billing"
 DAILY_RATED_USAGE = "daily_rated_usage"
 BILLING_KINDS = (OFFICE_BILLING, AZURE_BILLING, ONETIME_BILLING)
+# the attributes.objectType Partner Center gives the items of each stream (the last key of an item)
+OBJECT_TYPES = {
+    OFFICE_BILLING: "LicenseBasedLineItem",
+    AZURE_BILLING: "UsageBasedLineItem",
+    AZURE_USAGE: "DailyUsageLineItem",
+    ONETIME_BILLING: "OneTimeInvoiceLineItem",
+    DAILY_RATED_USAGE: "DailyRatedUsageLineItem",
+}
 
 # (provider, invoicelineitemtype) as written in query strings -> stream kind
 V1_STREAMS = {
@@ -33,17 +41,28 @@ V1_STREAMS = {
     ("onetime", "usagelineitems"): DAILY_RATED_USAGE,
 }
 
+class Meter(NamedTuple):
+    """An Azure meter as usage rows name it (service and resource type make its resource URI)."""
+
+    category: str
+    subcategory: str
+    name: str
+    unit: str
+    service: str
+    resource_type: str
+
+
 _METERS = [
-    ("Virtual Machines", "D/DS Series", "D2 v3/D2s v3", "1 Hour", "Microsoft.Compute", "virtualMachines"),
-    ("Storage", "Standard Page Blob", "LRS Data Stored", "1 GB/Month", "Microsoft.Storage", "storageAccounts"),
-    ("Azure App Service", "Standard Plan", "S1", "1 Hour", "Microsoft.Web", "sites"),
-    ("Bandwidth", "Data Transfer", "Data Transfer Out (GB) - Zone 1", "1 GB", "Microsoft.Network", "publicIPAddresses"),
-    ("SQL Database", "Single Standard", "S0 DTUs", "1/Day", "Microsoft.Sql", "servers"),
+    Meter("Virtual Machines", "D/DS Series", "D2 v3/D2s v3", "1 Hour", "Microsoft.Compute", "virtualMachines"),
+    Meter("Storage", "Standard Page Blob", "LRS Data Stored", "1 GB/Month", "Microsoft.Storage", "storageAccounts"),
+    Meter("Azure App Service", "Standard Plan", "S1", "1 Hour", "Microsoft.Web", "sites"),
+    Meter("Bandwidth", "Data Transfer", "Data Transfer Out (GB) - Zone 1", "1 GB", "Microsoft.Network", "publicIPAddresses"),
+    Meter("SQL Database", "Single Standard", "S0 DTUs", "1/Day", "Microsoft.Sql", "servers"),
 ]
 _REGIONS = ["EASTUS", "WESTEUROPE", "NORTHEUROPE", "EASTUS2", "UKSOUTH"]
 
 
-def _meter(h: int) -> tuple[str, ...]:
+def _meter(h: int) -> Meter:
     """The Azure meter of a usage row; the same hash bits pick it in every stream."""
     return _METERS[(h >> 24) % len(_METERS)]
 
@@ -114,11 +133,13 @@ class LineItemStream:
         return _mix(self._base + index)
 
     def item(self, index: int) -> dict:
-        return self._build(index, self.hash(index))
+        row = self._build(index, self.hash(index))
+        row["attributes"] = {"objectType": OBJECT_TYPES[self.kind]}
+        return row
 
     def items(self, start: int, stop: int) -> Iterator[dict]:
         for index in range(max(0, start), min(stop, self.count)):
-            yield self._build(index, self.hash(index))
+            yield self.item(index)
 
     def total_cents(self) -> int:
         """Exact sum of line totals; usage streams carry no invoice charges."""
@@ -159,7 +180,6 @@ class LineItemStream:
             "amount": _money(subtotal), "totalOtherDiscount": 0.0, "subtotal": _money(subtotal),
             "tax": _money(tax), "totalForCustomer": _money(total), "currency": ctx.currency,
             "invoiceLineItemType": "billing_line_items", "billingProvider": "office",
-            "attributes": {"objectType": "LicenseBasedLineItem"},
         }
 
     def _azure_common(self, index: int, h: int) -> dict:
@@ -173,10 +193,10 @@ class LineItemStream:
             "mpnId": ctx.partner.mpn_id, "tier2MpnId": -1, "invoiceNumber": ctx.invoice_number,
             "subscriptionId": (sub.id if sub else _fake_guid(h ^ 3)), "subscriptionName": "Microsoft Azure",
             "subscriptionDescription": "Microsoft Azure", "billingCycleType": "Monthly",
-            "orderId": str(568_000_000_000_000_000 + (h % 10**15)), "serviceName": meter[0],
-            "serviceType": meter[1], "resourceGuid": _fake_guid(h ^ 17), "resourceName": meter[2],
+            "orderId": str(568_000_000_000_000_000 + (h % 10**15)), "serviceName": meter.category,
+            "serviceType": meter.subcategory, "resourceGuid": _fake_guid(h ^ 17), "resourceName": meter.name,
             "region": "", "consumedQuantity": round(((h >> 12) % 100000) / 100, 4),
-            "chargeStartDate": self._start, "chargeEndDate": self._end, "unit": meter[3],
+            "chargeStartDate": self._start, "chargeEndDate": self._end, "unit": meter.unit,
             "billingProvider": "azure",
         }
 
@@ -188,14 +208,12 @@ class LineItemStream:
                "pretaxEffectiveRate": _money(unit), "postTaxEffectiveRate": round(unit * 1.1 / 100, 6),
                "chargeType": "Assess usage fee for current cycle", "invoiceLineItemType": "billing_line_items"}
         row.update(self._azure_common(index, h))
-        row["attributes"] = {"objectType": "UsageBasedLineItem"}
         return row
 
     def _azure_usage(self, index: int, h: int) -> dict:
         row = {"customerBillableAccount": str(1_300_000_000 + h % 100_000_000),
                "usageDate": self._days[(h >> 20) % len(self._days)], "invoiceLineItemType": "usage_line_items"}
         row.update(self._azure_common(index, h))
-        row["attributes"] = {"objectType": "DailyUsageLineItem"}
         return row
 
     def _onetime(self, index: int, h: int) -> dict:
@@ -232,7 +250,6 @@ class LineItemStream:
             "meterDescription": "", "reservationOrderId": "", "billingFrequency": "Monthly",
             "creditReasonCode": "", "promotionId": "",
             "invoiceLineItemType": "billing_line_items", "billingProvider": "one_time",
-            "attributes": {"objectType": "OneTimeInvoiceLineItem"},
         }
 
     def _daily_rated(self, index: int, h: int) -> dict:
@@ -250,24 +267,23 @@ class LineItemStream:
             "customerName": cname, "customerDomainName": cdomain, "customerCountry": country,
             "invoiceNumber": ctx.invoice_number, "mpnId": str(ctx.partner.mpn_id), "resellerMpnId": "",
             "productId": "DZH318Z0BQ3Q", "skuId": "0001", "availabilityId": "DZH318Z0BQ3R",
-            "skuName": meter[2], "productName": meter[0], "publisherName": "Microsoft", "publisherId": "",
+            "skuName": meter.name, "productName": meter.category, "publisherName": "Microsoft", "publisherId": "",
             "subscriptionId": sub.id if sub else _fake_guid(h ^ 3), "subscriptionDescription": "Azure plan",
             "chargeStartDate": self._start + "Z", "chargeEndDate": self._end + "Z",
-            "usageDate": self._days[(h >> 20) % len(self._days)] + "Z", "meterType": meter[3],
-            "meterCategory": meter[0], "meterId": _fake_guid(h ^ 37), "meterSubCategory": meter[1],
-            "meterName": meter[2], "meterRegion": "", "unitOfMeasure": meter[3],
-            "resourceLocation": _REGIONS[(h >> 50) % len(_REGIONS)], "consumedService": meter[4],
+            "usageDate": self._days[(h >> 20) % len(self._days)] + "Z", "meterType": meter.unit,
+            "meterCategory": meter.category, "meterId": _fake_guid(h ^ 37), "meterSubCategory": meter.subcategory,
+            "meterName": meter.name, "meterRegion": "", "unitOfMeasure": meter.unit,
+            "resourceLocation": _REGIONS[(h >> 50) % len(_REGIONS)], "consumedService": meter.service,
             "resourceGroup": group,
-            "resourceUri": f"/subscriptions/{azure_sub}/resourceGroups/{group}/providers/{meter[4]}/{meter[5]}/res{index % 1000}",
+            "resourceUri": f"/subscriptions/{azure_sub}/resourceGroups/{group}/providers/{meter.service}/{meter.resource_type}/res{index % 1000}",
             "tags": "", "additionalInfo": "", "serviceInfo1": "", "serviceInfo2": "",
-            "chargeType": "new", "unitPrice": unit_price, "quantity": quantity, "unitType": meter[3],
+            "chargeType": "new", "unitPrice": unit_price, "quantity": quantity, "unitType": meter.unit,
             "billingPreTaxTotal": pretax, "billingCurrency": ctx.currency, "pricingPreTaxTotal": pretax,
             "pricingCurrency": ctx.currency, "entitlementId": azure_sub, "entitlementDescription": "Azure subscription",
             "pcToBCExchangeRate": 1, "pcToBCExchangeRateDate": self._end + "Z",
             "effectiveUnitPrice": round(unit_price * (1 - pec_rate), 6), "rateOfPartnerEarnedCredit": pec_rate,
             "hasPartnerEarnedCredit": pec_rate > 0, "creditType": "", "rateOfCredit": 0,
             "invoiceLineItemType": "usage_line_items", "billingProvider": "marketplace",
-            "attributes": {"objectType": "DailyRatedUsageLineItem"},
         }
 
 
