@@ -193,7 +193,7 @@ def _graph_error(response: requests.Response) -> tuple[str | None, str | None]:
 
 
 def _make_error(cls: type[Exception], text: str, failure: Failure) -> Exception:
-    return cls(text, status=failure.status, code=failure.code, request_id=failure.call.request_id,
+    return cls(text, status=failure.answer.status, code=failure.answer.code, request_id=failure.call.request_id,
                url=failure.call.target)
 
 

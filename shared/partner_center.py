@@ -101,14 +101,14 @@ def resource_problem(object_type: str | None = None, resource_id: str | None = N
 
 
 def _make_error(cls: type[Exception], text: str, failure: Failure) -> Exception:
-    call = failure.call
+    call, answer = failure.call, failure.answer
     fields: dict[str, Any] = {
-        "status": failure.status, "code": failure.code, "description": failure.message,
+        "status": answer.status, "code": answer.code, "description": answer.message,
         "request_id": call.request_id, "correlation_id": call.context.get("correlation_id"),
         "method": call.method, "path": call.target,
     }
     if issubclass(cls, ThrottledError):
-        fields["retry_after"] = failure.retry_after
+        fields["retry_after"] = answer.retry_after
     return cls(text, **fields)
 
 

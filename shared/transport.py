@@ -24,7 +24,6 @@ import email.utils
 import enum
 import json
 import random
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence, Union
@@ -34,6 +33,7 @@ from urllib.parse import urlsplit
 import requests
 
 from . import telemetry
+from .call_stats import CallStats  # re-exported: the loop counts into it, callers import it from here
 from .jsonutil import get_path
 from .logging import get_logger
 
@@ -192,25 +192,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 
 # --------------------------------------------------------------------------------------------
-# Counters, budget hook, bodies
+# Budget hook, bodies (the counters, CallStats, are in shared.call_stats)
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class CallStats:
-    """Counters for one sync run (or any scope that binds its own)."""
-
-    calls: int = 0
-    throttled: int = 0
-    retries: int = 0
-    token_refreshes: int = 0
-    budget_wait_s: float = 0.0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, **deltas: float) -> None:
-        with self._lock:
-            for name, delta in deltas.items():
-                setattr(self, name, getattr(self, name) + delta)
 
 
 class Budget(Protocol):
@@ -293,17 +276,28 @@ class Call:
 
 
 @dataclass(frozen=True)
+class Answer:
+    """What the service answered to an attempt that failed; all None when nothing came back."""
+
+    status: int | None = None
+    reason: str | None = None
+    code: str | None = None  # and message: from the error body, by the dialect's parser
+    message: str | None = None
+    retry_after: float | None = None
+
+
+NO_ANSWER = Answer()
+
+
+@dataclass(frozen=True)
 class Failure:
-    """A call that failed for good: what the client needs to build its exception."""
+    """A call that failed for good: what the client needs to build its exception. A transport
+    failure has ``NO_ANSWER`` and its exception as ``cause``."""
 
     call: Call
     error_type: ErrorType
     attempts: int
-    status: int | None = None
-    reason: str | None = None
-    code: str | None = None
-    message: str | None = None
-    retry_after: float | None = None
+    answer: Answer = NO_ANSWER
     cause: BaseException | None = None
 
 
@@ -321,15 +315,15 @@ class Dialect:
     hints: Mapping[ErrorType, str] = field(default_factory=dict)
 
     def error(self, failure: Failure) -> Exception:
-        call = failure.call
-        if failure.status is None:
+        call, answer = failure.call, failure.answer
+        if answer.status is None:
             text = f"{call.method} {call.target} failed after {failure.attempts} attempt(s): {type(failure.cause).__name__}"
             if isinstance(failure.cause, TruncatedBody):
                 text += f" ({failure.cause})"  # what was wrong with the answer
         else:
-            code = f" (code {failure.code})" if failure.code is not None else ""
-            detail = failure.message or failure.reason or "no description"
-            text = f"{call.method} {call.target} -> HTTP {failure.status}{code}: {detail}"
+            code = f" (code {answer.code})" if answer.code is not None else ""
+            detail = answer.message or answer.reason or "no description"
+            text = f"{call.method} {call.target} -> HTTP {answer.status}{code}: {detail}"
             if failure.attempts > 1:
                 text += f" after {failure.attempts} attempt(s)"
         hint = self.hints.get(failure.error_type)
@@ -345,8 +339,7 @@ class _Attempt:
     outcome: requests.Response | BaseException
     resolution: Resolution
     body: Any = None
-    code: str | None = None
-    message: str | None = None
+    answer: Answer = NO_ANSWER  # when the outcome is an error response
 
 
 # --------------------------------------------------------------------------------------------
@@ -437,7 +430,7 @@ class Transport:
                           **telemetry.header_attributes("response", tried.outcome.headers)})
             if tried.resolution.action is not Action.SUCCESS:
                 span.set({"error.type": type(tried.outcome).__name__ if isinstance(tried.outcome, BaseException)
-                          else str(tried.outcome.status_code)}, code=tried.code)
+                          else str(tried.outcome.status_code)}, code=tried.answer.code)
             span.set(outcome=tried.resolution.action)
             return tried
 
@@ -470,7 +463,9 @@ class Transport:
             except TruncatedBody as exc:
                 return _Attempt(exc, resolve(exc))
         code, message = dialect.parse_error(response)
-        return _Attempt(response, resolve(response, code=code), code=code, message=message)
+        answer = Answer(response.status_code, response.reason, code, message,
+                        parse_retry_after(response.headers.get("Retry-After")))
+        return _Attempt(response, resolve(response, code=code), answer=answer)
 
     def _may_retry(self, call: Call, resolution: Resolution, attempt: int, started: float) -> bool:
         if resolution.action not in (Action.RETRY, Action.RATE_LIMITED):
@@ -483,17 +478,12 @@ class Transport:
     @staticmethod
     def _failure(call: Call, tried: _Attempt, attempts: int) -> Failure:
         error_type = tried.resolution.error_type or ErrorType.UNEXPECTED
-        if isinstance(tried.outcome, BaseException):
-            return Failure(call, error_type, attempts, cause=tried.outcome)
-        response = tried.outcome
-        return Failure(
-            call, error_type, attempts, status=response.status_code, reason=response.reason, code=tried.code,
-            message=tried.message, retry_after=parse_retry_after(response.headers.get("Retry-After")),
-        )
+        cause = tried.outcome if isinstance(tried.outcome, BaseException) else None
+        return Failure(call, error_type, attempts, tried.answer, cause)
 
 
 __all__ = [
-    "Action", "Budget", "Call", "CallStats", "Dialect", "ErrorType", "Failure", "MalformedBody", "RESOLUTIONS", "Resolution",
-    "RetryPolicy", "TRANSIENT_EXCEPTIONS", "Transport", "TruncatedBody", "UNRESOLVED", "decode_json",
+    "Action", "Answer", "Budget", "Call", "CallStats", "Dialect", "ErrorType", "Failure", "MalformedBody", "NO_ANSWER",
+    "RESOLUTIONS", "Resolution", "RetryPolicy", "TRANSIENT_EXCEPTIONS", "Transport", "TruncatedBody", "UNRESOLVED", "decode_json",
     "error_fields", "parse_retry_after", "resolve",
 ]
