@@ -98,28 +98,23 @@ _PC_FIXES = {
 }
 
 
+@dataclass(frozen=True, kw_only=True)
 class VerifyService:
-    def __init__(
-        self,
-        *,
-        settings: Any,
-        providers: Any,
-        token_sources: Callable[[ProviderConnection], TokenProvider],
-        session: requests.Session | None = None,
-        clock: Clock = utc_now,
-    ):
-        self._settings = settings
-        self._providers = providers
-        self._token_sources = token_sources
-        self._session = session
-        self._clock = clock
+    """Runs the checks for one provider and stores the report on its row. ``session`` (default:
+    a fresh one per run, without retries) and ``clock`` are for tests."""
+
+    settings: Any
+    providers: Any
+    token_sources: Callable[[ProviderConnection], TokenProvider]
+    session: requests.Session | None = None
+    clock: Clock = utc_now
 
     def verify(self, provider_id: str) -> VerifyReport:
         with telemetry.span("pcsync.verify", provider=provider_id):
             validate_provider_id(provider_id)
-            provider = self._providers.get_provider(provider_id)  # NotFound -> 404
-            tokens = self._token_sources(provider)
-            session = self._session or http_session(self._settings, retries=0)
+            provider = self.providers.get_provider(provider_id)  # NotFound -> 404
+            tokens = self.token_sources(provider)
+            session = self.session or http_session(self.settings, retries=0)
             correlation_id = str(uuid.uuid4())
 
             checks: list[Check] = []
@@ -137,8 +132,8 @@ class VerifyService:
             if provider.cost_management:
                 checks.append(self._graph_billing(tokens))
 
-            report = VerifyReport(provider_id, to_iso(self._clock()), tuple(checks))
-            self._providers.update_status(
+            report = VerifyReport(provider_id, to_iso(self.clock()), tuple(checks))
+            self.providers.update_status(
                 provider_id, verify_result=json.dumps(report.to_json()), verified_at=report.checked_at
             )
             telemetry.annotate(outcome="passed" if report.passed else "failed",
@@ -194,7 +189,7 @@ class VerifyService:
     ) -> Check:
         if token is None:
             return fail(name, "skipped: no access token", "Fix token_refresh first.")
-        url = self._settings.partner_center_url.rstrip("/") + path
+        url = self.settings.partner_center_url.rstrip("/") + path
         headers = {
             "Authorization": f"Bearer {token}",
             "Accept": "application/json",
@@ -210,7 +205,7 @@ class VerifyService:
                           **telemetry.header_attributes("response", response.headers)})
         except requests.RequestException as exc:
             return fail(name, f"connection failed: {type(exc).__name__}",
-                        f"Check that {self._settings.partner_center_url} is reachable from the Function App.")
+                        f"Check that {self.settings.partner_center_url} is reachable from the Function App.")
         code = _fault_code(response) if response.status_code >= 400 else None
         evidence = f"HTTP {response.status_code}" + (f", code {code}" if code else "")
         if response.status_code == 200:
