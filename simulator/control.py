@@ -5,6 +5,7 @@ import datetime as dt
 
 from simulator.clock import iso, parse_iso
 from simulator.config import FAULT_KNOBS
+from simulator.control_2026 import seed_subscription_options
 from simulator.data import GRAPH_BILLING_PERMISSION
 from simulator.entra import SIGN_IN_ACTIONS, Entra
 from simulator.faults import FaultInjector
@@ -65,6 +66,7 @@ class Control:
         wanted = (req.query.get("customer") or "").lower()
         now = self.state.clock.now()
         with self.state.lock:
+            self.state.advance_lifecycle()
             if wanted and wanted not in self.state.subscriptions:
                 raise _error(404, f"unknown customer {wanted}")
             items = []
@@ -140,6 +142,7 @@ class Control:
             sub = self.state.factory.new_subscription(customer_id, **options)
             if "cancellation_allowed_until" in body:
                 sub.cancellation_allowed_until = self._parse_time(body["cancellation_allowed_until"])
+            seed_subscription_options(sub, body, self.state.clock.now())
             self.state.subscriptions[customer_id][sub.id.lower()] = sub
             return json_response(201, {**render_subscription(sub, self.state.clock.now()), "customerId": customer_id})
 
@@ -215,6 +218,7 @@ class Control:
             now = self.state.clock.set(self._parse_time(body["now"]))
         else:
             raise _error(400, "send {\"advance_days\": N} or {\"now\": \"<ISO-8601>\"}")
+        self.state.advance_lifecycle()  # renewals, EST conversions and expiries that fell due
         return json_response(200, {"now": iso(now)})
 
     @route("GET", "/calls")
