@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from simulator import lifecycle
+from simulator import attestation, lifecycle
 from simulator.clock import iso
 from simulator.data import NCE_PRODUCTS, Subscription
 from simulator.state import SimulatorState
@@ -144,3 +144,30 @@ class Control2026:
         with self.state.lock:
             self.state.refresh_failure = None if reason == "none" else reason
         return json_response(200, {"reason": reason})
+
+    # ---- the customer's side of an enhanced attestation ---------------------------------------
+    @route("GET", "/truth/attestations")
+    def truth_attestations(self, req: Request) -> Response:
+        with self.state.lock:
+            now = self.state.clock.now()
+            items = [{**attestation.render_attestation(a, now), "agreementCreated": a.agreement_created}
+                     for a in self.state.attestations.values()]
+            needing = sorted(cid for cid in self.state.customers
+                             if attestation.needs_new_attestation(self.state.agreements.get(cid, [])))
+        return json_response(200, {"totalCount": len(items), "items": items, "customersNeedingAttestation": needing})
+
+    @route("POST", "/attestations/{attestation_id}/accept")
+    def accept_attestation(self, req: Request) -> Response:
+        return self._attestation_step(attestation.accept, req.params["attestation_id"])
+
+    @route("POST", "/attestations/{attestation_id}/expire")
+    def expire_attestation(self, req: Request) -> Response:
+        return self._attestation_step(attestation.expire, req.params["attestation_id"])
+
+    def _attestation_step(self, step, attestation_id: str) -> Response:
+        try:
+            return json_response(200, step(self.state, attestation_id))
+        except LookupError as exc:
+            raise _error(404, str(exc))
+        except ValueError as exc:
+            raise _error(409, str(exc))

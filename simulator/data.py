@@ -146,6 +146,7 @@ class Agreement:
     email: str
     phone: str
     user_id: str
+    attestation_id: str | None = None  # set when created from an enhanced attestation
 
 
 @dataclass

@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 from simulator.clock import iso, parse_iso
 from simulator.data import MCA_LINK, MCA_TEMPLATE_ID, Agreement, Customer, Subscription
-from simulator import lifecycle
+from simulator import attestation, lifecycle
 from simulator.faults import FaultInjector
 from simulator.pc_common import (SALES_ROLES, SERVICE, PartnerCenterAuth, collection, decode_token,
                                  encode_token, fail, link, lower_keys, parse_size, read_json,
@@ -130,15 +130,19 @@ def render_agreement(agreement: Agreement, with_user: bool = False) -> dict:
         "agreementLink": MCA_LINK if agreement.type == "MicrosoftCustomerAgreement"
         else "https://aka.ms/microsoftcloudagreement",
     })
+    if agreement.attestation_id:
+        body["attestationId"] = agreement.attestation_id
     return body
 
 
 class PartnerCenter:
     def __init__(self, state: SimulatorState, auth: PartnerCenterAuth, faults: FaultInjector):
         self.state, self.auth, self.faults = state, auth, faults
+        self.attestations = attestation.Attestations(state, auth, faults)
 
     def register(self, router: Router) -> None:
         router.add_handlers(self, SERVICE)
+        self.attestations.register(router)
 
     # ---- profiles -----------------------------------------------------------------------
     @route("GET", "/v1/profiles/organization")
@@ -309,9 +313,13 @@ class PartnerCenter:
 
     @route("POST", "/v1/customers/{customer_id}/agreements")
     def create_customer_agreement(self, req: Request) -> Response:
+        body = read_json(req)
+        if attestation.names_attestation(body):
+            return self.attestations.create_agreement(req, body, req.params["customer_id"], render_agreement)
         principal = self.auth.require(req, app_user_only=True, roles=SALES_ROLES)
         customer = self._customer_or_404(req.params["customer_id"])
-        body = read_json(req)
+        if not self.state.config.legacy_agreement_confirmation:
+            raise attestation.legacy_retired()
         agreement = validate_agreement(body, customer.id, principal.oid)
         with self.state.lock:
             existing = self.state.agreements.setdefault(customer.id.lower(), [])

@@ -82,6 +82,7 @@ class SimulatorState:
         self.export_operations: dict[str, dict] = {}
         self.export_manifests: dict[str, dict] = {}
         self.calls: dict[str, CallCounter] = {}
+        self.attestations: dict = {}  # id -> simulator.attestation.Attestation
         self.lifecycle_events: list[dict] = []  # renewals, EST entries, expiries (GET /_sim/truth/lifecycle)
 
     # ---- lookups (callers hold no lock; these take it) ----------------------------------
