@@ -27,6 +27,7 @@ from simulator.faults import MALFORMED, RESET, SERVER_ERROR, TOO_MANY, TRUNCATE,
 from simulator.graph_billing import GraphBilling, graph_error
 from simulator.invoices import Invoices
 from simulator.keyvault import KeyVault
+from simulator.mfa import MfaReports
 from simulator.partner_center import PartnerCenter
 from simulator.pc_common import PartnerCenterAuth, api_fault
 from simulator.state import SimulatorState
@@ -74,6 +75,7 @@ class Simulator:
         Control2026(self.state).register(self.router)
         PartnerCenter(self.state, pc_auth, self.faults).register(self.router)
         Invoices(self.state, pc_auth).register(self.router)
+        MfaReports(self.state, pc_auth).register(self.router)
         self.webhooks.register(self.router)
         GraphBilling(self.state, self.issuer, base_url).register(self.router)
         KeyVault(self.state, self.issuer, base_url, base_url).register(self.router)

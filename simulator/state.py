@@ -82,6 +82,8 @@ class SimulatorState:
         self.export_operations: dict[str, dict] = {}
         self.export_manifests: dict[str, dict] = {}
         self.calls: dict[str, CallCounter] = {}
+        self.mfa_requests: dict[tuple[str, str], list[int]] = {}  # (day, app id) -> [MFA-compliant, total]
+        self.non_mfa_principals: dict[tuple[str, str], dict] = {}  # (user oid, app id) -> count, last, upn
         self.attestations: dict = {}  # id -> simulator.attestation.Attestation
         self.lifecycle_events: list[dict] = []  # renewals, EST entries, expiries (GET /_sim/truth/lifecycle)
 

@@ -8,13 +8,6 @@ import pytest
 from conftest import PartnerCenterClient, app_only_token, consent
 
 
-def test_mfa_required_without_mfa_claim(sim):
-    client = PartnerCenterClient(sim, consent(sim, mfa=False)["access_token"])
-    response = client.get("/v1/customers")
-    assert response.status_code == 401 and response.reason == "Unauthorized - MFA required"
-    assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"' and response.content == b""
-
-
 def test_missing_or_foreign_token_is_401(sim):
     assert sim.session().get(f"{sim.partner_center_url}/v1/customers").status_code == 401
     graph_token = app_only_token(sim, "https://graph.microsoft.com")
