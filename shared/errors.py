@@ -41,6 +41,52 @@ class ConsentRequired(PcsyncError):
         super().__init__(message)
 
 
+class RefreshTokenExpired(ConsentRequired):
+    """The stored refresh token was not used for 90 days (AADSTS700082)."""
+
+    health = "refresh_token_expired"
+
+
+class RefreshTokenRevoked(ConsentRequired):
+    """Entra ID revoked the stored refresh token (AADSTS50173: password reset, sessions revoked)."""
+
+    health = "refresh_token_revoked"
+
+
+class MfaChallengeRequired(ConsentRequired):
+    """Entra ID wants the integration user to complete MFA again (AADSTS50076/50079)."""
+
+    health = "mfa_challenge"
+
+
+class SignInBlockedByConditionalAccess(ConsentRequired):
+    """Entra ID refuses to issue tokens: a Conditional Access policy blocks them (AADSTS53003)."""
+
+    health = "conditional_access_blocked"
+
+
+class TokenRefused(PcsyncError):
+    """Partner Center refused a token it would accept from a healthy consent: an App+User call
+    without MFA, or one a Conditional Access policy blocks. App-only calls keep working, so the
+    sync degrades (what needs App+User fails) instead of stopping. ``health`` names the cause
+    (``shared.token_health.TokenHealth``)."""
+
+    health = ""
+
+
+class MfaRequired(TokenRefused):
+    """401 with error 900421 (or the 2019 "Unauthorized - MFA required" form): the App+User
+    token has no ``mfa`` in its ``amr`` claim."""
+
+    health = "mfa_required"
+
+
+class ConditionalAccessBlocked(TokenRefused):
+    """403 with error 900309: "Access has been blocked by Conditional Access policies"."""
+
+    health = "conditional_access_blocked"
+
+
 class PermissionMissing(PcsyncError):
     """Partner Center or Graph refused an operation for lack of a role or permission."""
 
@@ -109,6 +155,7 @@ EDGE_RULES: tuple[EdgeRule, ...] = (
     EdgeRule(_is(MessageTooLarge), 413, QueueAction.DROP),
     EdgeRule(_is(NotFound), 404, QueueAction.DROP),
     EdgeRule(_is(ConsentRequired), 409, QueueAction.DROP),
+    EdgeRule(_is(TokenRefused), 409, QueueAction.DROP),
     EdgeRule(_is(Conflict), 409, QueueAction.DROP),
     EdgeRule(_is(PermissionMissing), 403, QueueAction.DROP),
     EdgeRule(_is(UpstreamRefused), 502, QueueAction.DROP),

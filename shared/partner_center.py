@@ -33,10 +33,13 @@ import requests
 from .call_budget import CallBudget
 from .jsonutil import get_path
 from .paging import PageRequest, Paginator, collection_problem
+from .errors import TokenRefused
 from .partner_center_errors import (
     BadRequestError,
+    ConditionalAccessBlockedError,
     ConflictError,
     ForbiddenError,
+    MfaRequiredError,
     NotFoundError,
     PartnerCenterError,
     ServiceError,
@@ -44,6 +47,8 @@ from .partner_center_errors import (
     TransportError,
     UnauthorizedError,
 )
+from .token_choice import TokenChoice
+from .token_health import FIXES, TokenHealth, partner_center_code
 from .tokens import TokenSource
 from .transport import (
     Budget,
@@ -73,12 +78,14 @@ class WriteResponse:
 
 
 def parse_api_fault(response: requests.Response) -> tuple[str | None, str | None]:
-    """ApiFault ``code``/``description`` (or the APIM ``statusCode``/``message`` shape)."""
-    return error_fields(
+    """ApiFault ``code``/``description`` (or the APIM ``statusCode``/``message`` shape). The 2019
+    MFA refusal (401 "Unauthorized - MFA required", no body) reads as code 900421."""
+    code, message = error_fields(
         response,
         code_paths=(("code",), ("error", "code")),
         message_paths=(("description",), ("message",), ("error", "message")),
     )
+    return partner_center_code(response.status_code, code, response.reason), message
 
 
 def json_object_problem(body: Any) -> str | None:
@@ -130,7 +137,9 @@ _DIALECT = Dialect(
     errors={
         ErrorType.BAD_REQUEST: BadRequestError,
         ErrorType.UNAUTHORIZED: UnauthorizedError,
+        ErrorType.MFA_REQUIRED: MfaRequiredError,
         ErrorType.FORBIDDEN: ForbiddenError,
+        ErrorType.CONDITIONAL_ACCESS_BLOCKED: ConditionalAccessBlockedError,
         ErrorType.NOT_FOUND: NotFoundError,
         ErrorType.CONFLICT: ConflictError,
         ErrorType.THROTTLED: ThrottledError,
@@ -139,6 +148,8 @@ _DIALECT = Dialect(
     },
     default_error=ServiceError,  # an unexpected status is the service's problem, not the caller's
     make_error=_make_error,
+    hints={ErrorType.MFA_REQUIRED: FIXES[TokenHealth.MFA_REQUIRED],
+           ErrorType.CONDITIONAL_ACCESS_BLOCKED: FIXES[TokenHealth.CONDITIONAL_ACCESS_BLOCKED]},
 )
 
 
@@ -170,6 +181,7 @@ class PartnerCenterClient:
             root = root[: -len(API_VERSION_PREFIX)]
         self._base_url = root
         self._token_source = token_source
+        self._tokens = TokenChoice(token_source)  # app-only where Partner Center takes it
         self._transport = Transport(session, pool_size=pool_size, retry=retry, budget=budget or CallBudget(),
                                     timeout=timeout, ca_bundle=ca_bundle, sleep=sleep, rng=rng)
         self.correlation_id = correlation_id or str(uuid.uuid4())
@@ -179,6 +191,7 @@ class PartnerCenterClient:
         view = object.__new__(PartnerCenterClient)
         view._base_url = self._base_url
         view._token_source = self._token_source
+        view._tokens = self._tokens
         view._transport = self._transport
         view.correlation_id = correlation_id or self.correlation_id
         view.stats = stats or CallStats()
@@ -285,11 +298,17 @@ class PartnerCenterClient:
                 "MS-CorrelationId": self.correlation_id,
                 **dict(request.headers),
             },
-            params=request.params, body=body, token=self._token_source.access_token, customer_id=customer_id,
-            replay_safe=replay_safe, allow_empty=method != "GET", expect=expect,
+            params=request.params, body=body, token=self._tokens.for_call(method, request.path),
+            customer_id=customer_id, replay_safe=replay_safe, allow_empty=method != "GET", expect=expect,
             context={"correlation_id": self.correlation_id},
         )
-        return self._transport.send(call, _DIALECT, self.stats)
+        try:
+            return self._transport.send(call, _DIALECT, self.stats)
+        except TokenRefused as refused:  # MFA or Conditional Access: the token source records the cause
+            report = getattr(self._token_source, "token_refused", None)
+            if report is not None:
+                report(refused)
+            raise
 
     # -- paging ------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import PcsyncError, PermissionMissing
+from .errors import ConditionalAccessBlocked, MfaRequired, PcsyncError, PermissionMissing
 
 
 class PartnerCenterError(PcsyncError):
@@ -47,6 +47,15 @@ class ForbiddenError(PartnerCenterError, PermissionMissing):
     """403: the role or token type (app-only vs App+User) does not allow the operation."""
 
 
+class MfaRequiredError(UnauthorizedError, MfaRequired):
+    """401 with 900421 (or the 2019 "Unauthorized - MFA required" form) after a forced refresh:
+    Partner Center wants ``mfa`` in the App+User token's ``amr``."""
+
+
+class ConditionalAccessBlockedError(ForbiddenError, ConditionalAccessBlocked):
+    """403 with 900309: a Conditional Access policy blocks the integration user."""
+
+
 class NotFoundError(PartnerCenterError):
     """404: the resource does not exist (any more)."""
 
@@ -76,6 +85,6 @@ class PaginationLoopError(PartnerCenterError):
 
 
 __all__ = [
-    "BadRequestError", "ConflictError", "ForbiddenError", "NotFoundError", "PaginationLoopError",
+    "BadRequestError", "ConditionalAccessBlockedError", "ConflictError", "ForbiddenError", "MfaRequiredError", "NotFoundError", "PaginationLoopError",
     "PartnerCenterError", "ServiceError", "ThrottledError", "TransportError", "UnauthorizedError",
 ]
