@@ -151,8 +151,9 @@ class AttestationSteps:
         attestation = record.attestation or {}
         contact = dict(request.contact or {})
         template_id = str(attestation.get("templateId") or (record.before or {}).get("templateId"))
-        body = {"primaryContact": contact, "templateId": template_id, "dateAgreed": request.date_agreed,
-                "type": MCA_TYPE, "attestationId": attestation.get("attestationId")}
+        # the agreement from the accepted attestation (its contact is the signatory; the legacy
+        # primaryContact/templateId/dateAgreed body is retired)
+        body = {"attestationId": attestation.get("attestationId")}
         record.request_id = self._request_id(record, "POST")
         self._save(record)
         try:
@@ -164,7 +165,8 @@ class AttestationSteps:
             if exc.code != "600061":  # "an agreement with the same details already exists": success
                 _move(record, AttestationState.FAILED, self.clock(), {"code": exc.code, "refusal": exc.description})
                 return self._reject(record, refused("the agreement", exc), code=exc.code)
-            created, evidence = body, {"code": "600061", "meaning": "the agreement already exists"}
+            created = {"primaryContact": contact, "templateId": template_id, "type": MCA_TYPE, **body}
+            evidence = {"code": "600061", "meaning": "the agreement already exists"}
         listed = self._find_agreement(record, client, template_id, contact)
         _move(record, AttestationState.AGREEMENT_CREATED, self.clock(), {**evidence, "requestId": record.request_id})
         return self._succeed(record, after=agreement_summary(listed or created))

@@ -47,7 +47,7 @@ log = get_logger(__name__)
 MAX_STEPS = 4  # an end of term takes at most three properties; one more to see it settle
 # Backoff between sends refused as "not now" (seconds); then the record is ``failed`` and the
 # queue's redelivery tries again later.
-BUSY_BACKOFF = (1.0, 2.0, 4.0, 8.0)
+BUSY_BACKOFF = (2.0, 5.0, 10.0, 20.0)
 BUSY_CODES = frozenset({"900278"})
 BUSY_WORDS = ("not ready to be updated", "try again later", "pending operation", "being processed")
 

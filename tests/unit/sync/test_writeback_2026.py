@@ -188,7 +188,7 @@ def test_busy_refusals_are_sent_again_with_backoff_then_failed():
     service, client = make_service(EotClient(busy=2))
     service.applier.sleep = slept.append
     record = run(service, "subscription.quantity", quantity=12)
-    assert record.state == "succeeded" and slept == [1.0, 2.0] and len(client.patches) == 3
+    assert record.state == "succeeded" and slept == [2.0, 5.0] and len(client.patches) == 3
     service, client = make_service(EotClient(busy=99))
     with pytest.raises(Exception):
         run(service, "subscription.quantity", quantity=12)
