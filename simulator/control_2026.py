@@ -3,13 +3,12 @@ run-time settings, the EST backfill, lifecycle truth, the customer's side of an 
 attestation, and refresh-token failures. See simulator/STATUS.md, "2026 rules"."""
 from __future__ import annotations
 
-import datetime as dt
-
 from simulator import attestation, lifecycle
 from simulator.clock import iso
-from simulator.data import NCE_PRODUCTS, Subscription
+from simulator.control import _body_of_known_keys, _error, _object_body
+from simulator.data import Subscription
 from simulator.state import SimulatorState
-from simulator.web import HttpError, Request, Response, Router, json_response, route
+from simulator.web import Request, Response, Router, json_response, route
 
 SERVICE = "control"
 # setting -> (type, check, what the error says)
@@ -24,59 +23,15 @@ SETTINGS = {
     "conditional_access_block": (bool, None, "a boolean"),
     "trusted_location_skips_mfa": (bool, None, "a boolean"),
 }
-END_OF_TERM = {"renew": lifecycle.RENEW, "cancel": lifecycle.CANCEL, "est": lifecycle.EST, "none": None}
 # what the next refresh-token redemption answers (simulator/entra.py reads state.refresh_failure)
 REFRESH_FAILURES = ("none", "expired", "revoked", "mfa", "conditional_access")
 
 
-def _error(status: int, message: str) -> HttpError:
-    return HttpError(json_response(status, {"error": message}))
-
-
-def _object_body(req: Request) -> dict:
-    body = req.json() if req.body else {}
-    if not isinstance(body, dict):
-        raise _error(400, "the request body must be a JSON object")
-    return body
-
-
 def _typed(key: str, value, kind: type):
-    if kind is bool and isinstance(value, bool):
-        return value
-    if kind in (int, float) and not isinstance(value, bool) and isinstance(value, (int, float)) \
-            and (kind is float or float(value).is_integer()):
-        return kind(value)
-    if kind is str and isinstance(value, str):
-        return value
-    raise _error(400, f"{key} must be of type {kind.__name__}")
-
-
-def seed_subscription_options(sub: Subscription, body: dict, now: dt.datetime) -> None:
-    """POST /_sim/customers/{id}/subscriptions extras: ``software`` (bool), ``autoRenewEnabled``
-    (bool), ``ends_in_days`` (number), ``end_of_term`` (renew|cancel|est|none) and
-    ``extended_service_term`` (bool: in EST already). New-commerce subscriptions only."""
-    if not sub.nce:
-        return
-    if "software" in body:
-        product = NCE_PRODUCTS[4] if _typed("software", body["software"], bool) else NCE_PRODUCTS[0]
-        sub.offer_id, sub.offer_name = f"{product[0]}:{product[1]}:{product[2]}", product[3]
-        sub.friendly_name, sub.product_type = product[3], {"id": product[4], "displayName": product[5]}
-    if "autoRenewEnabled" in body:
-        sub.auto_renew = _typed("autoRenewEnabled", body["autoRenewEnabled"], bool)
-        sub.scheduled_actions = []
-    if "ends_in_days" in body:
-        days = _typed("ends_in_days", body["ends_in_days"], float)
-        sub.commitment_end = (now + dt.timedelta(days=days)).replace(microsecond=0)
-    if "end_of_term" in body:
-        chosen = body["end_of_term"]
-        if chosen not in END_OF_TERM:
-            raise _error(400, f"end_of_term must be one of {sorted(END_OF_TERM)}")
-        sub.auto_renew = chosen == "renew"
-        sub.scheduled_actions = [lifecycle.action(END_OF_TERM[chosen])] if END_OF_TERM[chosen] else []
-    if "end_of_term" not in body:
-        lifecycle.seed_end_of_term(sub)
-    if body.get("extended_service_term") is True:
-        lifecycle.backfill([sub], None, now, immediately=True)
+    try:
+        return lifecycle.typed(key, value, kind)
+    except ValueError as exc:
+        raise _error(400, str(exc))
 
 
 def lifecycle_view(sub: Subscription) -> dict:
@@ -100,10 +55,7 @@ class Control2026:
 
     @route("PUT", "/settings")
     def put_settings(self, req: Request) -> Response:
-        body = _object_body(req)
-        unknown = set(body) - set(SETTINGS)
-        if unknown:
-            raise _error(400, f"unknown settings {sorted(unknown)}; known: {list(SETTINGS)}")
+        body = _body_of_known_keys(req, SETTINGS, "settings")
         clean = {}
         for key, value in body.items():
             kind, check, says = SETTINGS[key]

@@ -21,7 +21,7 @@ import datetime as dt
 import zlib
 
 from simulator.clock import iso, parse_iso
-from simulator.data import Subscription
+from simulator.data import NCE_PRODUCTS, Subscription
 from simulator.pc_common import fail
 
 CANCEL, RENEW, EST, TRANSITION = "Cancel", "RenewToNewTerm", "RenewToExtendedServiceTerm", "Transition"
@@ -322,3 +322,49 @@ def backfill(subscriptions, ids: set[str] | None, now: dt.datetime, immediately:
             sub.version += 1
         changed.append(sub.id)
     return changed
+
+
+# ---- control API: subscriptions made to order ------------------------------------------------
+
+END_OF_TERM = {"renew": RENEW, "cancel": CANCEL, "est": EST, "none": None}
+
+
+def typed(key: str, value, kind: type):
+    """``value`` as ``kind`` (bool, int, float or str), or ValueError naming ``key``."""
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind in (int, float) and not isinstance(value, bool) and isinstance(value, (int, float)) \
+            and (kind is float or float(value).is_integer()):
+        return kind(value)
+    if kind is str and isinstance(value, str):
+        return value
+    raise ValueError(f"{key} must be of type {kind.__name__}")
+
+
+def seed_subscription_options(sub: Subscription, body: dict, now: dt.datetime) -> None:
+    """POST /_sim/customers/{id}/subscriptions extras: ``software`` (bool), ``autoRenewEnabled``
+    (bool), ``ends_in_days`` (number), ``end_of_term`` (renew|cancel|est|none) and
+    ``extended_service_term`` (bool: in EST already). New-commerce subscriptions only; bad input
+    raises ValueError."""
+    if not sub.nce:
+        return
+    if "software" in body:
+        product = NCE_PRODUCTS[4] if typed("software", body["software"], bool) else NCE_PRODUCTS[0]
+        sub.offer_id, sub.offer_name = f"{product[0]}:{product[1]}:{product[2]}", product[3]
+        sub.friendly_name, sub.product_type = product[3], {"id": product[4], "displayName": product[5]}
+    if "autoRenewEnabled" in body:
+        sub.auto_renew = typed("autoRenewEnabled", body["autoRenewEnabled"], bool)
+        sub.scheduled_actions = []
+    if "ends_in_days" in body:
+        days = typed("ends_in_days", body["ends_in_days"], float)
+        sub.commitment_end = (now + dt.timedelta(days=days)).replace(microsecond=0)
+    if "end_of_term" in body:
+        chosen = body["end_of_term"]
+        if not isinstance(chosen, str) or chosen not in END_OF_TERM:
+            raise ValueError(f"end_of_term must be one of {sorted(END_OF_TERM)}")
+        sub.auto_renew = chosen == "renew"
+        sub.scheduled_actions = [action(END_OF_TERM[chosen])] if END_OF_TERM[chosen] else []
+    if "end_of_term" not in body:
+        seed_end_of_term(sub)
+    if body.get("extended_service_term") is True:
+        backfill([sub], None, now, immediately=True)
