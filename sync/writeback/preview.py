@@ -54,11 +54,14 @@ def _at_renewal_instead(request: WritebackRequest, subscription: Mapping[str, An
     if not is_nce(subscription) or str(get_path(subscription, "status") or "").lower() != "active":
         return None
     if request.operation == QUANTITY and code == "800090" and not is_software(subscription):
+        end = get_path(subscription, "commitmentEndDate")
         if not as_bool(get_path(subscription, "autoRenewEnabled")):
-            return "at renewal only, after choosing renew (subscription.endOfTerm renew with nextTerm.quantity)"
-        return "at renewal only: submit it with atRenewal: true (the next term's quantity)"
+            return (f"a reduction can take effect at renewal ({end}) after choosing renew: subscription.endOfTerm "
+                    "renew with nextTerm.quantity")
+        return f"a reduction can take effect at renewal ({end}): submit it with atRenewal: true"
     if request.operation == CANCEL and code == "900117":
-        return "at term end only: choose cancel at term end (subscription.endOfTerm with action cancel)"
+        return (f"it can end at term end ({get_path(subscription, 'commitmentEndDate')}): choose cancel at term end "
+                "(subscription.endOfTerm with action cancel)")
     return None
 
 

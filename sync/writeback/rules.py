@@ -147,8 +147,7 @@ def _quantity(request: WritebackRequest, subscription: Mapping[str, Any], now: d
         window_open, window_end = cancellation_window(subscription, now)
         if not window_open:
             return _reject(f"new-commerce quantity cannot be decreased after the cancellation window "
-                           f"(cancellationAllowedUntilDate {window_end}); only increases are allowed, or a "
-                           "reduction at renewal (atRenewal: true)", "800090")
+                           f"(cancellationAllowedUntilDate {window_end}); only increases are allowed now", "800090")
         refundable = as_int(get_path(subscription, "refundableQuantity", "totalQuantity"))
         if refundable is not None and current - target > refundable:
             return _reject(f"new-commerce quantity can be decreased by at most {refundable} now "
