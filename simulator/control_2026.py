@@ -88,6 +88,17 @@ class Control2026:
             events = list(self.state.lifecycle_events)
         return json_response(200, {"subscriptions": subs, "events": events})
 
+    @route("GET", "/truth/mfa")
+    def truth_mfa(self, req: Request) -> Response:
+        """Every App+User Partner Center call counted per day and app, and who called without MFA."""
+        with self.state.lock:
+            days = [{"date": day, "applicationId": app, "mfaCompliantRequestCount": c[0], "totalRequestCount": c[1]}
+                    for (day, app), c in sorted(self.state.mfa_requests.items())]
+            principals = [{"userId": oid, "applicationId": app, "userPrincipalName": v["upn"],
+                           "requestCount": v["count"], "lastRequestDateTime": iso(v["last"])}
+                          for (oid, app), v in self.state.non_mfa_principals.items()]
+        return json_response(200, {"requests": days, "nonMfaCompliantPrincipals": principals})
+
     @route("POST", "/tokens/fail")
     def fail_refresh_tokens(self, req: Request) -> Response:
         reason = _object_body(req).get("reason")

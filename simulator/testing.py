@@ -255,6 +255,13 @@ def _cli_args(config: SimulatorConfig) -> list[str]:
                  "fault_429", "fault_reset", "fault_truncate", "fault_malformed", "write_202", "export_running_polls",
                  "export_retry_after_seconds", "export_items_per_blob"):
         args += [f"--{name.replace('_', '-')}", str(getattr(config, name))]
+    for name in ("fault_try_again_later", "est_conversion_hours", "pending_operation_seconds", "attestation_link_days",
+                 "mfa_error_format", "mfa_enforcement"):
+        args += [f"--{name.replace('_', '-')}", str(getattr(config, name))]
+    for name in ("allow_multi_property_patch", "legacy_agreement_confirmation", "conditional_access_block",
+                 "trusted_location_skips_mfa"):
+        if getattr(config, name):
+            args.append(f"--{name.replace('_', '-')}")
     args += ["--fault-services", ",".join(config.fault_services)]
     if config.customer_rate_limit_per_minute:
         args += ["--customer-rate-limit-per-minute", str(config.customer_rate_limit_per_minute)]

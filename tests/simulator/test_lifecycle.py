@@ -190,3 +190,17 @@ def test_bad_actions_are_400(lsim):
         assert response.status_code == 400 and response.json()["code"] == 3000, actions
     with pytest.raises(Exception):
         lsim.control.set_settings(pending_operation_seconds=-1)
+
+
+def test_the_2026_knobs_reach_a_simulator_process():
+    from simulator.testing import start_simulator_process
+
+    running = start_simulator_process(customers=1, subscriptions_per_customer=1, invoices=1, line_items_per_invoice=1,
+                                      pending_operation_seconds=5, conditional_access_block=True,
+                                      mfa_error_format="2019")
+    try:
+        settings = running.control.settings()
+        assert (settings["pending_operation_seconds"], settings["conditional_access_block"],
+                settings["mfa_error_format"], settings["allow_multi_property_patch"]) == (5.0, True, "2019", False)
+    finally:
+        running.stop()

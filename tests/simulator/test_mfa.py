@@ -76,5 +76,8 @@ def test_mfa_reports_count_app_user_requests(fresh_sim):
     assert row["totalRequestCount"] - row["mfaCompliantRequestCount"] >= 1
     principals = with_mfa.get("/v1/nonMfaCompliantPartnerPrincipals").json()["items"]
     assert principals[0]["userPrincipalName"] == sim.integration_user and principals[0]["requestCount"] >= 1
+    truth = sim.control.mfa_requests()
+    assert truth["requests"][0]["totalRequestCount"] == row["totalRequestCount"] + 1  # + the report call itself
+    assert truth["nonMfaCompliantPrincipals"][0]["requestCount"] == principals[0]["requestCount"]
     refused = PartnerCenterClient(sim, app_only_token(sim)).get("/v1/applicationmfaadoptionstatus")
     assert refused.status_code == 403 and refused.json()["code"] == 900329
