@@ -2,6 +2,7 @@
 queue ``writebacks``. Handlers decode, call the service and map the outcome."""
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
 import azure.functions as func
@@ -83,18 +84,23 @@ def writebacks_list(req: func.HttpRequest) -> func.HttpResponse:
                      what="write-back list", headers=NO_STORE)
 
 
-def _operator_action(req: func.HttpRequest, action: str) -> func.HttpResponse:
-    from bootstrap import get_services
-
+def _keyed(req: func.HttpRequest, what: str, call: Any) -> func.HttpResponse:
+    """A route on one write-back: its key (route) and optional provider checked, then
+    ``call(key, provider)`` answered as the record's JSON (404 unknown, 409 a state refusal)."""
     key = req.route_params.get("key", "")
     provider = req.params.get("provider") or None
     if not KEY_PATTERN.match(key):
         return error_response(400, "not a write-back idempotency key")
     if provider is not None and not PROVIDER_ID_PATTERN.match(provider):
         return error_response(400, "provider must be a provider id")
+    return json_call(lambda: call(key, provider).to_json(), what=what, headers=NO_STORE)
+
+
+def _operator_action(req: func.HttpRequest, action: str) -> func.HttpResponse:
+    from bootstrap import get_services
+
     service = get_services().writeback
-    do = service.retry if action == "retry" else service.dismiss
-    return json_call(lambda: do(key, provider).to_json(), what=f"write-back {action}", headers=NO_STORE)
+    return _keyed(req, f"write-back {action}", service.retry if action == "retry" else service.dismiss)
 
 
 @bp.function_name("writebacks_retry")
@@ -126,14 +132,7 @@ def writebacks_timer(timer: func.TimerRequest) -> None:
 def writebacks_get(req: func.HttpRequest) -> func.HttpResponse:
     from bootstrap import get_services
 
-    key = req.route_params.get("key", "")
-    provider = req.params.get("provider") or None
-    if not KEY_PATTERN.match(key):
-        return error_response(400, "not a write-back idempotency key")
-    if provider is not None and not PROVIDER_ID_PATTERN.match(provider):
-        return error_response(400, "provider must be a provider id")
-    return json_call(lambda: get_services().writeback.get_record(key, provider).to_json(), what="write-back lookup",
-                     headers=NO_STORE)
+    return _keyed(req, "write-back lookup", get_services().writeback.get_record)
 
 
 @bp.function_name("writebacks_queue")
