@@ -20,7 +20,14 @@ from shared.logging import get_logger
 from shared.providers import ProviderConnection, validate_provider_id
 from shared.settings import SettingsError
 
-from shared.token_health import CONDITIONAL_ACCESS_CODE, MFA_REQUIRED_CODE, TokenHealth, describe, partner_center_code
+from shared.token_health import (
+    CONDITIONAL_ACCESS_CODE,
+    MFA_CLAIM_MISSING,
+    MFA_REQUIRED_CODE,
+    TokenHealth,
+    describe,
+    partner_center_code,
+)
 
 from .entra import IdentityProviderUnavailable, TokenRequestFailed, http_session, unverified_claims
 from .tokens import TokenProvider
@@ -239,7 +246,8 @@ class VerifyService:
         if "mfa" in amr:
             return Check(name, True, "amr=" + ",".join(amr))
         return Check(name, False, "amr=" + (",".join(amr) or "(none)"),
-                     "Enable MFA for the integration user so that it triggers on every sign-in, then consent again.")
+                     "Enable MFA for the integration user so that it triggers on every sign-in, then consent again. "
+                     + MFA_CLAIM_MISSING)
 
     @staticmethod
     def _tenant_matches(provider: ProviderConnection, token: str | None, claims: dict[str, Any]) -> Check:
