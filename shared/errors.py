@@ -6,6 +6,8 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
+from .token_health import TokenHealth
+
 
 class PcsyncError(Exception):
     """Base class for errors raised by pcsync's own code."""
@@ -44,25 +46,25 @@ class ConsentRequired(PcsyncError):
 class RefreshTokenExpired(ConsentRequired):
     """The stored refresh token was not used for 90 days (AADSTS700082)."""
 
-    health = "refresh_token_expired"
+    health = TokenHealth.REFRESH_TOKEN_EXPIRED
 
 
 class RefreshTokenRevoked(ConsentRequired):
     """Entra ID revoked the stored refresh token (AADSTS50173: password reset, sessions revoked)."""
 
-    health = "refresh_token_revoked"
+    health = TokenHealth.REFRESH_TOKEN_REVOKED
 
 
 class MfaChallengeRequired(ConsentRequired):
     """Entra ID wants the integration user to complete MFA again (AADSTS50076/50079)."""
 
-    health = "mfa_challenge"
+    health = TokenHealth.MFA_CHALLENGE
 
 
 class SignInBlockedByConditionalAccess(ConsentRequired):
     """Entra ID refuses to issue tokens: a Conditional Access policy blocks them (AADSTS53003)."""
 
-    health = "conditional_access_blocked"
+    health = TokenHealth.CONDITIONAL_ACCESS_BLOCKED
 
 
 class TokenRefused(PcsyncError):
@@ -71,20 +73,20 @@ class TokenRefused(PcsyncError):
     sync degrades (what needs App+User fails) instead of stopping. ``health`` names the cause
     (``shared.token_health.TokenHealth``)."""
 
-    health = ""
+    health: TokenHealth | None = None
 
 
 class MfaRequired(TokenRefused):
     """401 with error 900421 (or the 2019 "Unauthorized - MFA required" form): the App+User
     token has no ``mfa`` in its ``amr`` claim."""
 
-    health = "mfa_required"
+    health = TokenHealth.MFA_REQUIRED
 
 
 class ConditionalAccessBlocked(TokenRefused):
     """403 with error 900309: "Access has been blocked by Conditional Access policies"."""
 
-    health = "conditional_access_blocked"
+    health = TokenHealth.CONDITIONAL_ACCESS_BLOCKED
 
 
 class PermissionMissing(PcsyncError):

@@ -31,9 +31,9 @@ from urllib.parse import urlsplit
 import requests
 
 from .call_budget import CallBudget
+from .errors import TokenRefused
 from .jsonutil import get_path
 from .paging import PageRequest, Paginator, collection_problem
-from .errors import TokenRefused
 from .partner_center_errors import (
     BadRequestError,
     ConditionalAccessBlockedError,
