@@ -369,15 +369,8 @@ class Services:
             # the sync's clients: write-backs share each tenant's call budget and connection pool
             return clients.partner_center(provider).bind(correlation_id=record.correlation_id)
 
-        def app_only_client_for(provider: Any, record: Any) -> Any:
-            # the enhanced attestation create is app-only; the registry's app-only client when it has one
-            app_only = getattr(clients, "partner_center_app_only", None)
-            client = app_only(provider) if app_only else clients.partner_center(provider)
-            return client.bind(correlation_id=record.correlation_id)
-
         return WritebackService(log_store=TableWritebackLog.from_store(self.tables), tables=self.tables,
-                                providers=self.providers, queues=self.queues, client_factory=client_for,
-                                app_client_factory=app_only_client_for)
+                                providers=self.providers, queues=self.queues, client_factory=client_for)
 
     @_Once
     def webhooks(self) -> "WebhookService":

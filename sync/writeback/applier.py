@@ -92,10 +92,7 @@ class WritebackApplier(SubscriptionSteps, AttestationSteps):
                  mirror: LocalMirror, clock: Callable[[], datetime], sleep: Callable[[float], None],
                  confirm_polls: int, confirm_interval: float, claim_lease: timedelta = CLAIM_LEASE,
                  on_settled: SettledHook = lambda record: None,
-                 on_end_of_term: Callable[[WritebackRecord, str], None] = lambda record, action: None,
-                 app_client_factory: ClientFactory | None = None):
-        # app-only calls (the enhanced attestation create accepts nothing else); default: client_factory
-        self.app_client_factory = app_client_factory or client_factory
+                 on_end_of_term: Callable[[WritebackRecord, str], None] = lambda record, action: None):
         self.order = SubscriptionOrder(log_store, clock)
         self.on_settled = on_settled  # a record succeeded or was dismissed: release what it blocked
         self.end_of_term_chosen = on_end_of_term  # remember the chosen action (drift, EST list)

@@ -108,9 +108,10 @@ class AttestationSteps:
         tries = sum(1 for h in (record.attestation or {}).get("history", []) if h.get("state") == "link_sent")
         record.request_id = self._request_id(record, f"ATTEST|{tries}")
         self._save(record)
-        app_only = self.app_client_factory(self.providers.find_provider(record.provider_id), record)
         try:
-            created = app_only.send_json("POST", ATTESTATIONS_PATH,
+            # sent app-only (the only token this API takes): the client's token choice
+            # (shared.token_choice) sends app-only tokens wherever Partner Center takes them
+            created = client.send_json("POST", ATTESTATIONS_PATH,
                                        _attestation_body(customer, contact, record.customer_id),
                                        replay_safe=True, request_id=record.request_id).body or {}
         except BadRequestError as exc:

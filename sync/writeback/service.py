@@ -102,7 +102,6 @@ class WritebackService:
         confirm_polls: int = 5,
         confirm_interval: float = 2.0,
         claim_lease: timedelta = CLAIM_LEASE,
-        app_client_factory: ClientFactory | None = None,
     ):
         self.log_store = log_store
         self.tables = tables
@@ -116,8 +115,7 @@ class WritebackService:
                                         mirror=LocalMirror(tables, clock), clock=clock, sleep=sleep,
                                         confirm_polls=confirm_polls, confirm_interval=confirm_interval,
                                         claim_lease=claim_lease, on_settled=self.release_followers,
-                                        on_end_of_term=self._remember_choice,
-                                        app_client_factory=app_client_factory)
+                                        on_end_of_term=self._remember_choice)
 
     # -- the log -------------------------------------------------------------------------
 

@@ -12,9 +12,7 @@ import json
 import pytest
 
 from devservices import register_and_consent
-from shared.call_budget import CallBudget
 from shared.clock import parse_iso
-from shared.partner_center import PartnerCenterClient
 from sync.engine import summarize
 from sync.writeback.alerts import ALERTS_TABLE, end_of_term_findings
 from sync.writeback.horizon import agreement_status, renewals
@@ -43,24 +41,6 @@ def rt(storage, sim):
     yield from simulator_runtime(sim, storage)
 
 
-class AppOnlyTokens:
-    """Client-credentials tokens for Partner Center (the enhanced attestation create is app-only)."""
-
-    def __init__(self, sim):
-        import msal
-
-        from simulator.testing import trusting_session
-
-        self.app = msal.ConfidentialClientApplication(
-            sim.client_id, client_credential=sim.client_secret, authority=f"{sim.authority_host}/{sim.tenant_id}",
-            instance_discovery=False, http_client=trusting_session(sim.ca_bundle))
-
-    def access_token(self, *, force_refresh: bool = False) -> str:
-        return self.app.acquire_token_for_client(["https://api.partnercenter.microsoft.com/.default"])["access_token"]
-
-    graph_token = access_token
-
-
 class World:
     def __init__(self, rt, sim):
         outcome = register_and_consent(rt, sim, PROVIDER_ID)
@@ -70,14 +50,11 @@ class World:
         services = rt.derive(calls_per_minute=SIM_RATE)
         self.sync = services.sync
         self.customer = sim.control.customers()[0]["id"]
-        app_only = PartnerCenterClient(sim.partner_center_url, AppOnlyTokens(sim), ca_bundle=sim.ca_bundle,
-                                       budget=CallBudget(partner_limit=SIM_RATE))
         self.service = WritebackService(
             log_store=services.writeback.log_store, tables=rt.tables, providers=rt.providers, queues=rt.queues,
             clock=self.now, sleep=lambda seconds: sim.control.advance_clock(seconds=seconds),
             client_factory=lambda provider, record: services.clients.partner_center(provider).bind(
-                correlation_id=record.correlation_id),
-            app_client_factory=lambda provider, record: app_only.bind(correlation_id=record.correlation_id))
+                correlation_id=record.correlation_id))
         self.counter = 0
 
     def now(self) -> dt.datetime:

@@ -16,10 +16,7 @@ from shared.tables import escape_key
 from shared.transport import RetryPolicy
 from shared.clock import parse_iso as parse_time
 from sync.engine import summarize
-from shared.call_budget import CallBudget
-from shared.partner_center import PartnerCenterClient
 from sync.writeback.service import CLAIM_LEASE, MAX_DELIVERIES, ApplyFailed, WritebackService
-from tests.integration.test_writeback_2026_simulator import AppOnlyTokens
 from tests.support import simulator_runtime
 
 PROVIDER_ID = "wb-partner"
@@ -60,14 +57,11 @@ class World:
         self.customer = sim.control.customers()[0]["id"]
         wrapper = client_wrapper or (lambda client: client)
         writeback = services.writeback
-        app_only = PartnerCenterClient(sim.partner_center_url, AppOnlyTokens(sim), ca_bundle=sim.ca_bundle,
-                                       budget=CallBudget(partner_limit=SIM_RATE), **(client_options or {}))
         self.service = WritebackService(
             log_store=writeback.log_store, tables=rt.tables, providers=rt.providers, queues=rt.queues,
             clock=self.sim_now, sleep=lambda s: None,
             client_factory=lambda provider, record: wrapper(
                 services.clients.partner_center(provider).bind(correlation_id=record.correlation_id)),
-            app_client_factory=lambda provider, record: app_only.bind(correlation_id=record.correlation_id),
         )
         self.sync_customer()
         self.counter = 0
