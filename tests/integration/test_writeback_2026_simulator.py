@@ -155,6 +155,7 @@ def test_one_property_per_patch_and_a_pending_operation_is_retried_with_backoff(
     assert record.state == "succeeded", record.reason
     statuses = world.sim.control.calls()[PATCH_KEY]["statuses"]
     assert statuses.get("409", 0) >= 1 and statuses["200"] == 2  # two steps, the second waited
+    assert "400" not in statuses  # never two properties in one PATCH (2000), never auto-renew off alone
     truth = world.truth(sid)
     assert truth["autoRenewEnabled"] and truth["scheduledNextTermInstructions"]["quantity"] == 9
 
