@@ -49,21 +49,35 @@ class WritebackTimer:
         return [WritebackRecord.from_entity(*row) for row in found if row[0].get("PartitionKey") != INVALID_PARTITION]
 
     def run(self, providers: list[Any]) -> TimerReport:
+        """One pass; a record or provider that fails is logged and the others go on."""
         report = TimerReport()
         now = self.clock()
         log_store = self.service.log_store
         for record in self._records(log_store.in_state(WritebackState.SCHEDULED.value)):
             if record.scheduled_for is None or record.scheduled_for <= now:
-                report.applied.append(self._apply(record).idempotency_key)
+                if self._isolated(record.idempotency_key, lambda r=record: self._apply(r)):
+                    report.applied.append(record.idempotency_key)
         for record in self._records(log_store.in_state(WritebackState.WAITING.value)):
-            report.rechecked.append(self._apply(record).idempotency_key)
+            if self._isolated(record.idempotency_key, lambda r=record: self._apply(r)):
+                report.rechecked.append(record.idempotency_key)
         for record in self._records(log_store.verifications_pending()):
             due = parse_iso((record.verification or {}).get("checkAt"))
             if due is None or due <= now:
-                report.verified[record.idempotency_key] = self.verify(record)
+                state = self._isolated(record.idempotency_key, lambda r=record: self.verify(r))
+                report.verified[record.idempotency_key] = state or "unreadable"
         for provider in providers:
-            report.alerts += len(sweep(self.service.tables, provider.id, self.clock))
+            found = self._isolated(f"alerts of {provider.id}",
+                                   lambda p=provider: sweep(self.service.tables, p.id, self.clock))
+            report.alerts += len(found or [])
         return report
+
+    @staticmethod
+    def _isolated(what: str, work: Any) -> Any:
+        try:
+            return work()
+        except Exception:  # noqa: BLE001 - one record or provider must not stop the others
+            log.exception("write-backs timer: %s failed", what)
+            return None
 
     def _apply(self, record: WritebackRecord) -> WritebackRecord:
         """Apply now, in this process: a failure is on the record (and retried on a later run
