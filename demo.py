@@ -4,7 +4,8 @@ Starts Azurite and the Partner Center simulator, configures pcsync the way a par
 (app settings pointing at the simulator, the app's client secret in the simulated Key Vault),
 registers a provider connection, runs the consent flow (answering the simulator's sign-in page
 as the integration user, with MFA), verifies connectivity, syncs customers, subscriptions and
-agreements, and syncs again to show that nothing unchanged is rewritten. The last line printed
+agreements, writes back a quantity and (2026 rules) one subscription's end-of-term action,
+previews a refused seat reduction, and syncs again to show that nothing unchanged is rewritten. The last line printed
 is one JSON object summarising what happened, so scripts can check it.
 """
 from __future__ import annotations
@@ -34,6 +35,33 @@ def configure_environment(sim, storage: str) -> dict[str, str]:
 def count_rows(services, tables: list[str]) -> dict[str, int]:
     return {name: sum(1 for row in services.tables.table(name).list_entities(select=["RowKey", "removed"])
                       if not row.get("removed")) for name in tables}
+
+
+def end_of_term_demo(services, sim, sync, customer_id: str) -> dict[str, Any]:
+    """A subscription bound for a paid Extended Service Term (auto-renew off, no action) gets
+    cancel at term end (the scheduled action with auto-renew off, never auto-renew off alone);
+    then a seat reduction after the reduction window is previewed: refused now, possible at renewal."""
+    licence = {"nce": True, "software": False, "status": "active"}
+    bound_for_est = sim.control.add_subscription(customer_id, **licence, end_of_term="none", autoRenewEnabled=False,
+                                                 ends_in_days=60)
+    # bought 40 days ago: its 7-day reduction window has closed
+    old = sim.control.add_subscription(customer_id, **licence, days_ago=40, quantity=8, end_of_term="renew",
+                                       ends_in_days=200)
+    sync.sync_customer(services.providers.get_provider(PROVIDER_ID), customer_id)
+    record = services.writeback.run_now({
+        "idempotencyKey": "demo-end-of-term-1", "provider": PROVIDER_ID, "customer": customer_id,
+        "operation": "subscription.endOfTerm", "subscription": bound_for_est["id"], "action": "cancel",
+    }, source="demo")
+    check = (record.verification or {}).get("checkAt")
+    print(f"  subscription {bound_for_est['id']} (bound for EST): end of term -> cancel: {record.state}"
+          f"{f' ({record.reason})' if record.reason else ''}; re-checked for drift after {check}")
+    answer = services.writeback.preview({
+        "idempotencyKey": "demo-preview-1", "provider": PROVIDER_ID, "customer": customer_id,
+        "operation": "subscription.quantity", "subscription": old["id"], "quantity": 6,
+    })
+    print(f"  preview of 8 -> 6 seats on {old['id']}: allowed {answer['allowed']} ({answer['when']}): {answer['reason']}")
+    return {"endOfTerm": {"state": record.state, "action": "cancel"},
+            "preview": {"allowed": answer["allowed"], "reason": answer["reason"], "when": answer["when"]}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  subscription {target['id']}: quantity {target['quantity']} -> {target['quantity'] + 1}: "
               f"{record.state}{f' ({record.reason})' if record.reason else ''}")
         summary["writeback"] = {"state": record.state}
+
+        step("Write-back, 2026 rules: one subscription's end of term, then a preview of a seat reduction")
+        summary.update(end_of_term_demo(services, sim, service, customer_id))
 
         step("Sync again with nothing changed upstream")
         second = summarize(service.sync_provider_now(services.providers.get_provider(PROVIDER_ID), workers=4))

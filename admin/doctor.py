@@ -25,6 +25,7 @@ from shared.settings import (
     SettingsError,
     schedule_setting_name,
 )
+from shared.token_health import describe
 
 # settings, a way to read Key Vault, the providers (None: storage could not list them)
 AppChecks = Callable[[Settings, Callable[[], Any], "list[ProviderConnection] | None"], Iterable[DoctorCheck]]
@@ -313,6 +314,9 @@ def consent_health(provider: ProviderConnection, *, now: datetime) -> DoctorChec
     if days is not None and days < CONSENT_WARNING_DAYS:
         return fail(name, evidence, f"nothing refreshed the token lately: check the timers, or run "
                                     f"pcsync sync --provider {pid} (each refresh renews the window)")
+    cause, fix = describe(provider.token_health)
+    if cause:  # Partner Center refused the App+User token (MFA, Conditional Access): App+User calls fail
+        return fail(name, f"{evidence}; {cause}", fix)
     if passed is False:
         return fail(name, evidence, f"pcsync verify --provider {pid} shows each failed check and its fix")
     return ok(name, evidence)

@@ -31,6 +31,7 @@ from shared.providers import (
     validate_provider_id,
 )
 from shared.tables import TableRepository, escape_key
+from shared.token_health import MFA_CLAIM_MISSING
 
 from .entra import (
     ClientFactory,
@@ -358,7 +359,7 @@ class ConsentService:
             _refuse(ConsentReason.MFA_MISSING, 403, "The sign-in did not use multi-factor authentication, so "
                     "consent was refused and nothing was stored. MFA must be enabled for the integration user "
                     "and must trigger on every sign-in (for example a Conditional Access policy that requires "
-                    "MFA for all sign-ins). " + NEW_LINK, provider_id)
+                    "MFA for all sign-ins). " + MFA_CLAIM_MISSING + " " + NEW_LINK, provider_id)
         if not result.get("refresh_token"):
             _refuse(ConsentReason.NO_REFRESH_TOKEN, 400, "Entra ID returned no refresh token (offline access was "
                     "not granted to the app). " + NEW_LINK, provider_id)
@@ -382,6 +383,8 @@ class ConsentService:
             refresh_token_expires_at=to_iso(now + REFRESH_TOKEN_LIFETIME),
             consent_error=None,
             consent_pending_since=None,
+            token_health=None,  # a new MFA'd consent: an earlier MFA or token problem is gone
+            token_health_at=None,
         )
         self._on_consented(provider.id)
         log.info("consent completed for provider %s by %s", provider.id, upn)

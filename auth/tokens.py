@@ -24,15 +24,30 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import requests
 from msal.exceptions import MsalServiceError
 
 from shared.clock import Clock, to_iso, utc_now
-from shared.errors import ConsentRequired
+from shared.errors import (
+    ConsentRequired,
+    MfaChallengeRequired,
+    RefreshTokenExpired,
+    RefreshTokenRevoked,
+    SignInBlockedByConditionalAccess,
+    TokenRefused,
+)
 from shared.logging import get_logger, redact, register_secret
 from shared.providers import ConsentStatus, ProviderConnection
+from shared.token_health import (
+    AADSTS_CONDITIONAL_ACCESS,
+    AADSTS_EXPIRED,
+    AADSTS_MFA_AGAIN,
+    AADSTS_REVOKED,
+    FIXES,
+    TokenHealth,
+)
 
 from .entra import (
     ClientFactory,
@@ -51,33 +66,55 @@ log = get_logger(__name__)
 REFRESH_TOKEN_LIFETIME = timedelta(days=90)  # Entra's inactivity window for refresh tokens
 ACCESS_TOKEN_MARGIN = timedelta(minutes=5)  # refresh this long before the access token expires
 
-AADSTS_EXPIRED = 700082  # refresh token unused for 90 days
-AADSTS_REVOKED = 50173  # grant revoked (password reset, sessions revoked)
-AADSTS_MFA_AGAIN = (50076, 50079)  # MFA or Conditional Access re-challenge
-
 RECONSENT = "An administrator must open a new consent link and sign in as the integration user (with MFA)."
 
 
-def classify_token_error(result: dict[str, Any]) -> tuple[ConsentStatus, str] | None:
-    """``(consent status, message)`` when an msal error result means the stored consent is
-    unusable, ``None`` when it is some other failure (configuration, transient)."""
+class ConsentProblem(NamedTuple):
+    """Why the stored consent cannot produce tokens: the consent status to store, the message,
+    the :class:`ConsentRequired` subclass to raise and the cause (``token_health``) to record."""
+
+    status: ConsentStatus
+    message: str
+    error: type[ConsentRequired]
+    health: TokenHealth
+
+
+_ERROR_FOR_HEALTH: dict[str, type[ConsentRequired]] = {
+    TokenHealth.REFRESH_TOKEN_EXPIRED: RefreshTokenExpired,
+    TokenHealth.REFRESH_TOKEN_REVOKED: RefreshTokenRevoked,
+    TokenHealth.MFA_CHALLENGE: MfaChallengeRequired,
+    TokenHealth.CONDITIONAL_ACCESS_BLOCKED: SignInBlockedByConditionalAccess,
+}
+
+
+def classify_token_error(result: dict[str, Any]) -> ConsentProblem | None:
+    """The :class:`ConsentProblem` when an msal error result means the stored consent is unusable,
+    ``None`` when it is some other failure (configuration, transient)."""
     error = result.get("error")
     if error not in ("invalid_grant", "interaction_required"):
         return None
     codes = set(error_codes(result))
     if AADSTS_EXPIRED in codes:
-        return ConsentStatus.EXPIRED, ("The stored consent expired: its refresh token was not used for "
-                                       f"90 days (AADSTS{AADSTS_EXPIRED}). " + RECONSENT)
+        return ConsentProblem(ConsentStatus.EXPIRED, "The stored consent expired: its refresh token was not used "
+                              f"for 90 days (AADSTS{AADSTS_EXPIRED}). " + RECONSENT, RefreshTokenExpired,
+                              TokenHealth.REFRESH_TOKEN_EXPIRED)
     if AADSTS_REVOKED in codes:
-        return ConsentStatus.REVOKED, ("The stored consent was revoked by Entra ID, for example after the "
-                                       "integration user's password was reset or their sessions revoked "
-                                       f"(AADSTS{AADSTS_REVOKED}). " + RECONSENT)
+        return ConsentProblem(ConsentStatus.REVOKED, "The stored consent was revoked by Entra ID, for example after "
+                              "the integration user's password was reset or their sessions revoked "
+                              f"(AADSTS{AADSTS_REVOKED}). " + RECONSENT, RefreshTokenRevoked,
+                              TokenHealth.REFRESH_TOKEN_REVOKED)
     challenged = codes.intersection(AADSTS_MFA_AGAIN)
     if challenged:
-        return ConsentStatus.EXPIRED, ("Entra ID requires the integration user to complete multi-factor "
-                                       f"authentication again (AADSTS{min(challenged)}). " + RECONSENT)
-    return ConsentStatus.REVOKED, (f"Entra ID no longer accepts the stored consent ({describe_error(result)}). "
-                                   + RECONSENT)
+        return ConsentProblem(ConsentStatus.EXPIRED, "Entra ID requires the integration user to complete "
+                              f"multi-factor authentication again (AADSTS{min(challenged)}). " + RECONSENT,
+                              MfaChallengeRequired, TokenHealth.MFA_CHALLENGE)
+    if AADSTS_CONDITIONAL_ACCESS in codes:
+        return ConsentProblem(ConsentStatus.REVOKED, "Entra ID refuses tokens for the integration user: a "
+                              f"Conditional Access policy blocks them (AADSTS{AADSTS_CONDITIONAL_ACCESS}). "
+                              + FIXES[TokenHealth.CONDITIONAL_ACCESS_BLOCKED], SignInBlockedByConditionalAccess,
+                              TokenHealth.CONDITIONAL_ACCESS_BLOCKED)
+    return ConsentProblem(ConsentStatus.REVOKED, f"Entra ID no longer accepts the stored consent "
+                          f"({describe_error(result)}). " + RECONSENT, ConsentRequired, TokenHealth.CONSENT_REFUSED)
 
 
 @dataclass(frozen=True)
@@ -136,14 +173,33 @@ class TokenProvider:
         """An app-only Microsoft Graph token (``/.default``: the app's granted application
         permissions, e.g. PartnerBilling.Read.All). msal caches it until shortly before expiry;
         ``force_refresh`` asks Entra through a new client (so newly granted roles show up)."""
-        scopes = [graph_scope(self._settings)]
+        return self._app_token(graph_scope(self._settings), "Graph", force_refresh)
+
+    def app_access_token(self, *, force_refresh: bool = False) -> str:
+        """An app-only Partner Center token (client credentials, ``/.default``): no user and no
+        MFA, so it keeps working when App+User calls are refused for MFA. Partner Center takes it
+        for the calls documented "App-only and App+User" (see ``shared.token_choice``)."""
+        resource = partner_center_scope(self._settings).rsplit("/", 1)[0]
+        return self._app_token(f"{resource}/.default", "Partner Center", force_refresh)
+
+    def token_refused(self, error: TokenRefused) -> None:
+        """Partner Center refused an App+User token (MFA, Conditional Access): record the cause on
+        the provider (``token_health``) so its consent status names it and the fix."""
+        try:
+            self._providers.update_status(self.provider_id, token_health=error.health,
+                                          token_health_at=to_iso(self._clock()))
+        except Exception:  # noqa: BLE001 - recording the cause must never hide the refusal itself
+            log.warning("could not record token health for provider %s", self.provider_id, exc_info=True)
+
+    def _app_token(self, scope: str, service: str, force_refresh: bool) -> str:
+        scopes = [scope]
         if force_refresh:
             result = self._call(lambda _: self._client_for_tenant(self.tenant_id).acquire_token_for_client(scopes))
         else:
             result = self._call(lambda client: client.acquire_token_for_client(scopes))
         if "access_token" not in result:
             raise TokenRequestFailed(
-                f"Entra ID refused an app-only Graph token for provider {self.provider_id} "
+                f"Entra ID refused an app-only {service} token for provider {self.provider_id} "
                 f"({describe_error(result)}): check the app's client secret or certificate.",
                 error=result.get("error"), codes=error_codes(result),
             )
@@ -185,7 +241,7 @@ class TokenProvider:
         blocked = provider.consent_blocked
         if blocked:
             # Marked once by whoever saw invalid_grant; do not ask Entra again until re-consent.
-            raise ConsentRequired(self.provider_id, blocked,
+            raise _ERROR_FOR_HEALTH.get(provider.token_health or "", ConsentRequired)(self.provider_id, blocked,
                                   provider.consent_error or f"Consent for provider {self.provider_id} is "
                                   f"{blocked}. " + RECONSENT)
         refresh_token = self._read_refresh_token()
@@ -238,10 +294,11 @@ class TokenProvider:
                 "Check the app registration's client id and its secret or certificate.",
                 error=result.get("error"), codes=error_codes(result),
             )
-        status, message = consent
-        log.warning("consent for provider %s is %s: %s", self.provider_id, status, describe_error(result))
-        self._providers.update_status(self.provider_id, consent_status=status, consent_error=redact(message))
-        raise ConsentRequired(self.provider_id, status, message)
+        log.warning("consent for provider %s is %s: %s", self.provider_id, consent.status, describe_error(result))
+        self._providers.update_status(self.provider_id, consent_status=consent.status,
+                                      consent_error=redact(consent.message), token_health=consent.health,
+                                      token_health_at=to_iso(self._clock()))
+        raise consent.error(self.provider_id, consent.status, consent.message)
 
 
 class TokenProviders:

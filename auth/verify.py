@@ -21,6 +21,15 @@ from shared.logging import get_logger
 from shared.providers import ProviderConnection, validate_provider_id
 from shared.settings import SettingsError
 
+from shared.token_health import (
+    CONDITIONAL_ACCESS_CODE,
+    MFA_CLAIM_MISSING,
+    MFA_REQUIRED_CODE,
+    TokenHealth,
+    describe,
+    partner_center_code,
+)
+
 from .entra import IdentityProviderUnavailable, TokenRequestFailed, http_session, unverified_claims
 from .tokens import TokenProvider
 
@@ -80,6 +89,45 @@ def _fault_code(response: requests.Response) -> str | None:
     return None
 
 
+def _refusal_health(status: int, code: str | None) -> TokenHealth | None:
+    return {(401, MFA_REQUIRED_CODE): TokenHealth.MFA_REQUIRED,
+            (403, CONDITIONAL_ACCESS_CODE): TokenHealth.CONDITIONAL_ACCESS_BLOCKED}.get((status, code))
+
+
+def _kept_body(response: requests.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _count(value: Any) -> int:
+    try:
+        return max(0, int(str(value)))
+    except ValueError:
+        return 0
+
+
+# the checks whose failure says the App+User token is refused, and what a pass clears
+_HEALTH_CHECKS = ("organization_profile", "mfa_compliance")
+
+
+def _health_after_verify(report: VerifyReport, provider: ProviderConnection) -> dict[str, Any]:
+    """The provider's ``token_health`` after Verify: the MFA or Conditional Access cause it saw,
+    or cleared when the App+User checks pass (an earlier refusal was fixed)."""
+    for check in report.checks:
+        if check.name in _HEALTH_CHECKS and not check.passed:
+            for health, code in ((TokenHealth.MFA_REQUIRED, MFA_REQUIRED_CODE),
+                                 (TokenHealth.CONDITIONAL_ACCESS_BLOCKED, CONDITIONAL_ACCESS_CODE)):
+                if f"code {code}" in check.evidence:
+                    return {"token_health": health, "token_health_at": report.checked_at}
+    passed = all(c.passed for c in report.checks if c.name in _HEALTH_CHECKS + ("token_refresh",))
+    if passed and provider.token_health:
+        return {"token_health": None, "token_health_at": None}
+    return {}
+
+
 # Partner Center answers per check: (fix for 401, fix for 403)
 _PC_FIXES = {
     "organization_profile": (
@@ -94,6 +142,17 @@ _PC_FIXES = {
     "invoices_read": (
         "Partner Center refused the App+User token. Make sure MFA triggers on every sign-in, then consent again.",
         f"Give the integration user the Billing Admin role {USER_MANAGEMENT}.",
+    ),
+    "app_only_access": (
+        "Partner Center refused the app's own (app-only) token: register the app in Partner Center (Account "
+        "settings > App management > Add new web app) with this client id. Until then every call uses the "
+        "App+User token, so an MFA problem stops the whole sync.",
+        "Partner Center refused the app-only token for this call: register the app in Partner Center's App "
+        "management with this client id.",
+    ),
+    "mfa_compliance": (
+        "Partner Center refused the App+User token.",
+        f"Give the integration user an admin role {USER_MANAGEMENT} to read the MFA report.",
     ),
 }
 
@@ -129,12 +188,15 @@ class VerifyService:
                 ("invoices_read", "/v1/invoices?size=1"),
             ):
                 checks.append(self._partner_center_get(session, name, path, token, correlation_id))
+            checks.append(self._app_only_access(session, tokens, correlation_id))
+            checks.append(self._mfa_compliance(session, token, correlation_id))
             if provider.cost_management:
                 checks.append(self._graph_billing(tokens))
 
             report = VerifyReport(provider_id, to_iso(self.clock()), tuple(checks))
             self.providers.update_status(
-                provider_id, verify_result=json.dumps(report.to_json()), verified_at=report.checked_at
+                provider_id, verify_result=json.dumps(report.to_json()), verified_at=report.checked_at,
+                **_health_after_verify(report, provider),
             )
             telemetry.annotate(outcome="passed" if report.passed else "failed",
                                failed_checks=[c.name for c in checks if not c.passed])
@@ -169,7 +231,8 @@ class VerifyService:
         if "mfa" in amr:
             return ok(name, "amr=" + ",".join(amr))
         return fail(name, "amr=" + (",".join(amr) or "(none)"),
-                    "Enable MFA for the integration user so that it triggers on every sign-in, then consent again.")
+                     "Enable MFA for the integration user so that it triggers on every sign-in, then consent again. "
+                     + MFA_CLAIM_MISSING)
 
     @staticmethod
     def _tenant_matches(provider: ProviderConnection, token: str | None, claims: dict[str, Any]) -> Check:
@@ -185,8 +248,11 @@ class VerifyService:
                     "the partner tenant.")
 
     def _partner_center_get(
-        self, session: requests.Session, name: str, path: str, token: str | None, correlation_id: str
-    ) -> Check:
+        self, session: requests.Session, name: str, path: str, token: str | None, correlation_id: str,
+        keep: bool = False,
+    ) -> Check | dict[str, Any]:
+        """The check for one GET; with ``keep`` a 200 answer's JSON object instead (for a check
+        that reads the body)."""
         if token is None:
             return fail(name, "skipped: no access token", "Fix token_refresh first.")
         url = self.settings.partner_center_url.rstrip("/") + path
@@ -205,12 +271,18 @@ class VerifyService:
                           **telemetry.header_attributes("response", response.headers)})
         except requests.RequestException as exc:
             return fail(name, f"connection failed: {type(exc).__name__}",
-                        f"Check that {self.settings.partner_center_url} is reachable from the Function App.")
-        code = _fault_code(response) if response.status_code >= 400 else None
+                         f"Check that {self.settings.partner_center_url} is reachable from the Function App.")
+        # the 2019 MFA refusal (401 "Unauthorized - MFA required", no body) reads as code 900421
+        code = partner_center_code(response.status_code, _fault_code(response), response.reason) \
+            if response.status_code >= 400 else None
         evidence = f"HTTP {response.status_code}" + (f", code {code}" if code else "")
         if response.status_code == 200:
-            return ok(name, evidence)
+            return _kept_body(response) if keep else ok(name, evidence)
         unauthorized, forbidden = _PC_FIXES[name]
+        health = _refusal_health(response.status_code, code)
+        if health is not None:  # MFA (900421, or the 2019 form) or Conditional Access (900309)
+            cause, fix = describe(health)
+            return fail(name, evidence, f"{cause} {fix}")
         if response.status_code == 401:
             fix = unauthorized
         elif response.status_code == 403:
@@ -220,6 +292,45 @@ class VerifyService:
         else:
             fix = f"Unexpected answer from Partner Center for {path}; see the evidence."
         return fail(name, evidence, fix)
+
+    def _app_only_access(self, session: requests.Session, tokens: TokenProvider, correlation_id: str) -> Check:
+        """The app-only token the sync sends on every call that takes one (shared.token_choice)."""
+        name = "app_only_access"
+        try:
+            token = tokens.app_access_token(force_refresh=True)
+        except TokenRequestFailed as exc:
+            return fail(name, _token_error_evidence(exc), "Check the app registration's client secret or "
+                         "certificate.")
+        except IdentityProviderUnavailable:
+            return fail(name, "Entra ID unreachable", "Try again later.")
+        except SETUP_ERRORS as exc:
+            return _setup_failed(name, exc)
+        return self._partner_center_get(session, name, "/v1/customers?size=1", token, correlation_id)
+
+    def _mfa_compliance(self, session: requests.Session, token: str | None, correlation_id: str) -> Check:
+        """Partner Center's MFA self-test: the last 7 days of this app's App+User requests
+        (``GET /v1/applicationmfaadoptionstatus``), each counted with or without MFA."""
+        name = "mfa_compliance"
+        url = self.settings.partner_center_url.rstrip("/") + "/v1/applicationmfaadoptionstatus"
+        check = self._partner_center_get(session, name, "/v1/applicationmfaadoptionstatus", token, correlation_id,
+                                         keep=True)
+        if isinstance(check, Check):
+            if check.evidence.startswith("HTTP 404"):
+                return ok(name, "self-test not offered by this Partner Center (HTTP 404)")
+            return check
+        rows = [r for r in (check.get("items") or []) if isinstance(r, dict)
+                and str(r.get("applicationId", "")).lower() == str(self.settings.client_id).lower()]
+        total = sum(_count(r.get("totalRequestCount")) for r in rows)
+        compliant = sum(_count(r.get("mfaCompliantRequestCount")) for r in rows)
+        evidence = f"{compliant} of {total} App+User requests of this app in the last 7 days carried MFA ({url})"
+        # judged on the newest day, so a fixed setup passes now rather than when old requests age out
+        newest = max((str(r.get("date") or "") for r in rows), default="")
+        latest = [r for r in rows if str(r.get("date") or "") == newest]
+        missing = sum(_count(r.get("totalRequestCount")) - _count(r.get("mfaCompliantRequestCount")) for r in latest)
+        if missing <= 0:
+            return ok(name, evidence)
+        return fail(name, f"{evidence}; {missing} without MFA on {newest}",
+                     describe(TokenHealth.MFA_REQUIRED)[1])
 
     @staticmethod
     def _graph_billing(tokens: TokenProvider) -> Check:

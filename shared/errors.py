@@ -6,6 +6,8 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
+from .token_health import TokenHealth
+
 
 class PcsyncError(Exception):
     """Base class for errors raised by pcsync's own code."""
@@ -39,6 +41,52 @@ class ConsentRequired(PcsyncError):
         self.provider_id = provider_id
         self.status = status  # "expired" | "revoked" | "none"
         super().__init__(message)
+
+
+class RefreshTokenExpired(ConsentRequired):
+    """The stored refresh token was not used for 90 days (AADSTS700082)."""
+
+    health = TokenHealth.REFRESH_TOKEN_EXPIRED
+
+
+class RefreshTokenRevoked(ConsentRequired):
+    """Entra ID revoked the stored refresh token (AADSTS50173: password reset, sessions revoked)."""
+
+    health = TokenHealth.REFRESH_TOKEN_REVOKED
+
+
+class MfaChallengeRequired(ConsentRequired):
+    """Entra ID wants the integration user to complete MFA again (AADSTS50076/50079)."""
+
+    health = TokenHealth.MFA_CHALLENGE
+
+
+class SignInBlockedByConditionalAccess(ConsentRequired):
+    """Entra ID refuses to issue tokens: a Conditional Access policy blocks them (AADSTS53003)."""
+
+    health = TokenHealth.CONDITIONAL_ACCESS_BLOCKED
+
+
+class TokenRefused(PcsyncError):
+    """Partner Center refused a token it would accept from a healthy consent: an App+User call
+    without MFA, or one a Conditional Access policy blocks. App-only calls keep working, so the
+    sync degrades (what needs App+User fails) instead of stopping. ``health`` names the cause
+    (``shared.token_health.TokenHealth``)."""
+
+    health: TokenHealth | None = None
+
+
+class MfaRequired(TokenRefused):
+    """401 with error 900421 (or the 2019 "Unauthorized - MFA required" form): the App+User
+    token has no ``mfa`` in its ``amr`` claim."""
+
+    health = TokenHealth.MFA_REQUIRED
+
+
+class ConditionalAccessBlocked(TokenRefused):
+    """403 with error 900309: "Access has been blocked by Conditional Access policies"."""
+
+    health = TokenHealth.CONDITIONAL_ACCESS_BLOCKED
 
 
 class PermissionMissing(PcsyncError):
@@ -109,6 +157,7 @@ EDGE_RULES: tuple[EdgeRule, ...] = (
     EdgeRule(_is(MessageTooLarge), 413, QueueAction.DROP),
     EdgeRule(_is(NotFound), 404, QueueAction.DROP),
     EdgeRule(_is(ConsentRequired), 409, QueueAction.DROP),
+    EdgeRule(_is(TokenRefused), 409, QueueAction.DROP),
     EdgeRule(_is(Conflict), 409, QueueAction.DROP),
     EdgeRule(_is(PermissionMissing), 403, QueueAction.DROP),
     EdgeRule(_is(UpstreamRefused), 502, QueueAction.DROP),

@@ -30,12 +30,15 @@ import requests
 
 from .call_budget import CallBudget
 from .client_base import HttpClient
+from .errors import TokenRefused
 from .jsonutil import get_path
 from .paging import PageRequest, Paginator, collection_problem
 from .partner_center_errors import (
     BadRequestError,
+    ConditionalAccessBlockedError,
     ConflictError,
     ForbiddenError,
+    MfaRequiredError,
     NotFoundError,
     PartnerCenterError,
     ServiceError,
@@ -43,6 +46,8 @@ from .partner_center_errors import (
     TransportError,
     UnauthorizedError,
 )
+from .token_choice import TokenChoice
+from .token_health import FIXES, TokenHealth, partner_center_code
 from .tokens import TokenSource
 from .transport import Budget, Call, CallStats, Dialect, ErrorType, Failure, error_fields
 
@@ -62,12 +67,14 @@ class WriteResponse:
 
 
 def parse_api_fault(response: requests.Response) -> tuple[str | None, str | None]:
-    """ApiFault ``code``/``description`` (or the APIM ``statusCode``/``message`` shape)."""
-    return error_fields(
+    """ApiFault ``code``/``description`` (or the APIM ``statusCode``/``message`` shape). The 2019
+    MFA refusal (401 "Unauthorized - MFA required", no body) reads as code 900421."""
+    code, message = error_fields(
         response,
         code_paths=(("code",), ("error", "code")),
         message_paths=(("description",), ("message",), ("error", "message")),
     )
+    return partner_center_code(response.status_code, code, response.reason), message
 
 
 def json_object_problem(body: Any) -> str | None:
@@ -119,7 +126,9 @@ _DIALECT = Dialect(
     errors={
         ErrorType.BAD_REQUEST: BadRequestError,
         ErrorType.UNAUTHORIZED: UnauthorizedError,
+        ErrorType.MFA_REQUIRED: MfaRequiredError,
         ErrorType.FORBIDDEN: ForbiddenError,
+        ErrorType.CONDITIONAL_ACCESS_BLOCKED: ConditionalAccessBlockedError,
         ErrorType.NOT_FOUND: NotFoundError,
         ErrorType.CONFLICT: ConflictError,
         ErrorType.THROTTLED: ThrottledError,
@@ -128,6 +137,8 @@ _DIALECT = Dialect(
     },
     default_error=ServiceError,  # an unexpected status is the service's problem, not the caller's
     make_error=_make_error,
+    hints={ErrorType.MFA_REQUIRED: FIXES[TokenHealth.MFA_REQUIRED],
+           ErrorType.CONDITIONAL_ACCESS_BLOCKED: FIXES[TokenHealth.CONDITIONAL_ACCESS_BLOCKED]},
 )
 
 
@@ -149,6 +160,7 @@ class PartnerCenterClient(HttpClient):
             root = root[: -len(API_VERSION_PREFIX)]
         transport_options["budget"] = transport_options.get("budget") or CallBudget()
         super().__init__(root, token_source, stats=stats, **transport_options)
+        self._tokens = TokenChoice(token_source)  # app-only where Partner Center takes it
         self.correlation_id = correlation_id or str(uuid.uuid4())
 
     def bind(self, *, correlation_id: str | None = None, stats: CallStats | None = None) -> "PartnerCenterClient":
@@ -254,11 +266,17 @@ class PartnerCenterClient(HttpClient):
                 "MS-CorrelationId": self.correlation_id,
                 **dict(request.headers),
             },
-            params=request.params, body=body, token=self._token_source.access_token, customer_id=customer_id,
-            replay_safe=replay_safe, allow_empty=method != "GET", expect=expect,
+            params=request.params, body=body, token=self._tokens.for_call(method, request.path),
+            customer_id=customer_id, replay_safe=replay_safe, allow_empty=method != "GET", expect=expect,
             context={"correlation_id": self.correlation_id},
         )
-        return self._transport.send(call, _DIALECT, self.stats)
+        try:
+            return self._transport.send(call, _DIALECT, self.stats)
+        except TokenRefused as refused:  # MFA or Conditional Access: the token source records the cause
+            report = getattr(self._token_source, "token_refused", None)
+            if report is not None:
+                report(refused)
+            raise
 
     # -- paging ------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ Which class a failed call raises is decided by the transport's resolution table
 from __future__ import annotations
 
 from .client_base import ServiceCallError
-from .errors import PermissionMissing
+from .errors import ConditionalAccessBlocked, MfaRequired, PermissionMissing
 
 
 class PartnerCenterError(ServiceCallError):
@@ -29,6 +29,15 @@ class UnauthorizedError(PartnerCenterError):
 
 class ForbiddenError(PartnerCenterError, PermissionMissing):
     """403: the role or token type (app-only vs App+User) does not allow the operation."""
+
+
+class MfaRequiredError(UnauthorizedError, MfaRequired):
+    """401 with 900421 (or the 2019 "Unauthorized - MFA required" form) after a forced refresh:
+    Partner Center wants ``mfa`` in the App+User token's ``amr``."""
+
+
+class ConditionalAccessBlockedError(ForbiddenError, ConditionalAccessBlocked):
+    """403 with 900309: a Conditional Access policy blocks the integration user."""
 
 
 class NotFoundError(PartnerCenterError):
@@ -58,6 +67,6 @@ class PaginationLoopError(PartnerCenterError):
 
 
 __all__ = [
-    "BadRequestError", "ConflictError", "ForbiddenError", "NotFoundError", "PaginationLoopError",
+    "BadRequestError", "ConditionalAccessBlockedError", "ConflictError", "ForbiddenError", "MfaRequiredError", "NotFoundError", "PaginationLoopError",
     "PartnerCenterError", "ServiceError", "ThrottledError", "TransportError", "UnauthorizedError",
 ]

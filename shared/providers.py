@@ -19,6 +19,7 @@ from .errors import NotFound, ValidationFailed
 # validate_provider_id is re-exported: admin, auth and webhooks import it from here with the model
 from .provider_ids import validate_provider_id
 from .reference_data import AZURE_SPECIALIZATIONS, COUNTRY_CODES, CURRENCY_CODES
+from .token_health import token_health_json
 from .tables import TableRepository, TableStore
 
 PROVIDERS_TABLE = "providers"
@@ -110,6 +111,10 @@ class ProviderConnection:
     # when the newest consent link was made (cleared once a consent completes): a link for a
     # provider whose consent works is recorded here and leaves consent_status active
     consent_pending_since: str | None = None
+    # why the tokens stopped working (shared.token_health.TokenHealth) and when that was seen;
+    # cleared by a consent that completes and by a Verify whose MFA checks pass
+    token_health: str | None = None
+    token_health_at: str | None = None
     verify_result: str | None = None
     verified_at: str | None = None
     created_at: str | None = None
@@ -162,6 +167,7 @@ class ProviderConnection:
             "refreshTokenExpiresAt": self.refresh_token_expires_at,
             "error": self.consent_error,
             "pendingSince": self.consent_pending_since,
+            **token_health_json(self.token_health, self.token_health_at),
         }
         data["verify"] = json.loads(self.verify_result) if self.verify_result else None
         data["verifiedAt"] = self.verified_at

@@ -16,10 +16,20 @@ class TokenSource(Protocol):
     def access_token(self, *, force_refresh: bool = False) -> str: ...
 
 
+class AppTokenSource(Protocol):
+    """Optional extras of a Partner Center token source (``auth.tokens.TokenProvider`` has them):
+    an app-only token for the calls that take one (``shared.token_choice``), and a place to
+    record why Partner Center refused the App+User token (MFA, Conditional Access)."""
+
+    def app_access_token(self, *, force_refresh: bool = False) -> str: ...
+
+    def token_refused(self, error: Exception) -> None: ...
+
+
 class GraphTokenSource(Protocol):
     """App-only Microsoft Graph tokens (the billing reconciliation export)."""
 
     def graph_token(self, *, force_refresh: bool = False) -> str: ...
 
 
-__all__ = ["GraphTokenSource", "TokenSource"]
+__all__ = ["AppTokenSource", "GraphTokenSource", "TokenSource"]

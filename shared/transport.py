@@ -3,7 +3,7 @@
 Per attempt: the headers are built (the same request id on every attempt, the token source's
 cached token), the call budget is waited on (so that a healthy run is never throttled), the
 request is sent, a 2xx JSON body is decoded, and the outcome (a response or a transport
-exception) is looked up in one table, :data:`RESOLUTIONS`, which says what to do:
+exception) is looked up in one table, :data:`RESOLUTIONS` (:mod:`shared.resolutions`), which says what to do:
 
 * ``RETRY``: back off with jitter (5xx, resets, timeouts, cut-short bodies);
 * ``RATE_LIMITED``: wait as ``Retry-After`` says (capped), then go again;
@@ -21,12 +21,11 @@ not in the table (e.g. ``ConsentRequired`` from a token source) pass through unc
 from __future__ import annotations
 
 import email.utils
-import enum
 import json
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence, Union
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from urllib.parse import urlsplit
 
@@ -36,112 +35,21 @@ from . import telemetry
 from .call_stats import CallStats  # re-exported: the loop counts into it, callers import it from here
 from .jsonutil import get_path
 from .logging import get_logger
+# the resolution table and its types live in shared/resolutions.py; re-exported here
+from .resolutions import (
+    CAUGHT_EXCEPTIONS,
+    RESOLUTIONS,
+    TRANSIENT_EXCEPTIONS,
+    UNRESOLVED,
+    Action,
+    ErrorType,
+    MalformedBody,
+    Resolution,
+    TruncatedBody,
+    resolve,
+)
 
 log = get_logger(__name__)
-
-
-# --------------------------------------------------------------------------------------------
-# Resolution: one table from outcome to action
-# --------------------------------------------------------------------------------------------
-
-
-class Action(enum.Enum):
-    SUCCESS = "success"
-    RETRY = "retry"  # transient: back off with jitter
-    RATE_LIMITED = "rate_limited"  # 429: honour Retry-After
-    REFRESH_TOKEN = "refresh_token"  # 401: refresh once, then fail
-    FAIL = "fail"
-
-
-class ErrorType(enum.Enum):
-    """What went wrong, in terms a caller can act on; each client maps these to its classes."""
-
-    BAD_REQUEST = "bad_request"
-    UNAUTHORIZED = "unauthorized"
-    FORBIDDEN = "forbidden"
-    NOT_FOUND = "not_found"
-    GONE = "gone"
-    CONFLICT = "conflict"
-    THROTTLED = "throttled"
-    SERVICE = "service"  # the service failed (5xx, 408)
-    TRANSPORT = "transport"  # resets, timeouts, cut-short bodies
-    UNEXPECTED = "unexpected"  # any status the table does not know
-
-
-@dataclass(frozen=True)
-class Resolution:
-    """What to do with one outcome. ``may_have_run`` is False when the service certainly did not
-    carry the request out (refused it, or it never left), so that even a write may go again."""
-
-    action: Action
-    error_type: ErrorType | None = None
-    may_have_run: bool = True
-
-
-class TruncatedBody(Exception):
-    """A 2xx response whose body is not complete JSON."""
-
-
-class MalformedBody(TruncatedBody):
-    """A 2xx response whose JSON is not what the call expects (``Call.expect`` says why): e.g. an
-    error envelope, or a collection page without ``items``. Retried like a cut-short body, never
-    read as "nothing there"."""
-
-
-_TRANSIENT = Resolution(Action.RETRY, ErrorType.SERVICE)
-_CUT_OFF = Resolution(Action.RETRY, ErrorType.TRANSPORT)
-
-# Keys: ``(status, service error code)``, a status, a status class (``"5xx"``: every status of the
-# class not listed on its own), or an exception class (looked up along the exception's MRO, so the
-# most specific entry wins). Only exception classes listed here are caught by the loop.
-ResolutionKey = Union[int, str, tuple[int, str], type[BaseException]]
-RESOLUTIONS: Mapping[ResolutionKey, Resolution] = {
-    "2xx": Resolution(Action.SUCCESS),
-    400: Resolution(Action.FAIL, ErrorType.BAD_REQUEST),
-    401: Resolution(Action.REFRESH_TOKEN, ErrorType.UNAUTHORIZED, may_have_run=False),
-    403: Resolution(Action.FAIL, ErrorType.FORBIDDEN),
-    404: Resolution(Action.FAIL, ErrorType.NOT_FOUND),
-    408: _TRANSIENT,
-    409: Resolution(Action.FAIL, ErrorType.CONFLICT),
-    410: Resolution(Action.FAIL, ErrorType.GONE),
-    429: Resolution(Action.RATE_LIMITED, ErrorType.THROTTLED, may_have_run=False),
-    "5xx": _TRANSIENT,
-    501: Resolution(Action.FAIL, ErrorType.SERVICE),  # not implemented: asking again cannot help
-    505: Resolution(Action.FAIL, ErrorType.SERVICE),  # HTTP version not supported: likewise
-    requests.exceptions.ConnectTimeout: Resolution(Action.RETRY, ErrorType.TRANSPORT, may_have_run=False),
-    requests.ConnectionError: _CUT_OFF,  # resets, refused connections
-    requests.Timeout: _CUT_OFF,  # read timeouts: the request may have run
-    requests.exceptions.ChunkedEncodingError: _CUT_OFF,  # body cut short
-    requests.exceptions.ContentDecodingError: _CUT_OFF,
-    TruncatedBody: _CUT_OFF,
-    MalformedBody: _CUT_OFF,
-}
-UNRESOLVED = Resolution(Action.FAIL, ErrorType.UNEXPECTED)
-
-# Exceptions worth another attempt; also what a client streaming a body catches mid-stream.
-TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = tuple(
-    key for key, resolution in RESOLUTIONS.items() if isinstance(key, type) and resolution.action is Action.RETRY
-)
-_CAUGHT = tuple(key for key in RESOLUTIONS if isinstance(key, type))
-
-
-def resolve(
-    outcome: requests.Response | BaseException,
-    *,
-    code: str | None = None,
-    table: Mapping[Any, Resolution] = RESOLUTIONS,
-) -> Resolution:
-    """The table's entry for a response (by status and error code, status, status class) or an
-    exception (by class, most specific first); :data:`UNRESOLVED` when none applies."""
-    if isinstance(outcome, BaseException):
-        keys: Sequence[Any] = type(outcome).__mro__
-    else:
-        status = outcome.status_code
-        keys = ((status, code), status, f"{status // 100}xx")
-    for key in keys:
-        if key in table:
-            return table[key]
-    return UNRESOLVED
 
 
 # --------------------------------------------------------------------------------------------
@@ -448,7 +356,7 @@ class Transport:
                 call.method, call.url, params=list(call.params) or None, headers=headers, timeout=self.timeout,
                 verify=self.verify, allow_redirects=False, stream=call.stream, **payload,
             )
-        except _CAUGHT as exc:
+        except CAUGHT_EXCEPTIONS as exc:
             return _Attempt(exc, resolve(exc))
         resolution = resolve(response)
         if resolution.action is Action.SUCCESS:

@@ -9,6 +9,7 @@ from simulator.data import GRAPH_BILLING_PERMISSION
 from simulator.entra import SIGN_IN_ACTIONS, Entra
 from simulator.faults import FaultInjector
 from simulator.invoices import render_invoice
+from simulator.lifecycle import seed_subscription_options
 from simulator.line_items import invoice_stream_counts
 from simulator.partner_center import (render_agreement, render_customer,
                                       render_subscription)
@@ -29,6 +30,15 @@ def _object_body(req: Request) -> dict:
     body = req.json() if req.body else {}
     if not isinstance(body, dict):
         raise _error(400, "the request body must be a JSON object")
+    return body
+
+
+def _body_of_known_keys(req: Request, known, what: str) -> dict:
+    """A JSON object body whose keys are all in ``known`` (else 400 naming the unknown ones)."""
+    body = _object_body(req)
+    unknown = set(body) - set(known)
+    if unknown:
+        raise _error(400, f"unknown {what} {sorted(unknown)}; known: {list(known)}")
     return body
 
 
@@ -65,6 +75,7 @@ class Control:
         wanted = (req.query.get("customer") or "").lower()
         now = self.state.clock.now()
         with self.state.lock:
+            self.state.advance_lifecycle()
             if wanted and wanted not in self.state.subscriptions:
                 raise _error(404, f"unknown customer {wanted}")
             items = []
@@ -140,6 +151,10 @@ class Control:
             sub = self.state.factory.new_subscription(customer_id, **options)
             if "cancellation_allowed_until" in body:
                 sub.cancellation_allowed_until = self._parse_time(body["cancellation_allowed_until"])
+            try:
+                seed_subscription_options(sub, body, self.state.clock.now())
+            except ValueError as exc:
+                raise _error(400, str(exc))
             self.state.subscriptions[customer_id][sub.id.lower()] = sub
             return json_response(201, {**render_subscription(sub, self.state.clock.now()), "customerId": customer_id})
 
@@ -215,6 +230,7 @@ class Control:
             now = self.state.clock.set(self._parse_time(body["now"]))
         else:
             raise _error(400, "send {\"advance_days\": N} or {\"now\": \"<ISO-8601>\"}")
+        self.state.advance_lifecycle()  # renewals, EST conversions and expiries that fell due
         return json_response(200, {"now": iso(now)})
 
     @route("GET", "/calls")
@@ -242,10 +258,7 @@ class Control:
 
     @route("PUT", "/faults")
     def set_faults(self, req: Request) -> Response:
-        body = _object_body(req)
-        unknown = set(body) - set(FAULT_KNOBS)
-        if unknown:
-            raise _error(400, f"unknown knobs {sorted(unknown)}; known: {list(FAULT_KNOBS)}")
+        body = _body_of_known_keys(req, FAULT_KNOBS, "knobs")
         limits = {k: body.pop(k) for k in ("rate_limit_per_minute", "customer_rate_limit_per_minute") if k in body}
         exports = {k: body.pop(k) for k in ("export_running_polls", "export_retry_after_seconds") if k in body}
         for key, value in {**limits, **exports}.items():

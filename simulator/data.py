@@ -8,12 +8,16 @@ import json
 import random
 import string
 import uuid
+import zlib
 from dataclasses import dataclass, field
 
 from simulator.config import SimulatorConfig
 
 MCA_TEMPLATE_ID = "117a77b0-9360-443b-8795-c6dedc750cf9"
 MCA_LINK = "https://aka.ms/customeragreement"
+# customers whose MCA was accepted before 2023-04-01 must accept it again
+MCA_REATTEST_BEFORE = dt.datetime(2023, 4, 1, tzinfo=dt.timezone.utc)
+PRE_2023_AGREEMENT_BASE = dt.datetime(2022, 5, 1, tzinfo=dt.timezone.utc)
 PARTNER_CENTER_RESOURCE = "https://api.partnercenter.microsoft.com"
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 KEY_VAULT_RESOURCE = "https://vault.azure.net"
@@ -118,6 +122,12 @@ class Subscription:
     scheduled_next_term: dict | None = None
     suspension_reasons: list[str] = field(default_factory=list)
     version: int = 1
+    # end of term (simulator/lifecycle.py): [{actionType, scheduleType, effectiveDate, instructions}]
+    scheduled_actions: list[dict] = field(default_factory=list)
+    extended_service_term: bool = False
+    est_started: dt.datetime | None = None
+    est_conversion_at: dt.datetime | None = None  # the 24-hour "auto-renew off becomes EST" trap
+    pending_until: dt.datetime | None = None  # a change is still being processed until then
 
     @property
     def etag(self) -> str:
@@ -136,6 +146,7 @@ class Agreement:
     email: str
     phone: str
     user_id: str
+    attestation_id: str | None = None  # set when created from an enhanced attestation
 
 
 @dataclass
@@ -268,8 +279,13 @@ class WorldFactory:
         rng = self.rng
         found = []
         if rng.random() < 0.6:
+            agreed = self.today - dt.timedelta(days=rng.randrange(30, 900))
+            if zlib.crc32(customer.id.encode()) % 3 == 0:
+                # a third of them predate 2023-04-01 and must be attested again (issue 11); the
+                # date comes from the id, not the random stream, so the rest of the world stays
+                agreed = PRE_2023_AGREEMENT_BASE + dt.timedelta(days=zlib.crc32(customer.id.encode()) % 300)
             found.append(Agreement(customer.id, "MicrosoftCustomerAgreement", MCA_TEMPLATE_ID,
-                                   (self.today - dt.timedelta(days=rng.randrange(30, 900))).strftime("%Y-%m-%dT00:00:00"),
+                                   agreed.strftime("%Y-%m-%dT00:00:00"),
                                    customer.contact_first, customer.contact_last,
                                    f"{customer.contact_first.lower()}@{customer.domain}", "4255550100", user.oid))
         if rng.random() < 0.3:

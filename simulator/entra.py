@@ -19,6 +19,19 @@ from simulator.web import HttpError, Request, Response, Router, html_response, j
 
 SERVICE = "entra"
 SIGN_IN_ACTIONS = ("signin_mfa", "signin_nomfa", "decline")
+# what a refresh-token redemption answers while POST /_sim/tokens/fail set a reason: (error, AADSTS, message)
+REFRESH_FAILURES = {
+    "expired": ("invalid_grant", 700082, "AADSTS700082: The refresh token has expired due to inactivity. The token "
+                                         "was issued on 2026-01-01T00:00:00.0000000Z and was inactive for 90.00:00:00."),
+    "revoked": ("invalid_grant", 50173, "AADSTS50173: The provided grant has expired due to it being revoked, a "
+                                        "fresh auth token is needed. The user might have changed or reset their "
+                                        "password."),
+    "mfa": ("interaction_required", 50076, "AADSTS50076: Due to a configuration change made by your administrator, "
+                                           "or because you moved to a new location, you must use multi-factor "
+                                           "authentication to access the resource."),
+    "conditional_access": ("invalid_grant", 53003, "AADSTS53003: Access has been blocked by Conditional Access "
+                                                   "policies. The access policy does not allow token issuance."),
+}
 
 
 class EntraError(Exception):
@@ -316,6 +329,9 @@ class Entra:
                                  f"AADSTS50173: The provided grant has expired due to it being revoked, a fresh auth "
                                  f"token is needed. The user might have changed or reset their password. The grant "
                                  f"was issued on '{record.issued_at:%Y-%m-%dT%H:%M:%S.%fZ}'.")
+            forced = REFRESH_FAILURES.get(self.state.refresh_failure or "")
+            if forced is not None:  # POST /_sim/tokens/fail
+                raise EntraError(400, *forced)
             idle = now - record.last_used
             if idle > inactivity:
                 days = idle.days
@@ -330,6 +346,8 @@ class Entra:
 
     def _user_tokens(self, scope_text: str, mfa: bool, nonce: str | None, include_refresh: bool) -> Response:
         resource, names, oidc = split_scopes(scope_text)
+        # a Conditional Access "trusted location" exemption: no MFA prompt, so no "mfa" in amr
+        mfa = mfa and not self.state.config.trusted_location_skips_mfa
         access_token, granted = self.issuer.delegated_access_token(resource, names, mfa)
         lifetime = self.state.config.access_token_lifetime_seconds
         body = {"token_type": "Bearer", "scope": granted, "expires_in": lifetime, "ext_expires_in": lifetime,

@@ -22,7 +22,7 @@ class FaultDecision:
 
 class FaultInjector:
     KNOBS = ("latency_ms", "latency_jitter_ms", "fault_5xx", "fault_429", "fault_reset", "fault_truncate",
-             "fault_malformed", "write_202", "fault_services")
+             "fault_malformed", "write_202", "fault_try_again_later", "fault_services")
 
     def __init__(self, config: SimulatorConfig):
         self._lock = threading.Lock()
@@ -84,3 +84,9 @@ class FaultInjector:
     def answer_write_with_202(self) -> bool:
         with self._lock:
             return self._rng.random() < self.settings["write_202"]
+
+    def refuse_write_try_again_later(self) -> bool:
+        with self._lock:
+            # no draw when off, so the other faults' sequence for a seed stays as it was
+            share = self.settings["fault_try_again_later"]
+            return share > 0 and self._rng.random() < share

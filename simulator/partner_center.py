@@ -7,6 +7,7 @@ from urllib.parse import quote
 
 from simulator.clock import iso, parse_iso
 from simulator.data import MCA_LINK, MCA_TEMPLATE_ID, Agreement, Customer, Subscription
+from simulator import attestation, lifecycle
 from simulator.faults import FaultInjector
 from simulator.pc_common import (SALES_ROLES, SERVICE, PartnerCenterAuth, collection, decode_token,
                                  encode_token, fail, link, lower_keys, parse_size, read_json,
@@ -64,7 +65,7 @@ def render_customer(customer: Customer) -> dict:
 def render_subscription(sub: Subscription, now) -> dict:
     self_uri = f"/customers/{sub.customer_id}/subscriptions/{sub.id}"
     body = {
-        "id": sub.id, "offerId": sub.offer_id, "offerName": sub.offer_name, "friendlyName": sub.friendly_name,
+        "id": sub.id, "offerId": sub.offer_id, "offerName": lifecycle.offer_name(sub), "friendlyName": sub.friendly_name,
         "quantity": sub.quantity, "unitType": sub.unit_type, "creationDate": iso(sub.creation_date),
         "effectiveStartDate": iso(sub.effective_start), "commitmentEndDate": iso(sub.commitment_end),
         "status": sub.status, "autoRenewEnabled": sub.auto_renew, "isTrial": False, "billingType": sub.billing_type,
@@ -95,6 +96,7 @@ def render_subscription(sub: Subscription, now) -> dict:
         })
         if sub.scheduled_next_term:
             body["scheduledNextTermInstructions"] = sub.scheduled_next_term
+        body.update(lifecycle.render_lifecycle(sub))
     else:
         body["entitlementId"] = sub.entitlement_id
         links = {"offer": link(f"/offers/{sub.offer_id}?country=US")}
@@ -128,15 +130,19 @@ def render_agreement(agreement: Agreement, with_user: bool = False) -> dict:
         "agreementLink": MCA_LINK if agreement.type == "MicrosoftCustomerAgreement"
         else "https://aka.ms/microsoftcloudagreement",
     })
+    if agreement.attestation_id:
+        body["attestationId"] = agreement.attestation_id
     return body
 
 
 class PartnerCenter:
     def __init__(self, state: SimulatorState, auth: PartnerCenterAuth, faults: FaultInjector):
         self.state, self.auth, self.faults = state, auth, faults
+        self.attestations = attestation.Attestations(state, auth, faults)
 
     def register(self, router: Router) -> None:
         router.add_handlers(self, SERVICE)
+        self.attestations.register(router)
 
     # ---- profiles -----------------------------------------------------------------------
     @route("GET", "/v1/profiles/organization")
@@ -242,6 +248,7 @@ class PartnerCenter:
         now = self.state.clock.now()
         with self.state.lock:
             subs = list(self.state.subscriptions.get(customer.id.lower(), {}).values())
+            self.state.advance_lifecycle(subs)
             order_id = req.query.get("order_id")
             items = [render_subscription(s, now) for s in subs if not order_id or s.order_id.lower() == order_id.lower()]
         return json_response(200, collection(items, f"/customers/{customer.id}/subscriptions"))
@@ -259,7 +266,9 @@ class PartnerCenter:
         self.auth.require(req, roles=SALES_ROLES)
         sub = self._subscription_or_404(req)
         with self.state.lock:
-            return json_response(200, render_subscription(sub, self.state.clock.now()))
+            now = self.state.clock.now()
+            self.state.advance_lifecycle([sub])
+            return json_response(200, render_subscription(sub, now))
 
     @route("PATCH", "/v1/customers/{customer_id}/subscriptions/{subscription_id}")
     def patch_subscription(self, req: Request) -> Response:
@@ -269,9 +278,12 @@ class PartnerCenter:
         if not isinstance(body, dict):
             raise fail(400, 3000, "A full Subscription resource is required in the request body.")
         if_match = (req.headers.get("If-Match") or "").strip()
+        if self.faults.refuse_write_try_again_later():
+            raise fail(409, 900278, lifecycle.TRY_AGAIN_TEXT)
         with self.state.lock:
             now = self.state.clock.now()
-            apply_subscription_patch(sub, body, if_match, now, self.state.config.nce_cancellation_days)
+            self.state.advance_lifecycle([sub])
+            apply_subscription_patch(sub, body, if_match, now, self.state.config)
             location = f"/customers/{sub.customer_id}/subscriptions/{sub.id}"
             rendered = render_subscription(sub, now)
         if self.faults.answer_write_with_202():
@@ -301,9 +313,13 @@ class PartnerCenter:
 
     @route("POST", "/v1/customers/{customer_id}/agreements")
     def create_customer_agreement(self, req: Request) -> Response:
+        body = read_json(req)
+        if attestation.names_attestation(body):
+            return self.attestations.create_agreement(req, body, req.params["customer_id"], render_agreement)
         principal = self.auth.require(req, app_user_only=True, roles=SALES_ROLES)
         customer = self._customer_or_404(req.params["customer_id"])
-        body = read_json(req)
+        if not self.state.config.legacy_agreement_confirmation:
+            raise attestation.legacy_retired()
         agreement = validate_agreement(body, customer.id, principal.oid)
         with self.state.lock:
             existing = self.state.agreements.setdefault(customer.id.lower(), [])
@@ -357,7 +373,7 @@ def _normalise_etag(value) -> str:
     return text.strip('"')
 
 
-def apply_subscription_patch(sub: Subscription, raw_body: dict, if_match: str, now, window_days: int) -> None:
+def apply_subscription_patch(sub: Subscription, raw_body: dict, if_match: str, now, config) -> None:
     """Validate a full-resource PATCH (keys in any casing) against Partner Center's rules and
     apply it. Caller holds the state lock. Raises HttpError with the documented ApiFault."""
     body = lower_keys(raw_body)
@@ -366,9 +382,19 @@ def apply_subscription_patch(sub: Subscription, raw_body: dict, if_match: str, n
     body_etag = (body.get("attributes") or {}).get("etag") if isinstance(body.get("attributes"), dict) else None
     if body_etag and _normalise_etag(body_etag) != sub.etag:
         raise fail(400, 2055, "Etag is no longer valid")
-    if sub.status == "deleted":
-        raise fail(400, 2011, f"Subscription with id {sub.id} and deleted status cannot be updated.", [sub.id])
+    if sub.status in ("deleted", "expired"):
+        raise fail(400, 2011, f"Subscription with id {sub.id} and {sub.status} status cannot be updated.", [sub.id])
+    changes = _patch_changes(sub, body, raw_body, now)
+    if not changes:
+        return
+    lifecycle.refuse_if_pending(sub, now)
+    lifecycle.check_change(sub, changes, now, one_at_a_time=not config.allow_multi_property_patch)
+    _check_patch(sub, changes, now, config.nce_cancellation_days)
+    _apply_patch(sub, changes, now, config)
 
+
+def _patch_changes(sub: Subscription, body: dict, raw_body: dict, now) -> dict:
+    """The properties this PATCH changes (a full resource is sent; unchanged ones are not changes)."""
     changes = {}
     if "quantity" in body:
         quantity = body["quantity"]
@@ -399,14 +425,17 @@ def apply_subscription_patch(sub: Subscription, raw_body: dict, if_match: str, n
             raise fail(400, 3000, "Invalid property: scheduledNextTermInstructions must be an object.")
         if original != sub.scheduled_next_term:
             changes["scheduled_next_term"] = original
+    actions = lifecycle.parse_actions(raw_body, sub, now) if sub.nce else None
+    if actions is not None and actions != sub.scheduled_actions:
+        changes["scheduled_actions"] = actions
+    return changes
 
-    if not changes:
-        return
+
+def _check_patch(sub: Subscription, changes: dict, now, window_days: int) -> None:
     if sub.status == "suspended":
         reactivating = changes.get("status") == "active"
         if not reactivating or set(changes) - {"status"}:
             raise fail(400, 800091, "Cannot update a subscription with suspended status")
-
     status = changes.get("status")
     within_window = sub.cancellation_allowed_until is not None and now <= sub.cancellation_allowed_until
     if status == "deleted":
@@ -423,15 +452,20 @@ def apply_subscription_patch(sub: Subscription, raw_body: dict, if_match: str, n
         if sub.nce and quantity < sub.quantity and not within_window:
             raise fail(400, 800090, "Subscription quantity cannot be decreased")
 
+
+def _apply_patch(sub: Subscription, changes: dict, now, config) -> None:
+    status = changes.get("status")
     if "quantity" in changes and status != "deleted":
         sub.quantity = changes["quantity"]
     if status:
         sub.status = status
         sub.suspension_reasons = ["CustomerCancellation"] if status == "suspended" else []
-    if "auto_renew" in changes:
-        sub.auto_renew = changes["auto_renew"]
     if "friendly_name" in changes:
         sub.friendly_name = changes["friendly_name"]
-    if "scheduled_next_term" in changes:
-        sub.scheduled_next_term = changes["scheduled_next_term"]
+    if sub.nce and changes.keys() & {"auto_renew", "scheduled_actions", "scheduled_next_term"}:
+        lifecycle.apply_end_of_term(sub, changes, now, config.est_conversion_hours)
+    elif "auto_renew" in changes:
+        sub.auto_renew = changes["auto_renew"]
+    if sub.nce:
+        lifecycle.after_change(sub, changes, now, config.pending_operation_seconds)
     sub.version += 1

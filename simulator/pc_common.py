@@ -113,7 +113,9 @@ def lower_keys(value):
 
 class PartnerCenterAuth:
     def __init__(self, state: SimulatorState, issuer: TokenIssuer):
+        from simulator.mfa import MfaGate  # mfa -> pc_common
         self.state, self.issuer = state, issuer
+        self.mfa = MfaGate(state)
 
     def require(self, req: Request, *, app_user_only: bool = False, roles: frozenset[str] | None = None) -> Principal:
         token = req.bearer_token()
@@ -123,10 +125,9 @@ class PartnerCenterAuth:
             raise HttpError(api_fault(401, 400, "Access denied: the bearer token is missing, invalid, expired or "
                                                 "not issued for https://api.partnercenter.microsoft.com.",
                                       headers=[("WWW-Authenticate", 'Bearer error="invalid_token"')]))
-        if not principal.app_only and not principal.has_mfa:
-            # Documented verbatim: status 401, reason "Unauthorized - MFA required", no body.
-            raise HttpError(Response(401, b"", [("WWW-Authenticate", 'Bearer error="invalid_token"')],
-                                     reason="Unauthorized - MFA required"))
+        refusal = self.mfa.refusal(principal)  # 401 / 900421 (or the 2019 form), 403 / 900309
+        if refusal is not None:
+            raise HttpError(refusal)
         if app_user_only and principal.app_only:
             raise fail(403, 900329, "This resource doesn't support application-only authentication.")
         if roles is not None and not principal.app_only:

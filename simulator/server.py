@@ -21,11 +21,13 @@ from simulator.certs import generate_key_material
 from simulator.clock import SimulatorClock, parse_iso
 from simulator.config import SimulatorConfig
 from simulator.control import Control
+from simulator.control_2026 import Control2026
 from simulator.entra import Entra
 from simulator.faults import MALFORMED, RESET, SERVER_ERROR, TOO_MANY, TRUNCATE, FaultInjector
 from simulator.graph_billing import GraphBilling, graph_error
 from simulator.invoices import Invoices
 from simulator.keyvault import KeyVault
+from simulator.mfa import MfaReports
 from simulator.partner_center import PartnerCenter
 from simulator.pc_common import PartnerCenterAuth, api_fault
 from simulator.state import SimulatorState
@@ -70,8 +72,10 @@ class Simulator:
         # Order matters: fixed paths are registered before the catch-all /{tenant}/... routes.
         Control(self.state, self.entra, self.faults, self.throttle, self.webhooks, keys.webhook_cert_pem,
                 self.info()).register(self.router)
+        Control2026(self.state).register(self.router)
         PartnerCenter(self.state, pc_auth, self.faults).register(self.router)
         Invoices(self.state, pc_auth).register(self.router)
+        MfaReports(self.state, pc_auth).register(self.router)
         self.webhooks.register(self.router)
         GraphBilling(self.state, self.issuer, base_url).register(self.router)
         KeyVault(self.state, self.issuer, base_url, base_url).register(self.router)

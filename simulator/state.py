@@ -56,7 +56,9 @@ class SimulatorState:
         self.user = world.user
         self.customers: "OrderedDict[str, Customer]" = OrderedDict((c.id, c) for c in world.customers)
         self.subscriptions: dict[str, "OrderedDict[str, Subscription]"] = {c.id: OrderedDict() for c in world.customers}
+        from simulator.lifecycle import seed_end_of_term  # lifecycle -> pc_common -> state
         for sub in world.subscriptions:
+            seed_end_of_term(sub)
             self.subscriptions[sub.customer_id][sub.id.lower()] = sub
         self.agreements: dict[str, list[Agreement]] = {}
         for agreement in world.agreements:
@@ -70,6 +72,7 @@ class SimulatorState:
 
         self.auth_codes: dict[str, AuthCode] = {}
         self.refresh_tokens: dict[str, RefreshTokenRecord] = {}
+        self.refresh_failure: str | None = None  # POST /_sim/tokens/fail: expired|revoked|mfa|conditional_access
         self.secrets: dict[str, list[dict]] = {}
         # soft-deleted secrets (the vault has purge protection): {name.lower(): {"versions", "deletedDate", ...}}
         self.deleted_secrets: dict[str, dict] = {}
@@ -79,6 +82,10 @@ class SimulatorState:
         self.export_operations: dict[str, dict] = {}
         self.export_manifests: dict[str, dict] = {}
         self.calls: dict[str, CallCounter] = {}
+        self.mfa_requests: dict[tuple[str, str], list[int]] = {}  # (day, app id) -> [MFA-compliant, total]
+        self.non_mfa_principals: dict[tuple[str, str], dict] = {}  # (user oid, app id) -> count, last, upn
+        self.attestations: dict = {}  # id -> simulator.attestation.Attestation
+        self.lifecycle_events: list[dict] = []  # renewals, EST entries, expiries (GET /_sim/truth/lifecycle)
 
     # ---- lookups (callers hold no lock; these take it) ----------------------------------
     def customer(self, customer_id: str) -> Customer | None:
@@ -88,6 +95,21 @@ class SimulatorState:
     def subscription(self, customer_id: str, subscription_id: str) -> Subscription | None:
         with self.lock:
             return self.subscriptions.get(customer_id.lower(), {}).get(subscription_id.lower())
+
+    def all_subscriptions(self) -> list[Subscription]:
+        with self.lock:
+            return [sub for subs in self.subscriptions.values() for sub in subs.values()]
+
+    def advance_lifecycle(self, subs: list[Subscription] | None = None) -> None:
+        """Apply the end-of-term events that fell due on the simulator clock (simulator/lifecycle.py)."""
+        from simulator import lifecycle  # lifecycle -> pc_common -> state
+        from simulator.clock import iso
+        with self.lock:
+            now = self.clock.now()
+            for sub, what, when in lifecycle.advance(self.all_subscriptions() if subs is None else subs, now,
+                                                     self.config.nce_cancellation_days):
+                self.lifecycle_events.append({"at": iso(when), "customerId": sub.customer_id.lower(),
+                                              "subscriptionId": sub.id, "event": what})
 
     def invoice(self, invoice_id: str) -> Invoice | None:
         # Partner Center also accepts the "OneTime-"/"Recurring-" prefixed ids its links use.

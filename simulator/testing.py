@@ -152,6 +152,40 @@ class SimulatorControl:
         choice = "decline" if mfa == "decline" else ("true" if mfa else "false")
         return self.request("GET", f"/entra/signin?auth_uri={quote(auth_uri, safe='')}&mfa={choice}")["redirect"]
 
+    # the 2026 rules (simulator/control_2026.py)
+    def settings(self) -> dict:
+        return self.request("GET", "/settings")
+
+    def set_settings(self, **settings) -> dict:
+        """est_conversion_hours, pending_operation_seconds, allow_multi_property_patch,
+        legacy_agreement_confirmation, attestation_link_days, mfa_error_format, mfa_enforcement,
+        conditional_access_block, trusted_location_skips_mfa."""
+        return self.request("PUT", "/settings", settings)
+
+    def est_backfill(self, subscription_ids: list[str] | None = None, immediately: bool = False) -> list[str]:
+        return self.request("POST", "/subscriptions/est-backfill",
+                            _given(subscriptionIds=subscription_ids, immediately=immediately))["changed"]
+
+    def lifecycle(self) -> dict:
+        """{subscriptions: [{customerId, subscriptionId, status, endOfTermAction, ...}], events: [...]}"""
+        return self.request("GET", "/truth/lifecycle")
+
+    def attestations(self) -> list[dict]:
+        return self.request("GET", "/truth/attestations")["items"]
+
+    def accept_attestation(self, attestation_id: str) -> dict:
+        return self.request("POST", f"/attestations/{attestation_id}/accept")
+
+    def expire_attestation(self, attestation_id: str) -> dict:
+        return self.request("POST", f"/attestations/{attestation_id}/expire")
+
+    def fail_refresh_tokens(self, reason: str) -> dict:
+        """reason: expired | revoked | mfa | conditional_access | none (the next redemptions fail so)."""
+        return self.request("POST", "/tokens/fail", {"reason": reason})
+
+    def mfa_requests(self) -> dict:
+        return self.request("GET", "/truth/mfa")
+
     # webhooks
     def send_webhook(self, event_name: str, resource_uri: str, **extra) -> dict:
         return self.request("POST", "/webhooks/send", {"EventName": event_name, "ResourceUri": resource_uri, **extra})
@@ -221,6 +255,13 @@ def _cli_args(config: SimulatorConfig) -> list[str]:
                  "fault_429", "fault_reset", "fault_truncate", "fault_malformed", "write_202", "export_running_polls",
                  "export_retry_after_seconds", "export_items_per_blob"):
         args += [f"--{name.replace('_', '-')}", str(getattr(config, name))]
+    for name in ("fault_try_again_later", "est_conversion_hours", "pending_operation_seconds", "attestation_link_days",
+                 "mfa_error_format", "mfa_enforcement"):
+        args += [f"--{name.replace('_', '-')}", str(getattr(config, name))]
+    for name in ("allow_multi_property_patch", "legacy_agreement_confirmation", "conditional_access_block",
+                 "trusted_location_skips_mfa"):
+        if getattr(config, name):
+            args.append(f"--{name.replace('_', '-')}")
     args += ["--fault-services", ",".join(config.fault_services)]
     if config.customer_rate_limit_per_minute:
         args += ["--customer-rate-limit-per-minute", str(config.customer_rate_limit_per_minute)]

@@ -5,6 +5,7 @@
     pcsync subscriptions list --provider P [--customer C] [--status active] [--nce | --legacy]
                               [--term-end-before 2025-07-01]
     pcsync subscriptions show ID --provider P [--customer C]
+    pcsync subscriptions est|renewals ... (sync/writeback/horizon_cli.py)
     pcsync invoices list|show ID --provider P
     pcsync runs list [--provider P] [--stream S] [--outcome O] [--since 24h]
     pcsync runs show RUN_ID --provider P
@@ -23,6 +24,7 @@ from .invoices.model import IMPORT_STREAM
 from .runs import RunOutcome
 from .streams import CUSTOMERS, INVOICES, STREAMS, Stream
 from .views import View, add_output_options, field, parsed_json, print_item, print_items
+from .writeback.horizon_cli import register_subscription_actions
 
 SYNCED = (field("removed", convert=bool), field("removedAt", "removed_at"), field("updatedAt", "updated_at"))
 RAW = (field("raw", convert=parsed_json),)
@@ -153,6 +155,7 @@ def _register_subscriptions(subparsers: Any) -> None:
     listing.add_argument("--term-end-before", metavar="DATE", help="commitment end before this date (YYYY-MM-DD)")
     show = _action(actions, "show", subscriptions_show, "show one subscription", item="subscription id")
     show.add_argument("--customer", help="its customer (a direct read; without it the provider's customers are searched)")
+    register_subscription_actions(actions)  # est, renewals (the write-back's end-of-term views)
 
 
 def _register_runs(subparsers: Any) -> None:

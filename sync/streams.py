@@ -18,6 +18,7 @@ from shared.paging import PageRequest, Paginator, PagingStyle, paginator_for
 from shared.tables import escape_key, utf16_units
 
 from .resources import IdKind, canonical_id, checked_id, invoice_kind, is_nce
+from .writeback.end_of_term import current_action, in_extended_service_term
 
 # Edm.String holds 64 KiB of UTF-16, i.e. 32,768 code units; keep room for nothing else.
 MAX_RAW_UTF16_UNITS = 32_000
@@ -45,6 +46,17 @@ class Derived:
 
     name: str
     compute: Callable[[Mapping[str, Any]], Any]
+
+
+def _json_text(value: Any) -> str | None:
+    """A nested value (scheduled actions, next-term instructions) as compact JSON text."""
+    if value in (None, "", [], {}):
+        return None
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _nce_only(compute: Callable[[Mapping[str, Any]], Any]) -> Callable[[Mapping[str, Any]], Any]:
+    return lambda item: compute(item) if is_nce(item) else None
 
 
 def _agreement_key(item: Mapping[str, Any]) -> str | None:
@@ -228,8 +240,12 @@ SUBSCRIPTIONS = Stream(
         col("orderId"),
         col("isTrial", convert=as_bool),
         col("etag", "attributes.etag"),
+        col("productType", "productType.id"),
+        col("scheduledActions", convert=_json_text),
+        col("scheduledNextTermInstructions", convert=_json_text),
     ),
-    derived=(Derived("isNce", is_nce),),
+    derived=(Derived("isNce", is_nce), Derived("isExtendedServiceTerm", _nce_only(in_extended_service_term)),
+             Derived("endOfTermAction", _nce_only(current_action))),
 )
 
 AGREEMENTS = Stream(

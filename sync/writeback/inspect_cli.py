@@ -18,7 +18,8 @@ from .record import WritebackState
 WRITEBACK_VIEW = View("write-back", (
     field("idempotencyKey", header="key"), field("operation", header="operation"),
     field("customer", header="customer"), field("subscription", header="subscription"),
-    field("state", header="state"), field("attempts", header="attempts"), field("updatedAt", header="updated"),
+    field("state", header="state"), field("blockedBy", header="blocked by"), field("attempts", header="attempts"),
+    field("updatedAt", header="updated"),
     field("reason", header="reason"),
 ))
 

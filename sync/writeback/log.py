@@ -22,6 +22,12 @@ class WritebackLog(Protocol):
 
     def by_row_key(self, row_key: str) -> list[Found]: ...
 
+    def for_subscription(self, partition_key: str, customer_id: str, subscription_id: str) -> list[Found]: ...
+
+    def in_state(self, state: str) -> list[Found]: ...
+
+    def verifications_pending(self) -> list[Found]: ...
+
 
 class TableWritebackLog:
     """``writebackops`` with the two conditional writes idempotency needs: insert-if-absent
@@ -74,7 +80,23 @@ class TableWritebackLog:
         return True
 
     def by_row_key(self, row_key: str) -> list[Found]:
-        rows = self._client.query_entities("RowKey eq @rk", parameters={"rk": row_key})
+        return self._query("RowKey eq @rk", rk=row_key)
+
+    def for_subscription(self, partition_key: str, customer_id: str, subscription_id: str) -> list[Found]:
+        """One subscription's records (ids as the validation stores them: lower case)."""
+        return self._query("PartitionKey eq @pk and customer_id eq @c and subscription_id eq @s",
+                           pk=partition_key, c=customer_id, s=subscription_id)
+
+    def in_state(self, state: str) -> list[Found]:
+        """Every provider's records in one state (the timer's scheduled and waiting ones: few)."""
+        return self._query("state eq @state", state=state)
+
+    def verifications_pending(self) -> list[Found]:
+        """Succeeded end-of-term records still to be re-checked after the settling time."""
+        return self._query("verification_state eq @v", v="pending")
+
+    def _query(self, text: str, **parameters: str) -> list[Found]:
+        rows = self._client.query_entities(text, parameters=parameters)
         return [(dict(row), row.metadata.get("etag")) for row in rows]
 
 

@@ -7,8 +7,10 @@ from typing import Any
 from shared.tables import escape_key
 
 from ..queries import DEFAULT_LIMIT, Page, Query, read_page
+
+__all__ = ["DEFAULT_LIMIT", "WritebackFilter", "writeback_page"]
 from ..resources import canonical_id
-from .log import WRITEBACK_TABLE
+from .log import INVALID_PARTITION, WRITEBACK_TABLE
 from .record import WritebackRecord, WritebackState
 
 
@@ -19,11 +21,12 @@ class WritebackFilter:
     state: str | None = None  # a WritebackState value
 
 
-def writeback_page(tables: Any, provider_id: str, where: WritebackFilter = WritebackFilter(), *,
+def writeback_page(tables: Any, provider_id: str | None, where: WritebackFilter = WritebackFilter(), *,
                    limit: int = DEFAULT_LIMIT, token: str | None = None) -> tuple[list[WritebackRecord], str | None]:
-    """One provider's write-back records in idempotency-key order, filtered in the service (ids
-    compared in the lower case the request validation stores)."""
-    query = Query().partition(escape_key(provider_id))
+    """One provider's (None: every provider's) write-back records in idempotency-key order,
+    filtered in the service (ids compared in the lower case the request validation stores)."""
+    query = Query().partition(escape_key(provider_id)) if provider_id else \
+        Query().where("PartitionKey ne @invalid", invalid=INVALID_PARTITION)
     if where.customer_id:
         query.equal("customer_id", canonical_id(where.customer_id))
     if where.subscription_id:
@@ -33,5 +36,3 @@ def writeback_page(tables: Any, provider_id: str, where: WritebackFilter = Write
     page: Page = read_page(tables.table(WRITEBACK_TABLE), query, select=None, limit=limit, token=token)
     return [WritebackRecord.from_entity(row) for row in page.rows], page.next_token
 
-
-__all__ = ["WritebackFilter", "writeback_page"]

@@ -35,10 +35,29 @@ class WritebackState(enum.StrEnum):
     # has moved in Partner Center since: it is not sent again, so the newer upstream value stands.
     # Terminal; the reason holds the evidence (what was sent, when, from which etag, what is there now).
     CONFLICT = "conflict"
+    # Held in the log until its ``effectiveDate``; the write-backs timer applies it when due.
+    SCHEDULED = "scheduled"
+    # An earlier write-back on the same subscription did not succeed (``blocked_by`` names it):
+    # applying this one could build on a change that never happened. It waits until the blocker
+    # is retried (and succeeds) or dismissed.
+    BLOCKED = "blocked"
+    # Waiting on someone outside pcsync: the customer's acceptance of an attestation link. The
+    # write-backs timer re-checks it.
+    WAITING = "waiting"
+    # An operator dismissed it (``pcsync writeback dismiss``): final, never applied, and it no
+    # longer blocks later write-backs on its subscription.
+    DISMISSED = "dismissed"
 
 
 FINAL_STATES = frozenset({WritebackState.SUCCEEDED, WritebackState.REJECTED, WritebackState.UNCONFIRMED,
-                          WritebackState.CONFLICT})
+                          WritebackState.CONFLICT, WritebackState.DISMISSED})
+# Did not succeed and was not dismissed: blocks the later write-backs on its subscription.
+BLOCKING_STATES = frozenset({WritebackState.FAILED, WritebackState.REJECTED, WritebackState.UNCONFIRMED,
+                             WritebackState.CONFLICT, WritebackState.BLOCKED})
+# ``retry`` starts these again; ``dismiss`` ends these (and scheduled, blocked, waiting ones).
+RETRYABLE_STATES = frozenset({WritebackState.FAILED, WritebackState.REJECTED, WritebackState.UNCONFIRMED,
+                              WritebackState.CONFLICT})
+DISMISSABLE_STATES = RETRYABLE_STATES | {WritebackState.SCHEDULED, WritebackState.BLOCKED, WritebackState.WAITING}
 # States in which a delivery holds the record (its claim lasts the service's lease from ``updated_at``).
 CLAIMED_STATES = frozenset({WritebackState.APPLYING, WritebackState.PENDING_CONFIRMATION})
 
@@ -86,6 +105,12 @@ class WritebackRecord:
     enqueued_at: datetime | None = None
     local_update: LocalUpdate | None = None
     local_update_reason: str | None = None
+    blocked_by: str | None = None  # the idempotency key of the write-back this one waits behind
+    scheduled_for: datetime | None = None  # when a scheduled write-back becomes due
+    # what pcsync re-checks after Partner Center's settling time (an end-of-term action: drift)
+    verification: dict[str, Any] | None = None
+    attestation: dict[str, Any] | None = None  # agreement.confirm: the attestation state machine
+    warnings: list[str] = field(default_factory=list)
     accepted_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -94,24 +119,30 @@ class WritebackRecord:
 
     @classmethod
     def for_request(cls, request: WritebackRequest, *, source: str, now: datetime) -> "WritebackRecord":
+        due = parse_iso(request.effective_date) if request.effective_date else None
+        scheduled = due is not None and due > now
         return cls(provider_id=request.provider_id, idempotency_key=request.idempotency_key,
                    customer_id=request.customer_id, operation=request.operation,
                    subscription_id=request.subscription_id, params=request.params(),
                    fingerprint=request.fingerprint(), source=source, requested_by=request.requested_by,
-                   accepted_at=now, updated_at=now)
+                   state=WritebackState.SCHEDULED if scheduled else WritebackState.ACCEPTED,
+                   scheduled_for=due if scheduled else None, accepted_at=now, updated_at=now)
+
+    @property
+    def order_moment(self) -> datetime | None:
+        """Where the record stands in its subscription's order: when it is due (submission, or
+        the effective date of a scheduled one)."""
+        return self.scheduled_for or self.accepted_at
 
     @property
     def final(self) -> bool:
         return self.state in FINAL_STATES
 
     def request(self) -> WritebackRequest:
-        params = self.params
-        return WritebackRequest(
-            idempotency_key=self.idempotency_key, provider_id=self.provider_id, customer_id=self.customer_id,
-            operation=self.operation, subscription_id=self.subscription_id, quantity=params.get("quantity"),
-            auto_renew=params.get("autoRenewEnabled"), contact=params.get("contact"),
-            date_agreed=params.get("dateAgreed"), requested_by=self.requested_by,
-        )
+        return WritebackRequest.from_params(self.params, idempotency_key=self.idempotency_key,
+                                            provider_id=self.provider_id, customer_id=self.customer_id,
+                                            operation=self.operation, subscription_id=self.subscription_id,
+                                            requested_by=self.requested_by)
 
     def to_entity(self) -> dict[str, Any]:
         entity: dict[str, Any] = {
@@ -140,8 +171,13 @@ class WritebackRecord:
             "enqueue": EnqueueState(self.enqueue).value if self.enqueue else "",
             "local_update": LocalUpdate(self.local_update).value if self.local_update else "",
             "local_update_reason": (self.local_update_reason or "")[:4000],
+            "blocked_by": self.blocked_by or "",
+            "verification": _dumps(self.verification),
+            "verification_state": str((self.verification or {}).get("state") or ""),
+            "attestation": _dumps(self.attestation),
+            "warnings": json.dumps(self.warnings) if self.warnings else "",
         }
-        for name in ("accepted_at", "started_at", "finished_at", "updated_at", "enqueued_at"):
+        for name in ("accepted_at", "started_at", "finished_at", "updated_at", "enqueued_at", "scheduled_for"):
             value = getattr(self, name)
             if value is not None:
                 entity[name] = value
@@ -173,7 +209,9 @@ class WritebackRecord:
             message_id=text("message_id"), sent=loads("sent"),
             enqueue=EnqueueState(text("enqueue")) if text("enqueue") else None, enqueued_at=when("enqueued_at"),
             local_update=LocalUpdate(text("local_update")) if text("local_update") else None,
-            local_update_reason=text("local_update_reason"), accepted_at=when("accepted_at"), started_at=when("started_at"),
+            local_update_reason=text("local_update_reason"), blocked_by=text("blocked_by"),
+            scheduled_for=when("scheduled_for"), verification=loads("verification"), attestation=loads("attestation"),
+            warnings=loads("warnings") or [], accepted_at=when("accepted_at"), started_at=when("started_at"),
             finished_at=when("finished_at"), updated_at=when("updated_at"), etag=etag,
         )
 
@@ -190,7 +228,25 @@ class WritebackRecord:
             "localUpdateReason": self.local_update_reason, "acceptedAt": to_iso(self.accepted_at),
             "startedAt": to_iso(self.started_at), "finishedAt": to_iso(self.finished_at),
             "updatedAt": to_iso(self.updated_at),
+            # the list route's contract (the admin page reads these names)
+            "key": self.idempotency_key, "blockedBy": self.blocked_by, "submittedAt": to_iso(self.accepted_at),
+            "error": self.error_text(), "scheduledFor": to_iso(self.scheduled_for),
+            "verification": self.verification, "attestation": self.attestation, "warnings": list(self.warnings),
         }
 
+    def error_text(self) -> str | None:
+        """What went wrong, for a record that did not succeed (None otherwise)."""
+        if self.state in (WritebackState.SUCCEEDED, WritebackState.ACCEPTED, WritebackState.APPLYING,
+                          WritebackState.PENDING_CONFIRMATION, WritebackState.SCHEDULED):
+            return None
+        if self.state == WritebackState.BLOCKED:
+            return f"blocked by write-back {self.blocked_by!r}" + (f": {self.reason}" if self.reason else "")
+        code = f" [{self.error_code}]" if self.error_code else ""
+        return f"{self.reason or self.state}{code}"
 
-__all__ = ["CLAIMED_STATES", "EnqueueState", "FINAL_STATES", "LocalUpdate", "WritebackRecord", "WritebackState"]
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True) if value is not None else ""
+
+
+__all__ = ["BLOCKING_STATES", "CLAIMED_STATES", "DISMISSABLE_STATES", "EnqueueState", "FINAL_STATES", "RETRYABLE_STATES", "LocalUpdate", "WritebackRecord", "WritebackState"]

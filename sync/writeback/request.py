@@ -21,14 +21,18 @@ from shared.clock import parse_iso, to_iso, utc_now
 from shared.errors import ValidationFailed
 from shared.provider_ids import PROVIDER_ID_PATTERN
 
+from .end_of_term import EndOfTerm, parse_action, parse_next_term
+
 # operations (the values are the wire names callers send in ``operation``)
 QUANTITY = "subscription.quantity"
 SUSPEND = "subscription.suspend"
 REACTIVATE = "subscription.reactivate"
 CANCEL = "subscription.cancel"
 AUTO_RENEW = "subscription.autoRenew"
+END_OF_TERM = "subscription.endOfTerm"
+FRIENDLY_NAME = "subscription.friendlyName"
 CONFIRM_AGREEMENT = "agreement.confirm"
-SUBSCRIPTION_OPERATIONS = (QUANTITY, SUSPEND, REACTIVATE, CANCEL, AUTO_RENEW)
+SUBSCRIPTION_OPERATIONS = (QUANTITY, SUSPEND, REACTIVATE, CANCEL, AUTO_RENEW, END_OF_TERM, FRIENDLY_NAME)
 OPERATIONS = (*SUBSCRIPTION_OPERATIONS, CONFIRM_AGREEMENT)
 
 MAX_QUANTITY = 100_000
@@ -37,6 +41,8 @@ CUSTOMER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 SUBSCRIPTION_PATTERN = CUSTOMER_PATTERN
 EMAIL_PATTERN = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 PHONE_PATTERN = re.compile(r"^[0-9+()\-. ]{4,32}$")
+MAX_FRIENDLY_NAME = 128
+MAX_SCHEDULE_AHEAD = timedelta(days=3 * 366)  # a triennial term
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,11 @@ class WritebackRequest:
     auto_renew: bool | None = None
     contact: Mapping[str, str] | None = None  # firstName, lastName, email, phoneNumber?
     date_agreed: str | None = None
+    action: str | None = None  # an EndOfTerm value: renew, cancel, extendedServiceTerm
+    next_term: Mapping[str, Any] | None = None  # renew: quantity, termDuration, billingCycle
+    friendly_name: str | None = None
+    effective_date: str | None = None  # hold until then (ISO)
+    at_renewal: bool | None = None  # quantity: as the next term's instructions
     requested_by: str | None = None
     # parameters the server filled in (not given by the caller): shown and applied, but left out
     # of the fingerprint and the queue message, so a default never changes the request's identity
@@ -66,7 +77,20 @@ class WritebackRequest:
             params["contact"] = dict(self.contact)
         if self.date_agreed is not None:
             params["dateAgreed"] = self.date_agreed
+        for name, value in (("action", self.action), ("nextTerm", self.next_term),
+                            ("friendlyName", self.friendly_name), ("effectiveDate", self.effective_date),
+                            ("atRenewal", self.at_renewal)):
+            if value is not None:
+                params[name] = dict(value) if isinstance(value, Mapping) else value
         return params
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], **identity: Any) -> "WritebackRequest":
+        """The request a record stores (``params`` as ``params()`` wrote them)."""
+        return cls(**identity, quantity=params.get("quantity"), auto_renew=params.get("autoRenewEnabled"),
+                   contact=params.get("contact"), date_agreed=params.get("dateAgreed"), action=params.get("action"),
+                   next_term=params.get("nextTerm"), friendly_name=params.get("friendlyName"),
+                   effective_date=params.get("effectiveDate"), at_renewal=params.get("atRenewal"))
 
     def given_params(self) -> dict[str, Any]:
         """The parameters the caller gave (without server defaults)."""
@@ -93,18 +117,26 @@ class WritebackRequest:
 _FIELDS = {  # lower-cased, '_' removed -> canonical name
     "idempotencykey": "idempotencyKey", "provider": "provider", "customer": "customer", "operation": "operation",
     "subscription": "subscription", "quantity": "quantity", "autorenewenabled": "autoRenewEnabled",
-    "contact": "contact", "dateagreed": "dateAgreed", "requestedby": "requestedBy",
+    "contact": "contact", "dateagreed": "dateAgreed", "requestedby": "requestedBy", "action": "action",
+    "nextterm": "nextTerm", "friendlyname": "friendlyName", "effectivedate": "effectiveDate",
+    "atrenewal": "atRenewal",
 }
 _OPERATION_FIELDS = {
     QUANTITY: {"subscription", "quantity"},
     SUSPEND: {"subscription"},
     REACTIVATE: {"subscription"},
     CANCEL: {"subscription"},
-    AUTO_RENEW: {"subscription", "autoRenewEnabled"},
+    AUTO_RENEW: {"subscription", "autoRenewEnabled", "action"},
+    END_OF_TERM: {"subscription", "action", "nextTerm"},
+    FRIENDLY_NAME: {"subscription", "friendlyName"},
     CONFIRM_AGREEMENT: {"contact", "dateAgreed"},
 }
+_SCHEDULE_FIELDS = {"effectiveDate"}  # every subscription operation can be held until a date
+_OPERATION_FIELDS.update({op: fields | _SCHEDULE_FIELDS for op, fields in _OPERATION_FIELDS.items()
+                          if op in SUBSCRIPTION_OPERATIONS})
+_OPERATION_FIELDS[QUANTITY] |= {"atRenewal"}
 _REQUIRED_FIELDS = ("idempotencyKey", "provider", "customer")
-_OPTIONAL_FIELDS = {"dateAgreed"}  # defaults to now
+_OPTIONAL_FIELDS = {"dateAgreed", "action", "nextTerm", "effectiveDate", "atRenewal"}
 _COMMON_FIELDS = {"idempotencyKey", "provider", "customer", "operation", "requestedBy"}
 _CONTACT_FIELDS = {"firstname": "firstName", "lastname": "lastName", "email": "email", "phonenumber": "phoneNumber",
                    "phone": "phoneNumber"}
@@ -187,6 +219,23 @@ def _date_agreed(value: Any, now: datetime) -> str:
     return to_iso(moment)  # type: ignore[return-value]
 
 
+def _effective_date(value: Any, now: datetime) -> str:
+    moment = parse_iso(value) if isinstance(value, str) else None
+    if moment is None:
+        raise ValueError("must be an ISO-8601 date or date-time (UTC), e.g. 2026-07-01")
+    if moment > now + MAX_SCHEDULE_AHEAD:
+        raise ValueError("must be within three years")
+    return to_iso(moment)  # type: ignore[return-value]
+
+
+def _friendly_name(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("is required: the subscription's new name")
+    if len(value.strip()) > MAX_FRIENDLY_NAME or any(ord(c) < 0x20 for c in value):
+        raise ValueError(f"must be at most {MAX_FRIENDLY_NAME} characters of text")
+    return value.strip()
+
+
 def _field_parsers(now: datetime) -> dict[str, Callable[[Any], Any]]:
     return {
         "idempotencyKey": partial(_text, pattern=KEY_PATTERN,
@@ -200,6 +249,11 @@ def _field_parsers(now: datetime) -> dict[str, Callable[[Any], Any]]:
         "autoRenewEnabled": _flag,
         "contact": _contact,
         "dateAgreed": partial(_date_agreed, now=now),
+        "action": parse_action,
+        "nextTerm": parse_next_term,
+        "friendlyName": _friendly_name,
+        "effectiveDate": partial(_effective_date, now=now),
+        "atRenewal": _flag,
     }
 
 
@@ -259,6 +313,30 @@ def _parse_fields(given: Mapping[str, Any], operation: str | None, now: datetime
     return values
 
 
+AUTO_RENEW_OFF_ALONE = (
+    "autoRenewEnabled false alone can turn the subscription into a paid Extended Service Term within 24 hours; "
+    "say which end of term is meant: action cancel (cancel at term end) or extendedServiceTerm "
+    "(or use subscription.endOfTerm)")
+
+
+def combination_problems(operation: str, values: Mapping[str, Any]) -> dict[str, str]:
+    """Fields that are valid alone but not together (the operation's rules across fields)."""
+    problems: dict[str, str] = {}
+    action = values.get("action")
+    if operation == END_OF_TERM and "action" not in values:
+        problems["action"] = f"is required for {operation}: renew, cancel or extendedServiceTerm"
+    if operation == END_OF_TERM and "nextTerm" in values and action != EndOfTerm.RENEW:
+        problems["nextTerm"] = "is only used with action renew (the instructions for the next term)"
+    if operation == AUTO_RENEW and values.get("autoRenewEnabled") is False and action not in (
+            EndOfTerm.CANCEL, EndOfTerm.EST):
+        problems["action"] = AUTO_RENEW_OFF_ALONE
+    if operation == AUTO_RENEW and values.get("autoRenewEnabled") is True and action not in (None, EndOfTerm.RENEW):
+        problems["action"] = "must be renew (or left out) with autoRenewEnabled true"
+    if values.get("atRenewal") and "effectiveDate" in values:
+        problems["atRenewal"] = "cannot be combined with effectiveDate: a change at renewal takes effect at term end"
+    return problems
+
+
 def parse_request(body: Any, *, now: datetime | None = None) -> WritebackRequest:
     """Validate a write-back body; raises ValidationFailed with one message per bad field."""
     now = now or utc_now()
@@ -269,6 +347,8 @@ def parse_request(body: Any, *, now: datetime | None = None) -> WritebackRequest
     _require(given, _REQUIRED_FIELDS, "is required", problems)
     operation = _operation(given, problems)
     values = _parse_fields(given, operation, now, problems)
+    if operation and not problems:
+        problems.update(combination_problems(operation, values))
     if problems:
         raise ValidationFailed(problems)
     defaulted: set[str] = set()
@@ -279,11 +359,13 @@ def parse_request(body: Any, *, now: datetime | None = None) -> WritebackRequest
         idempotency_key=values["idempotencyKey"], provider_id=values["provider"], customer_id=values["customer"],
         operation=operation, subscription_id=values.get("subscription"), quantity=values.get("quantity"),
         auto_renew=values.get("autoRenewEnabled"), contact=values.get("contact"), date_agreed=values.get("dateAgreed"),
+        action=values.get("action"), next_term=values.get("nextTerm"), friendly_name=values.get("friendlyName"),
+        effective_date=values.get("effectiveDate"), at_renewal=values.get("atRenewal") or None,
         requested_by=values.get("requestedBy"), defaulted=frozenset(defaulted),
     )
 
 
 __all__ = [
-    "AUTO_RENEW", "CANCEL", "CONFIRM_AGREEMENT", "KEY_PATTERN", "MAX_QUANTITY", "OPERATIONS", "QUANTITY",
+    "AUTO_RENEW", "CANCEL", "CONFIRM_AGREEMENT", "END_OF_TERM", "FRIENDLY_NAME", "KEY_PATTERN", "MAX_QUANTITY", "OPERATIONS", "QUANTITY",
     "REACTIVATE", "SUBSCRIPTION_OPERATIONS", "SUSPEND", "WritebackRequest", "parse_request",
 ]

@@ -20,7 +20,28 @@ from shared.jsonutil import as_bool, as_enum, as_int, get_path
 from shared.providers import ConsentStatus, ProviderConnection
 
 from ..resources import is_nce
-from .request import AUTO_RENEW, CANCEL, QUANTITY, REACTIVATE, SUSPEND, WritebackRequest
+from . import end_of_term
+from .end_of_term import (
+    EndOfTerm,
+    current_action,
+    in_extended_service_term,
+    is_software,
+    next_term,
+    next_term_instructions,
+    next_term_matches,
+    scheduled_actions,
+)
+from .request import (
+    AUTO_RENEW,
+    AUTO_RENEW_OFF_ALONE,
+    CANCEL,
+    END_OF_TERM,
+    FRIENDLY_NAME,
+    QUANTITY,
+    REACTIVATE,
+    SUSPEND,
+    WritebackRequest,
+)
 
 MCA_TYPE = "MicrosoftCustomerAgreement"
 
@@ -53,43 +74,80 @@ def snapshot(subscription: Mapping[str, Any]) -> dict[str, Any]:
         "quantity": as_int(get_path(subscription, "quantity")),
         "status": as_enum(get_path(subscription, "status")),
         "autoRenewEnabled": as_bool(get_path(subscription, "autoRenewEnabled")),
+        "friendlyName": get_path(subscription, "friendlyName"),
+        "endOfTerm": current_action(subscription) if is_nce(subscription) else None,
+        "nextTerm": next_term(subscription) or None,
+        "nextTermQuantity": next_term(subscription).get("quantity"),
+        "extendedServiceTerm": in_extended_service_term(subscription),
         "etag": get_path(subscription, "attributes", "etag"),
     }
 
 
-def watched_field(operation: str) -> str:
-    return {QUANTITY: "quantity", AUTO_RENEW: "autoRenewEnabled"}.get(operation, "status")
+def end_of_term_action(request: WritebackRequest, subscription: Mapping[str, Any] | None = None) -> str | None:
+    """The end-of-term action the request sets: ``subscription.endOfTerm``, or
+    ``subscription.autoRenew`` with an action on a new-commerce subscription; None otherwise."""
+    if request.operation == END_OF_TERM:
+        return request.action
+    if request.operation == AUTO_RENEW and request.action and (subscription is None or is_nce(subscription)):
+        return request.action
+    return None
 
 
-def target_value(request: WritebackRequest) -> Any:
+def watched_field(request: WritebackRequest, subscription: Mapping[str, Any] | None = None) -> str:
+    if end_of_term_action(request, subscription):
+        return "endOfTerm"
+    if request.operation == QUANTITY and request.at_renewal:
+        return "nextTermQuantity"
+    return {QUANTITY: "quantity", AUTO_RENEW: "autoRenewEnabled", FRIENDLY_NAME: "friendlyName"}.get(
+        request.operation, "status")
+
+
+def target_value(request: WritebackRequest, subscription: Mapping[str, Any] | None = None) -> Any:
+    action = end_of_term_action(request, subscription)
+    if action:
+        return action
     return {
         QUANTITY: request.quantity, AUTO_RENEW: request.auto_renew, SUSPEND: "suspended",
-        REACTIVATE: "active", CANCEL: "deleted",
+        REACTIVATE: "active", CANCEL: "deleted", FRIENDLY_NAME: request.friendly_name,
     }[request.operation]
 
 
 def reached(request: WritebackRequest, subscription: Mapping[str, Any]) -> bool:
-    return snapshot(subscription)[watched_field(request.operation)] == target_value(request)
+    action = end_of_term_action(request, subscription)
+    if action:
+        return end_of_term.reached(action, request.next_term, subscription)
+    return snapshot(subscription)[watched_field(request, subscription)] == target_value(request, subscription)
 
 
-def _cancellation_window(subscription: Mapping[str, Any], now: datetime) -> tuple[bool, str]:
+def cancellation_window(subscription: Mapping[str, Any], now: datetime) -> tuple[bool, str]:
     """(open now, the end as text for reasons) of a new-commerce subscription's cancellation window."""
     end = parse_iso(get_path(subscription, "cancellationAllowedUntilDate"))
     return end is not None and now <= end, to_iso(end) if end else "no date given"
 
 
-def _quantity(target: int, subscription: Mapping[str, Any], now: datetime) -> Decision:
-    state = snapshot(subscription)
-    status, current = state["status"], state["quantity"]
+def _not_active(subscription: Mapping[str, Any], what: str) -> Decision | None:
+    status = snapshot(subscription)["status"]
     if status == "suspended":
-        return _reject("the quantity of a suspended subscription cannot change; reactivate it first", "800091")
+        return _reject(f"{what} cannot change on a suspended subscription; reactivate it first", "800091")
     if status != "active":
-        return _reject(f"the quantity can only change on an active subscription (status {status})")
+        return _reject(f"{what} can only change on an active subscription (status {status})")
+    return None
+
+
+def _quantity(request: WritebackRequest, subscription: Mapping[str, Any], now: datetime) -> Decision:
+    target, current = request.quantity, snapshot(subscription)["quantity"]
+    refused = _not_active(subscription, "the quantity")
+    if refused:
+        return refused
+    if request.at_renewal:
+        return _next_term_quantity(target, subscription)
     if is_nce(subscription) and current is not None and target < current:
-        window_open, window_end = _cancellation_window(subscription, now)
+        if is_software(subscription):
+            return _reject("software subscriptions allow no seat reduction", "800090")
+        window_open, window_end = cancellation_window(subscription, now)
         if not window_open:
             return _reject(f"new-commerce quantity cannot be decreased after the cancellation window "
-                           f"(cancellationAllowedUntilDate {window_end}); only increases are allowed", "800090")
+                           f"(cancellationAllowedUntilDate {window_end}); only increases are allowed now", "800090")
         refundable = as_int(get_path(subscription, "refundableQuantity", "totalQuantity"))
         if refundable is not None and current - target > refundable:
             return _reject(f"new-commerce quantity can be decreased by at most {refundable} now "
@@ -97,42 +155,80 @@ def _quantity(target: int, subscription: Mapping[str, Any], now: datetime) -> De
     return _patch("quantity", target)
 
 
-def _auto_renew(target: bool, subscription: Mapping[str, Any], now: datetime) -> Decision:
-    if snapshot(subscription)["status"] == "suspended":
-        return _reject("auto-renew cannot change on a suspended subscription; reactivate it first", "800091")
-    return _patch("autoRenewEnabled", target)
+def _next_term_quantity(target: int, subscription: Mapping[str, Any]) -> Decision:
+    """A quantity for the next term: Partner Center's scheduled change (auto-renew must be on)."""
+    if not is_nce(subscription):
+        return _reject("a quantity at renewal is new-commerce only (scheduled changes)")
+    if not as_bool(get_path(subscription, "autoRenewEnabled")):
+        return _reject("scheduled changes need auto-renew on: set subscription.endOfTerm renew first "
+                       f"(the end of term is {current_action(subscription)})")
+    return _patch("scheduledNextTermInstructions", next_term_instructions(subscription, {"quantity": target}))
 
 
-def _suspend(target: str, subscription: Mapping[str, Any], now: datetime) -> Decision:
+def _end_of_term(request: WritebackRequest, subscription: Mapping[str, Any], now: datetime) -> Decision:
+    action = end_of_term_action(request, subscription)
+    if request.operation == AUTO_RENEW and not action:
+        if is_nce(subscription) and request.auto_renew is False:  # a record from before the rule
+            return _reject(AUTO_RENEW_OFF_ALONE)
+        return _not_active(subscription, "auto-renew") or _patch("autoRenewEnabled", request.auto_renew)
+    if not is_nce(subscription):
+        return _reject("end-of-term actions are new-commerce only; a legacy subscription takes "
+                       "subscription.autoRenew true|false")
+    refused = _not_active(subscription, "the end-of-term action")
+    if refused:
+        return refused
+    step = end_of_term.next_step(action, request.next_term, subscription)
+    if step is None:  # reached; decide() answers before this
+        return Decision(DecisionKind.NOOP, f"the end of term is already {action}")
+    return Decision(DecisionKind.PATCH, changes=step)
+
+
+def _friendly_name(request: WritebackRequest, subscription: Mapping[str, Any], now: datetime) -> Decision:
+    return _not_active(subscription, "the name") or _patch("friendlyName", request.friendly_name)
+
+
+def _suspend(request: WritebackRequest, subscription: Mapping[str, Any], now: datetime) -> Decision:
     status = snapshot(subscription)["status"]
     if status != "active":
         return _reject(f"only an active subscription can be suspended (status {status})")
-    return _patch("status", target)
+    return _patch("status", "suspended")
 
 
-def _reactivate(target: str, subscription: Mapping[str, Any], now: datetime) -> Decision:
+def _reactivate(request: WritebackRequest, subscription: Mapping[str, Any], now: datetime) -> Decision:
     status = snapshot(subscription)["status"]
     if status != "suspended":
         return _reject(f"only a suspended subscription can be reactivated (status {status})")
-    return _patch("status", target)
+    return _patch("status", "active")
 
 
-def _cancel(target: str, subscription: Mapping[str, Any], now: datetime) -> Decision:
+def _cancel(request: WritebackRequest, subscription: Mapping[str, Any], now: datetime) -> Decision:
     status = snapshot(subscription)["status"]
     if not is_nce(subscription):
         return _reject("legacy license-based subscriptions cannot be cancelled; suspend them instead")
     if status not in ("active", "suspended"):
         return _reject(f"the subscription cannot be cancelled in status {status}")
-    window_open, window_end = _cancellation_window(subscription, now)
-    if not window_open:
+    window_open, window_end = cancellation_window(subscription, now)
+    if not window_open and not in_extended_service_term(subscription):  # EST: cancel any time
         return _reject(f"the cancellation window has passed (cancellationAllowedUntilDate {window_end}); "
-                       "Partner Center no longer allows cancelling it", "900117")
-    return _patch("status", target)
+                       "Partner Center no longer allows cancelling it; choose cancel at term end "
+                       "(subscription.endOfTerm cancel)", "900117")
+    return _patch("status", "deleted")
 
 
-_RULES: dict[str, Callable[[Any, Mapping[str, Any], datetime], Decision]] = {
-    QUANTITY: _quantity, AUTO_RENEW: _auto_renew, SUSPEND: _suspend, REACTIVATE: _reactivate, CANCEL: _cancel,
+_RULES: dict[str, Callable[[WritebackRequest, Mapping[str, Any], datetime], Decision]] = {
+    QUANTITY: _quantity, AUTO_RENEW: _end_of_term, END_OF_TERM: _end_of_term, SUSPEND: _suspend,
+    REACTIVATE: _reactivate, CANCEL: _cancel, FRIENDLY_NAME: _friendly_name,
 }
+
+
+def est_refusal(request: WritebackRequest, subscription: Mapping[str, Any]) -> Decision | None:
+    """A subscription in Extended Service Term takes no change but a cancellation."""
+    if not in_extended_service_term(subscription):
+        return None
+    if request.operation == CANCEL or end_of_term_action(request, subscription) == EndOfTerm.CANCEL:
+        return None
+    return _reject("the subscription is in Extended Service Term, which allows only cancel "
+                   "(subscription.cancel, or subscription.endOfTerm cancel)", "900279")
 
 
 def decide(request: WritebackRequest, subscription: Mapping[str, Any], now: datetime) -> Decision:
@@ -140,12 +236,32 @@ def decide(request: WritebackRequest, subscription: Mapping[str, Any], now: date
     rule = _RULES.get(request.operation)
     if rule is None:
         raise ValueError(f"not a subscription operation: {request.operation}")
-    state, name, target = snapshot(subscription), watched_field(request.operation), target_value(request)
-    if state[name] == target:
+    if reached(request, subscription):
+        name, target = watched_field(request, subscription), target_value(request, subscription)
         return Decision(DecisionKind.NOOP, f"{name} is already {json.dumps(target)} in Partner Center")
-    if state["status"] == "deleted":
-        return _reject("the subscription is deleted (cancelled) in Partner Center and cannot be updated", "2011")
-    return rule(target, subscription, now)
+    if snapshot(subscription)["status"] in ("deleted", "expired"):
+        return _reject(f"the subscription is {snapshot(subscription)['status']} in Partner Center and cannot be "
+                       "updated", "2011")
+    return est_refusal(request, subscription) or rule(request, subscription, now)
+
+
+def step_visible(changes: Mapping[str, Any], subscription: Mapping[str, Any]) -> bool:
+    """Whether a PATCH's one change shows on the resource (its part of a split request landed)."""
+    if not changes:
+        return False
+    for name, value in changes.items():
+        if name == "scheduledActions":
+            wanted = [str(get_path(a, "actionType")).lower() for a in value]
+            if [str(get_path(a, "actionType")).lower() for a in scheduled_actions(subscription)] != wanted:
+                return False
+        elif name == "scheduledNextTermInstructions":
+            wanted = {"quantity": value.get("quantity"), "termDuration": get_path(value, "product", "termDuration"),
+                      "billingCycle": get_path(value, "product", "billingCycle")}
+            if not next_term_matches({k: v for k, v in wanted.items() if v is not None}, subscription):
+                return False
+        elif get_path(subscription, name) != value:
+            return False
+    return True
 
 
 # -- a PATCH whose answer was never seen ------------------------------------------------------
@@ -170,7 +286,7 @@ def landing(request: WritebackRequest, sent: Mapping[str, Any], fresh: Mapping[s
     the etag when it lands, so an unchanged etag proves it did not; a changed one with the field
     elsewhere than our target cannot tell ours from someone else's edit (e.g. suspended by us,
     then reactivated in the portal), so it is never answered by sending again."""
-    if reached(request, fresh):
+    if reached(request, fresh) or step_visible(get_path(sent, "changes") or {}, fresh):
         return Landing.REACHED
     if snapshot(fresh)["etag"] == get_path(sent, "etag"):
         return Landing.NOT_LANDED
@@ -178,7 +294,7 @@ def landing(request: WritebackRequest, sent: Mapping[str, Any], fresh: Mapping[s
 
 
 def conflict_reason(request: WritebackRequest, sent: Mapping[str, Any], fresh: Mapping[str, Any]) -> str:
-    name, target = watched_field(request.operation), json.dumps(target_value(request))
+    name, target = watched_field(request, fresh), json.dumps(target_value(request, fresh))
     outcome = ("Partner Center accepted it (202)" if get_path(sent, "answer") == "202"
                else "its answer was never seen")
     return (f"possibly applied at {get_path(sent, 'at')} (PATCH MS-RequestId {get_path(sent, 'requestId')} from etag "
@@ -254,7 +370,7 @@ def agreement_summary(item: Mapping[str, Any]) -> dict[str, Any]:
 
 
 __all__ = [
-    "Decision", "DecisionKind", "Landing", "MCA_TYPE", "agreement_summary", "agreement_template", "conflict_reason",
-    "decide", "landing", "patched", "provider_refusal", "reached", "same_agreement", "snapshot", "target_value",
+    "Decision", "DecisionKind", "Landing", "MCA_TYPE", "agreement_summary", "agreement_template", "cancellation_window",
+    "conflict_reason", "decide", "end_of_term_action", "est_refusal", "step_visible", "landing", "patched", "provider_refusal", "reached", "same_agreement", "snapshot", "target_value",
     "unanswered", "watched_field",
 ]

@@ -39,9 +39,9 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from shared.clock import utc_now
 from shared.errors import Conflict, NotFound, ValidationFailed
@@ -49,6 +49,7 @@ from shared.jsonutil import JsonRejected, parse_json_text
 from shared.logging import get_logger
 from shared.tables import escape_key
 
+from .alerts import EndOfTermChoices
 from .applier import (
     CLAIM_LEASE,
     MAX_DELIVERIES,
@@ -57,17 +58,27 @@ from .applier import (
     ApplyFailed,
     ClaimHeld,
     ClientFactory,
+    WaitingForEarlier,
     WritebackApplier,
 )
 from .intake import WRITEBACK_QUEUE, WritebackIntake
 from .log import INVALID_PARTITION, WritebackLog
 from .mirror import LocalMirror
-from .record import EnqueueState, WritebackRecord, WritebackState
+from .preview import preview
+from .queries import DEFAULT_LIMIT, WritebackFilter, writeback_page
+from .record import DISMISSABLE_STATES, RETRYABLE_STATES, EnqueueState, WritebackRecord, WritebackState
 from .request import WritebackRequest, parse_request
+from .rules import provider_refusal
+from .subscription_apply import subscription_path
+
+if TYPE_CHECKING:
+    from .schedule import TimerReport
 
 log = get_logger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 1024
+# How long a write-back that waits for an earlier one on its subscription is put back on the queue.
+WAIT_FOR_EARLIER_SECONDS = 30
 
 
 @dataclass
@@ -99,10 +110,12 @@ class WritebackService:
         self.client_factory = client_factory
         self.clock = clock
         self.intake = WritebackIntake(log_store, queues, clock, claim_lease)
+        self.choices = EndOfTermChoices(tables, clock)
         self.applier = WritebackApplier(log_store=log_store, providers=providers, client_factory=client_factory,
                                         mirror=LocalMirror(tables, clock), clock=clock, sleep=sleep,
                                         confirm_polls=confirm_polls, confirm_interval=confirm_interval,
-                                        claim_lease=claim_lease)
+                                        claim_lease=claim_lease, on_settled=self.release_followers,
+                                        on_end_of_term=self._remember_choice)
 
     # -- the log -------------------------------------------------------------------------
 
@@ -149,6 +162,8 @@ class WritebackService:
         only when the record is not on its way (never sent, the host gave up, its delivery died)."""
         request = self._parse_for_known_provider(body)
         record, created = self.accept(request, source=source, enqueue=EnqueueState.SENDING)
+        if record.state == WritebackState.SCHEDULED:  # held in the log; the timer applies it when due
+            return Submission(record, created, queued=False)
         owned = record if created else self.intake.take_enqueue(record)
         if owned is None:
             return Submission(record, created, queued=False)
@@ -164,7 +179,7 @@ class WritebackService:
             return self.apply(record, delivery=1, max_deliveries=1)
         except ApplyFailed:
             return self.find_record(record.provider_id, record.idempotency_key) or record
-        except ClaimHeld as held:
+        except (ClaimHeld, WaitingForEarlier) as held:
             return held.record
 
     def handle_message(self, body: bytes | str, *, message_id: str = "", dequeue_count: int = 1) -> WritebackRecord:
@@ -185,19 +200,107 @@ class WritebackService:
                                         key=request.idempotency_key)
         try:
             return self.apply(record, delivery=dequeue_count, max_deliveries=MAX_DELIVERIES)
-        except ClaimHeld as held:
+        except (ClaimHeld, WaitingForEarlier) as held:
             return self._deliver_later(request, held)
 
-    def _deliver_later(self, request: WritebackRequest, held: ClaimHeld) -> WritebackRecord:
-        """The record is held by another delivery: this message comes back when the lease ends
-        (the record is then finished, or its claim is taken over), instead of spending the
-        host's few redeliveries while the holder works."""
-        delay = max(1, math.ceil((held.until - self.clock()).total_seconds()) + 1)
+    def _deliver_later(self, request: WritebackRequest, held: ClaimHeld | WaitingForEarlier) -> WritebackRecord:
+        """The record is held by another delivery (or waits for an earlier write-back on its
+        subscription): this message comes back when the lease ends (the record is then
+        finished, or its claim is taken over), instead of spending the host's few redeliveries
+        while the holder works."""
+        if isinstance(held, WaitingForEarlier):
+            delay = WAIT_FOR_EARLIER_SECONDS
+        else:
+            delay = max(1, math.ceil((held.until - self.clock()).total_seconds()) + 1)
         self.queues.send_json(WRITEBACK_QUEUE, request.to_message(), delay_seconds=delay)
         log.info("write-back %s/%s is held by another delivery; delivered again in %ss", request.provider_id,
                  request.idempotency_key, delay, extra={"provider_id": request.provider_id,
                                                         "idempotency_key": request.idempotency_key})
         return held.record
+
+    # -- operators: retry, dismiss, preview ----------------------------------------------
+
+    def retry(self, key: str, provider_id: str | None = None) -> WritebackRecord:
+        """Start a record that did not succeed again (queued once more). Conflict (409) when its
+        state does not allow it. A ``failed`` or ``unconfirmed`` record keeps what it sent, so
+        the next delivery still settles that PATCH from Partner Center first; a ``conflict`` is
+        the operator's decision to apply on the fresh resource."""
+        record = self.get_record(key, provider_id)
+        if record.state not in RETRYABLE_STATES:
+            raise Conflict(f"write-back {key!r} is {record.state}; only "
+                           f"{', '.join(sorted(s.value for s in RETRYABLE_STATES))} write-backs can be retried")
+        retried = replace(record, state=WritebackState.ACCEPTED, reason=None, error_code=None, finished_at=None,
+                          blocked_by=None, updated_at=self.clock(), enqueue=EnqueueState.SENDING,
+                          enqueued_at=self.clock(), sent=None if record.state == WritebackState.CONFLICT else record.sent)
+        if not self.log_store.replace(retried.to_entity(), etag=record.etag):
+            raise Conflict(f"write-back {key!r} changed while it was being retried; try again")
+        retried.etag = None
+        self.intake.enqueue(retried, retried.request())
+        log.info("write-back %s/%s retried (was %s)", record.provider_id, key, record.state,
+                 extra={"provider_id": record.provider_id, "idempotency_key": key})
+        return self.find_record(record.provider_id, key) or retried
+
+    def dismiss(self, key: str, provider_id: str | None = None) -> WritebackRecord:
+        """End a record without applying it; the later write-backs it blocked go on. Conflict
+        (409) when its state does not allow it (on its way, or already final)."""
+        record = self.get_record(key, provider_id)
+        if record.state not in DISMISSABLE_STATES:
+            raise Conflict(f"write-back {key!r} is {record.state}; only "
+                           f"{', '.join(sorted(s.value for s in DISMISSABLE_STATES))} write-backs can be dismissed")
+        now = self.clock()
+        dismissed = replace(record, state=WritebackState.DISMISSED, finished_at=now, updated_at=now,
+                            reason=f"dismissed by an operator (was {record.state}"
+                                   + (f": {record.reason})" if record.reason else ")"))
+        if not self.log_store.replace(dismissed.to_entity(), etag=record.etag):
+            raise Conflict(f"write-back {key!r} changed while it was being dismissed; try again")
+        dismissed.etag = None
+        self.release_followers(dismissed)
+        return dismissed
+
+    def release_followers(self, record: WritebackRecord) -> None:
+        """A record succeeded or was dismissed: the later ones it blocked are queued again (each
+        checks its order again when delivered)."""
+        if not record.subscription_id or self.queues is None:
+            return
+        for follower in self.applier.order.blocked_followers(record):
+            released = replace(follower, state=WritebackState.ACCEPTED, blocked_by=None, reason=None,
+                               updated_at=self.clock(), enqueue=EnqueueState.SENDING, enqueued_at=self.clock())
+            if self.log_store.replace(released.to_entity(), etag=follower.etag):
+                released.etag = None
+                self.intake.enqueue(released, released.request())
+
+    def _remember_choice(self, record: WritebackRecord, action: str) -> None:
+        self.choices.remember(record.provider_id, record.customer_id, record.subscription_id or "", action,
+                              record.idempotency_key)
+
+    def preview(self, body: Any) -> dict[str, Any]:
+        """Whether the request would be accepted now, at renewal or never, and why; reads the
+        subscription (GET) and writes nothing, neither to Partner Center nor to the log."""
+        request = self._parse_for_known_provider(body)
+        provider = self.providers.find_provider(request.provider_id)
+        refusal = provider_refusal(request.provider_id, provider)
+        if refusal is not None:
+            return {"allowed": False, "when": "never", "reason": refusal[0], "code": refusal[1], "warnings": []}
+        subscription = None
+        if request.subscription_id:
+            probe = WritebackRecord.for_request(request, source="preview", now=self.clock())
+            client = self.client_factory(provider, probe)
+            subscription = client.get_json(subscription_path(probe), customer_id=request.customer_id)
+        return {"operation": request.operation, "subscription": request.subscription_id,
+                **preview(request, subscription, self.clock())}
+
+    def run_timer(self) -> "TimerReport":
+        """The write-backs timer's work (schedule.py): due scheduled records, waiting
+        attestations, end-of-term re-checks and alerts, for every enabled provider."""
+        from .schedule import WritebackTimer
+
+        return WritebackTimer(self).run(list(self.providers.list_providers(enabled_only=True)))
+
+    def list_records(self, provider_id: str, where: WritebackFilter, *, limit: int = DEFAULT_LIMIT,
+                     token: str | None = None) -> dict[str, Any]:
+        """The list route's page: ``{"items": [record JSON], "next": token or None}``."""
+        records, next_token = writeback_page(self.tables, provider_id, where, limit=limit, token=token)
+        return {"items": [record.to_json() for record in records], "next": next_token}
 
     def _reject_invalid(self, message_id: str, exc: ValidationFailed, data: Any) -> WritebackRecord:
         """An invalid message, recorded with the provider and key it names (when it names them

@@ -241,6 +241,8 @@ class FakeTokenProvider:
         self.graph = graph or make_jwt(roles=["PartnerBilling.Read.All"], tid=TENANT_ID)
         self.error = error
         self.calls: list[bool] = []
+        self.app: str | BaseException = make_jwt(roles=[], tid=TENANT_ID, appid=CLIENT_ID)
+        self.refusals: list[Exception] = []
 
     def access_token(self, *, force_refresh: bool = False) -> str:
         self.calls.append(force_refresh)
@@ -252,6 +254,15 @@ class FakeTokenProvider:
         if isinstance(self.graph, BaseException):
             raise self.graph
         return self.graph
+
+    def app_access_token(self, *, force_refresh: bool = False) -> str:
+        """The app-only Partner Center token (no user, no amr)."""
+        if isinstance(self.app, BaseException):
+            raise self.app
+        return self.app
+
+    def token_refused(self, error: Exception) -> None:
+        self.refusals.append(error)
 
 
 def make_settings(**overrides: Any) -> Any:

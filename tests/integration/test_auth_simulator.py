@@ -165,7 +165,7 @@ def test_verify_passes_with_full_setup_and_reports_each_missing_role(sim_runtime
     assert report.passed, report.to_json()
     assert [c.name for c in report.checks] == ["token_refresh", "mfa_claim", "tenant_matches",
                                               "organization_profile", "customers_read", "invoices_read",
-                                              "graph_billing_permission"]
+                                              "app_only_access", "mfa_compliance", "graph_billing_permission"]
     stored = sim_runtime.providers.get_provider(provider_id)
     assert stored.verified_at and '"passed": true' in stored.verify_result
 

@@ -35,7 +35,7 @@ def run_cli(capsys, *argv):
 
 
 class BlipOnce:
-    """A provider's token source whose ``fail_on``-th access token request fails the way an Entra
+    """A provider's token source whose ``fail_on``-th token request (App+User or app-only) fails the way an Entra
     ID or Key Vault blip does; every other request gets a real token."""
 
     def __init__(self, inner, *, fail_on: int):
@@ -46,13 +46,21 @@ class BlipOnce:
         self._error = IdentityProviderUnavailable
 
     def access_token(self, **options):
+        self._maybe_fail()
+        return self._inner.access_token(**options)
+
+    def app_access_token(self, **options):
+        """The app-only token most calls send (shared/token_choice.py) counts as a token request too."""
+        self._maybe_fail()
+        return self._inner.app_access_token(**options)
+
+    def _maybe_fail(self):
         with self._lock:
             self._calls += 1
             failing = self._calls == self._fail_on
         if failing:
             raise self._error("Entra ID token endpoint failed for provider cli-failures (ConnectionError); "
                               "try again later")
-        return self._inner.access_token(**options)
 
     def __getattr__(self, name):
         return getattr(self._inner, name)

@@ -220,7 +220,7 @@ def test_writeback_list(pcsync, synced, capsys):
     legacy = next(s for s in subs if not s["isNce"])
     keys = []
     for number, (operation, extra) in enumerate([("subscription.quantity", {"quantity": legacy["quantity"] + 1}),
-                                                 ("subscription.cancel", {}), ("subscription.autoRenew", {"autoRenewEnabled": False})]):
+                                                 ("subscription.cancel", {}), ("subscription.autoRenew", {"autoRenewEnabled": False, "action": "cancel"})]):
         key = f"inspect-{number}"
         body = {"idempotencyKey": key, "provider": PROVIDER_ID, "customer": legacy["customer_id"],
                 "subscription": legacy["id"], "operation": operation, **extra}

@@ -19,6 +19,8 @@ def test_demo_runs_consent_verify_and_sync_and_summarises_on_its_last_line():
     assert summary["invoice"]["reconciliation"] == "reconciled" and summary["invoice"]["source"] == "v2"
     assert summary["synced"]["invoicelineitems"] == summary["invoice"]["lines"] > 0
     assert summary["writeback"] == {"state": "succeeded"}
+    assert summary["endOfTerm"] == {"state": "succeeded", "action": "cancel"}
+    assert summary["preview"]["allowed"] is False and "cancellation window" in summary["preview"]["reason"]
     assert summary["resync_writes"] == 0
     # the demo prints what it stored but never a token or the app's secret
     assert "eyJ" not in result.stdout + result.stderr

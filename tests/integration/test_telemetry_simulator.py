@@ -29,7 +29,8 @@ def test_consent_verify_sync_invoice_and_writeback_spans(sim_runtime, simulator,
     verify = recorder.one("pcsync.verify")
     assert attrs(verify)["pcsync.outcome"] == ("passed" if report.passed else "failed")
     checks = recorder.children(verify)
-    assert {attrs(s)["pcsync.check"] for s in checks} == {"organization_profile", "customers_read", "invoices_read"}
+    assert {attrs(s)["pcsync.check"] for s in checks} == {"organization_profile", "customers_read", "invoices_read",
+                                                         "app_only_access", "mfa_compliance"}
     assert all(attrs(s)["http.response.status_code"] == 200 for s in checks)
 
     result = services.sync.run_stream(CUSTOMERS, provider)

@@ -24,6 +24,7 @@ SIM_RATE = 100_000
 FAST_RETRY = RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_max=0.02, retry_after_cap=0.1)
 PATCH_KEY = "PATCH /v1/customers/{id}/subscriptions/{id}"
 POST_AGREEMENT_KEY = "POST /v1/customers/{id}/agreements"
+POST_ATTESTATION_KEY = "POST /v1/attestations/enhanced"
 
 
 @pytest.fixture(scope="module")
@@ -153,10 +154,12 @@ def test_nce_decrease_inside_the_window_then_refused_after_it(world):
     after = world.deliver(world.message("subscription.quantity", sub["id"], quantity=3))
     assert after.state == "rejected" and after.error_code == "800090"
     assert "cancellation window" in after.reason and "increases" in after.reason
+    world.service.dismiss(after.idempotency_key)  # a refusal blocks later changes until dismissed
     cancel = world.deliver(world.message("subscription.cancel", sub["id"]))
     assert cancel.state == "rejected" and cancel.error_code == "900117"
     assert world.calls(PATCH_KEY) == 0  # decided locally, nothing sent
     assert world.truth(sub["id"])["quantity"] == 4 and world.truth(sub["id"])["status"] == "active"
+    world.service.dismiss(cancel.idempotency_key)
     increase = world.deliver(world.message("subscription.quantity", sub["id"], quantity=9))
     assert increase.state == "succeeded"  # increases stay allowed
 
@@ -170,13 +173,21 @@ def test_suspended_subscription_rules(world):
 
     quantity = world.deliver(world.message("subscription.quantity", sub["id"], quantity=sub["quantity"] + 1))
     assert quantity.state == "rejected" and quantity.error_code == "800091" and "reactivate" in quantity.reason
-    renew = world.deliver(world.message("subscription.autoRenew", sub["id"], autoRenewEnabled=not sub["autoRenewEnabled"]))
+    world.service.dismiss(quantity.idempotency_key)
+    renew = world.deliver(world.message("subscription.autoRenew", sub["id"], **auto_renew_flip(sub)))
     assert renew.state == "rejected" and renew.error_code == "800091"
     assert world.calls(PATCH_KEY) == 0
+    world.service.dismiss(renew.idempotency_key)
 
     back = world.deliver(world.message("subscription.reactivate", sub["id"]))
     assert back.state == "succeeded" and world.truth(sub["id"])["status"] == "active"
     assert world.sync_customer()["rows_written"] == 0
+
+
+def auto_renew_flip(sub: dict) -> dict:
+    """The other auto-renew value; turning it off says which end of term is meant (2026 rules)."""
+    wanted = not sub["autoRenewEnabled"]
+    return {"autoRenewEnabled": wanted} if wanted else {"autoRenewEnabled": False, "action": "cancel"}
 
 
 class EditAfterFirstRead:
@@ -231,8 +242,7 @@ def test_202_is_confirmed_by_polling(world):
     sub = world.pick()
     world.sim.control.set_faults(write_202=1.0)
     try:
-        record = world.deliver(world.message("subscription.autoRenew", sub["id"],
-                                             autoRenewEnabled=not sub["autoRenewEnabled"]))
+        record = world.deliver(world.message("subscription.autoRenew", sub["id"], **auto_renew_flip(sub)))
     finally:
         world.sim.control.set_faults(write_202=0)
     assert record.state == "succeeded" and "202" in record.reason
@@ -241,16 +251,24 @@ def test_202_is_confirmed_by_polling(world):
     assert world.sync_customer()["rows_written"] == 0
 
 
+def accept(world, record) -> None:
+    """The customer accepts the attestation link; the write-backs timer carries on."""
+    assert record.state == "waiting" and record.attestation["state"] == "link_sent", record.reason
+    world.sim.control.accept_attestation(record.attestation["attestationId"])
+    world.service.run_timer()
+
+
 def test_agreement_confirmation_created_once(world):
     contact = {"firstName": "Ada", "lastName": "Lovelace", "email": "ada@example.com", "phoneNumber": "4255550199"}
     body = world.message("agreement.confirm", contact=contact, dateAgreed="2024-05-01")
     world.sim.control.reset_calls()
-    record = world.deliver(body)
+    accept(world, world.deliver(body))
+    record = world.service.find_record(PROVIDER_ID, json.loads(body)["idempotencyKey"])
     assert record.state == "succeeded", record.reason
     assert record.after["contactEmail"] == "ada@example.com" and record.after["templateId"]
     truth = [a for a in world.sim.control.agreements()
              if a["customerId"] == world.customer and a["primaryContact"]["email"] == "ada@example.com"]
-    assert len(truth) == 1 and truth[0]["dateAgreed"].startswith("2024-05-01")
+    assert len(truth) == 1 and world.calls(POST_ATTESTATION_KEY) == 1
     assert world.calls(POST_AGREEMENT_KEY) == 1 and world.sim.control.calls()[POST_AGREEMENT_KEY]["statuses"] == {"201": 1}
     # redelivered after a crash before the record was finished: found, not created again
     entity = world.service.find_record(PROVIDER_ID, record.idempotency_key).to_entity()
@@ -398,9 +416,10 @@ def test_agreement_without_a_date_redelivered_after_a_503_is_confirmed_once(rt, 
     finally:
         sim.control.set_faults(fault_5xx=0)
     sim.control.advance_clock(seconds=31)  # the host redelivers after its visibility timeout
-    record = world.deliver(body, dequeue_count=2)
+    accept(world, world.deliver(body, dequeue_count=2))
+    record = world.service.find_record(PROVIDER_ID, json.loads(body)["idempotencyKey"])
     assert (record.state, record.provider_id) == ("succeeded", PROVIDER_ID), record.reason
-    assert world.calls(POST_AGREEMENT_KEY) == 1
+    assert world.calls(POST_AGREEMENT_KEY) == 1 and world.calls(POST_ATTESTATION_KEY) == 1
 
 
 def test_an_upper_case_customer_id_is_one_partition(world):

@@ -8,13 +8,6 @@ import pytest
 from conftest import PartnerCenterClient, app_only_token, consent
 
 
-def test_mfa_required_without_mfa_claim(sim):
-    client = PartnerCenterClient(sim, consent(sim, mfa=False)["access_token"])
-    response = client.get("/v1/customers")
-    assert response.status_code == 401 and response.reason == "Unauthorized - MFA required"
-    assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"' and response.content == b""
-
-
 def test_missing_or_foreign_token_is_401(sim):
     assert sim.session().get(f"{sim.partner_center_url}/v1/customers").status_code == 401
     graph_token = app_only_token(sim, "https://graph.microsoft.com")
@@ -178,7 +171,7 @@ def test_patch_bad_input_is_400(sim, app_pc):
     assert app_pc.patch(path, json=[1, 2]).status_code == 400
 
 
-def test_create_agreement(fresh_sim):
+def test_create_agreement_legacy_path_when_enabled(fresh_sim):
     sim = fresh_sim
     client = PartnerCenterClient(sim, consent(sim)["access_token"])
     customer_id = sim.control.customers()[0]["id"]
@@ -186,6 +179,9 @@ def test_create_agreement(fresh_sim):
                                   "phoneNumber": "1234567890"},
                "templateId": "117a77b0-9360-443b-8795-c6dedc750cf9", "dateAgreed": "2026-06-14T00:00:00.000Z",
                "type": "MicrosoftCustomerAgreement"}
+    retired = client.post(f"/v1/customers/{customer_id}/agreements", json=request)
+    assert retired.status_code == 400 and "retired on 2026-01-05" in retired.json()["description"]
+    sim.control.set_settings(legacy_agreement_confirmation=True)
     created = client.post(f"/v1/customers/{customer_id}/agreements", json=request)
     assert created.status_code == 201
     assert created.json()["userId"] == sim.control.integration_user()["oid"]

@@ -149,6 +149,8 @@ def test_consent_health_reports_status_days_left_and_the_last_verify():
      "expired: the refresh token was unused until"),
     ({"verify_result": verify_result("invoices_read")}, CheckStatus.FAIL, "verify failed: invoices_read"),
     ({"enabled": False, "consent_status": "revoked"}, CheckStatus.INFO, "provider disabled"),
+    ({"token_health": "mfa_required"}, CheckStatus.FAIL, "no MFA claim (401, error 900421)"),
+    ({"token_health": "conditional_access_blocked"}, CheckStatus.FAIL, "Conditional Access policy blocks"),
 ])
 def test_consent_health_failures(overrides, status, words):
     check = consent_health(consented(**overrides), now=NOW)

@@ -35,7 +35,15 @@ from tests.fakes.auth import (
     token_result,
 )
 from auth.tokens import TokenProvider, TokenProviders, classify_token_error
-from shared.errors import Conflict, ConsentRequired
+from shared.errors import (
+    Conflict,
+    ConsentRequired,
+    MfaChallengeRequired,
+    MfaRequired,
+    RefreshTokenExpired,
+    RefreshTokenRevoked,
+    SignInBlockedByConditionalAccess,
+)
 
 SECRET = "pcsync-refresh-token-contoso"
 
@@ -345,3 +353,34 @@ def test_tokens_handled_are_masked_in_logs(world, caplog):
 def test_module_constants():
     assert tokens_module.REFRESH_TOKEN_LIFETIME == dt.timedelta(days=90)
     assert tokens_module.ACCESS_TOKEN_MARGIN == dt.timedelta(minutes=5)
+
+
+# -- token health (issue 11) -----------------------------------------------------------------
+
+@pytest.mark.parametrize("error,code,kind,health", [
+    ("invalid_grant", 700082, RefreshTokenExpired, "refresh_token_expired"),
+    ("invalid_grant", 50173, RefreshTokenRevoked, "refresh_token_revoked"),
+    ("interaction_required", 50076, MfaChallengeRequired, "mfa_challenge"),
+    ("invalid_grant", 53003, SignInBlockedByConditionalAccess, "conditional_access_blocked"),
+])
+def test_each_refresh_failure_is_its_own_type_and_cause(world, error, code, kind, health):
+    world.client.refresh_results.append(error_result(error, code))
+    with pytest.raises(kind):
+        world.tokens.access_token()
+    assert world.provider.token_health == health and world.provider.token_health_at
+    with pytest.raises(kind):  # also when failing fast without asking Entra again
+        world.tokens.access_token()
+    consent = world.provider.to_json()["consent"]
+    assert consent["tokenHealth"] == health and consent["cause"] and consent["fix"]
+
+
+def test_app_access_token_is_client_credentials_for_partner_center(world):
+    token = world.tokens.app_access_token()
+    assert world.client.client_calls[-1] == ["https://api.partnercenter.microsoft.com/.default"]
+    assert token and world.client.refresh_calls == []
+
+
+def test_token_refused_records_the_cause(world):
+    world.tokens.token_refused(MfaRequired("no mfa"))
+    assert world.provider.token_health == "mfa_required"
+    assert "trusted-location" in world.provider.to_json()["consent"]["fix"]

@@ -48,7 +48,8 @@ def test_host_json_uses_bundle_v4_and_explicit_queue_settings():
 EXPECTED_FUNCTIONS = {
     "consent_callback", "consent_link", "import_invoice_queue", "partner_center_webhook", "provider_item",
     "providers_list", "sync_customer_queue", "sync_customers_timer", "sync_invoices_timer", "verify_connectivity",
-    "writebacks_get", "writebacks_queue", "writebacks_submit",
+    "writebacks_dismiss", "writebacks_get", "writebacks_list", "writebacks_queue", "writebacks_retry",
+    "writebacks_submit", "writebacks_timer",
 }
 
 

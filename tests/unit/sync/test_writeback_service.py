@@ -16,6 +16,7 @@ from sync.writeback.log import INVALID_PARTITION
 from sync.writeback.record import WritebackState
 from sync.writeback.request import WritebackRequest, parse_request
 from sync.writeback.rules import DecisionKind, decide, patched
+from sync.writeback.schedule import WritebackTimer
 from sync.writeback.service import MAX_MESSAGE_BYTES, ApplyFailed, WritebackService
 from tests.fakes.partner_center import FakeQueues, FakeTables
 
@@ -47,7 +48,7 @@ def request(operation="subscription.quantity", key="k1", **params) -> WritebackR
 
 def test_valid_request_is_normalised_and_keys_are_case_insensitive():
     parsed = parse_request({"IdempotencyKey": "order-1", "PROVIDER": "p1", "customer": "c1",
-                            "operation": "subscription.autoRenew", "Subscription": "s1", "auto_renew_enabled": False,
+                            "operation": "subscription.autoRenew", "Subscription": "s1", "auto_renew_enabled": False, "action": "cancel",
                             "requestedBy": "billing system"}, now=NOW)
     assert (parsed.idempotency_key, parsed.auto_renew, parsed.requested_by) == ("order-1", False, "billing system")
     agreement = request("agreement.confirm", contact={"firstName": "A", "lastName": "B", "email": "a@b.example"})
@@ -101,7 +102,8 @@ def test_fingerprint_covers_the_change_not_who_asked():
     (dict(operation="subscription.cancel"), dict(window_days=-1), "reject", "900117"),
     (dict(operation="subscription.cancel"), dict(nce=False), "reject", None),
     (dict(operation="subscription.cancel"), dict(), "patch", None),
-    (dict(operation="subscription.autoRenew", autoRenewEnabled=False), dict(status="suspended"), "reject", "800091"),
+    (dict(operation="subscription.autoRenew", autoRenewEnabled=False, action="cancel"), dict(status="suspended"),
+     "reject", "800091"),
     (dict(operation="subscription.autoRenew", autoRenewEnabled=True), dict(), "noop", None),
 ])
 def test_rules_are_checked_locally(req, sub, kind, code):
@@ -148,6 +150,19 @@ class FakeLog:
 
     def by_row_key(self, rk):
         return [copy.deepcopy(v) for (pk, r), v in self.rows.items() if r == rk]
+
+    def _where(self, **columns):
+        return [copy.deepcopy(v) for v in self.rows.values() if all(v[0].get(k) == c for k, c in columns.items())]
+
+    def for_subscription(self, pk, customer_id, subscription_id):
+        return [row for row in self._where(customer_id=customer_id, subscription_id=subscription_id)
+                if row[0]["PartitionKey"] == pk]
+
+    def in_state(self, state):
+        return self._where(state=state)
+
+    def verifications_pending(self):
+        return self._where(verification_state="pending")
 
 
 class FakeProviders:
@@ -354,7 +369,8 @@ def test_undecodable_messages_are_recorded_as_rejected(raw, problem):
 
 def test_states_keep_their_stored_values():
     assert [state.value for state in WritebackState] == [
-        "accepted", "applying", "succeeded", "rejected", "failed", "pending_confirmation", "unconfirmed", "conflict"]
+        "accepted", "applying", "succeeded", "rejected", "failed", "pending_confirmation", "unconfirmed", "conflict",
+        "scheduled", "blocked", "waiting", "dismissed"]
     assert f"{WritebackState.PENDING_CONFIRMATION}" == "pending_confirmation"
 
 
@@ -514,22 +530,37 @@ def test_an_ambiguous_patch_followed_by_a_portal_change_is_never_called_not_appl
 
 
 class AgreementClient:
-    """GET /agreements, GET/POST /customers/{id}/agreements, with scripted GET failures."""
+    """GET /agreements, GET/POST /customers/{id}/agreements, the enhanced attestation
+    (POST /attestations/enhanced, GET .../{id} with ``status``), with scripted GET failures."""
 
-    def __init__(self, errors=()):
+    def __init__(self, errors=(), status="Pending", duplicate=False):
         self.errors = list(errors)
         self.agreements: list[dict] = []
         self.posts: list[dict] = []
+        self.attestations: list[dict] = []
+        self.status, self.duplicate = status, duplicate
 
     def get_json(self, path, *, params=None, customer_id=None):
         if self.errors:
             raise self.errors.pop(0)
         if path == "/agreements":
             return {"items": [{"templateId": "tpl-1", "agreementType": "MicrosoftCustomerAgreement"}]}
+        if path.startswith("/attestations/enhanced/"):
+            return {"id": path.rsplit("/", 1)[1], "status": self.status, "expiresDateTime": "2025-03-17T12:00:00Z"}
+        if path == "/customers/c1":
+            return {"companyProfile": {"companyName": "Contoso"},
+                    "billingProfile": {"language": "en", "defaultAddress": {"country": "US"}}}
         return {"items": copy.deepcopy(self.agreements)}
 
     def send_json(self, method, path, body, *, customer_id=None, replay_safe=False, request_id=None, headers=None):
+        if path == "/attestations/enhanced":
+            self.attestations.append(body)
+            return WriteResponse(201, {"id": f"att-{len(self.attestations)}"}, None, request_id)
         self.posts.append(body)
+        body = {**body, "primaryContact": dict(CONTACT), "templateId": "tpl-1", "type": "MicrosoftCustomerAgreement",
+                "dateAgreed": "2025-03-10T12:00:00Z"}
+        if self.duplicate:
+            raise BadRequestError("dup", status=400, code="600061", description="already exists")
         self.agreements.append(copy.deepcopy(body))
         return WriteResponse(201, copy.deepcopy(body), None, request_id)
 
@@ -570,8 +601,48 @@ def test_an_agreement_redelivered_after_a_503_is_confirmed_once():
         service.handle_message(raw, message_id="m-1")
     clock.advance(seconds=30)
     record = service.handle_message(raw, message_id="m-1", dequeue_count=2)
-    assert record.state == "succeeded" and record.provider_id == "p1", record.reason
-    assert len(client.posts) == 1 and client.posts[0]["dateAgreed"] == "2025-03-10T12:00:00Z"
+    assert record.state == "waiting" and record.attestation["state"] == "link_sent", record.reason
+    assert record.attestation["link"] == "https://cdn.partner.microsoft.com/mca/?attestationid=att-1"
+    assert client.attestations[0]["companyName"] == "Contoso" and client.attestations[0]["country"] == "US"
+    client.status = "Accepted"  # the customer accepts; the timer re-checks
+    WritebackTimer(service).run([])
+    record = service.find_record("p1", "a1")
+    assert record.state == "succeeded" and record.attestation["state"] == "agreement_created", record.reason
+    assert [h["state"] for h in record.attestation["history"]] == ["required", "link_sent", "accepted",
+                                                                   "agreement_created"]
+    assert all(h["at"] for h in record.attestation["history"])
+    assert client.posts == [{"attestationId": "att-1"}] and len(client.attestations) == 1
+
+
+@pytest.mark.parametrize("status, duplicate, state, attestation", [
+    ("Accepted", True, "succeeded", "agreement_created"),  # 600061 is success
+    ("Expired", False, "rejected", "expired"),
+    ("Pending", False, "waiting", "link_sent"),
+])
+def test_the_attestation_state_machine(status, duplicate, state, attestation):
+    client = AgreementClient(status=status, duplicate=duplicate)
+    service, _ = make_service(client)
+    service.handle_message(json.dumps(agreement_body()).encode(), message_id="m-1")
+    WritebackTimer(service).run([])
+    record = service.find_record("p1", "a1")
+    assert (record.state, record.attestation["state"]) == (state, attestation), record.reason
+    if state == "rejected":
+        retried = service.retry("a1")  # a new link
+        assert retried.state == "accepted"
+        client.status = "Pending"
+        assert service.apply(retried).attestation["attestationId"] == "att-2"
+
+
+def test_an_agreement_that_predates_2023_04_01_needs_attestation_and_a_newer_one_does_not():
+    client = AgreementClient()
+    client.agreements.append({"templateId": "tpl-1", "dateAgreed": "2022-06-01T00:00:00Z", "type": "MicrosoftCustomerAgreement",
+                              "primaryContact": dict(CONTACT)})
+    service, _ = make_service(client)
+    record = service.handle_message(json.dumps(agreement_body()).encode(), message_id="m-1")
+    assert record.attestation["history"][0]["state"] == "required" and "predates" in str(record.attestation)
+    client.agreements[0]["dateAgreed"] = "2024-01-01T00:00:00Z"
+    other = service.handle_message(json.dumps(agreement_body(idempotencyKey="a2")).encode(), message_id="m-2")
+    assert other.state == "succeeded" and other.attestation["state"] == "agreement_created"
 
 
 # -- one queue message per key ----------------------------------------------------------------
