@@ -49,6 +49,9 @@ EXPECTED_FUNCTIONS = {
     "consent_callback", "consent_link", "import_invoice_queue", "partner_center_webhook", "provider_item",
     "providers_list", "sync_customer_queue", "sync_customers_timer", "sync_invoices_timer", "verify_connectivity",
     "writebacks_get", "writebacks_queue", "writebacks_submit",
+    # the admin page (admin/functions.py) and its reads (sync/functions.py)
+    "admin_api", "admin_consent_start", "admin_page", "admin_static", "alerts_list", "invoices_list",
+    "provider_health",
 }
 
 
