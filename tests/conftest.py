@@ -15,8 +15,9 @@ from tests.support import STORAGE_TEST_OPTIONS, simulator_runtime
 IN_CI = os.environ.get("CI", "").lower() == "true"
 TESTS = pathlib.Path(__file__).resolve().parent
 # The tiers by directory (see pyproject markers): unit tests use fakes only; function,
-# integration and simulator tests need Azurite and/or the simulator.
-INTEGRATION_DIRS = ("functions", "integration", "simulator")
+# integration and simulator tests need Azurite and/or the simulator; browser tests need Chromium
+# and `pcsync serve --simulator`.
+INTEGRATION_DIRS = ("functions", "integration", "simulator", "browser")
 
 
 def pytest_collection_modifyitems(config, items):
