@@ -23,13 +23,18 @@ MAX_STATE_LENGTH = 256
 
 
 @dataclass(frozen=True)
+class LiveFlow:
+    sign_in_url: str  # where Start Consent Process goes
+    provider_id: str | None
+    expires_at: str | None
+
+
+@dataclass(frozen=True)
 class StartPage:
     status: int
     title: str
     message: str
-    sign_in_url: str | None = None
-    provider_id: str | None = None
-    expires_at: str | None = None
+    flow: LiveFlow | None = None  # None: the link cannot be used
 
 
 UNKNOWN = StartPage(404, "Consent link not valid", "This consent link is unknown. Ask the pcsync administrator "
@@ -59,8 +64,8 @@ def consent_start(tables: TableStore, state: str | None, *, now: datetime) -> St
         url = None
     if not isinstance(url, str) or not url.startswith("https://"):
         return UNKNOWN
-    return StartPage(200, "Consent for pcsync", "", sign_in_url=url,
-                     provider_id=row.get(CONSENT_FLOW_PROVIDER_COLUMN), expires_at=row.get("expires_at"))
+    return StartPage(200, "Consent for pcsync", "",
+                     LiveFlow(url, row.get(CONSENT_FLOW_PROVIDER_COLUMN), row.get("expires_at")))
 
 
-__all__ = ["StartPage", "consent_start"]
+__all__ = ["LiveFlow", "StartPage", "consent_start"]

@@ -3,26 +3,18 @@ registered app with real HttpRequest objects (security: tests/functions/test_adm
 import json
 from datetime import datetime, timedelta, timezone
 
-import azure.functions as func
 import pytest
 
 from shared.clock import to_iso
+from tests.support import function_caller, http_request as request
 
 TENANT = "3b33e682-00c3-41ee-9dd2-a548adf56438"
 VALID = {"name": "Contoso <PC>", "countryCode": "US", "currencyCode": "USD", "tenantId": TENANT}
 
 
-def request(method, route, *, params=None, route_params=None, body=b"", headers=None):
-    return func.HttpRequest(method=method, url=f"http://localhost:7071/api/{route}", body=body,
-                            params=params or {}, route_params=route_params or {}, headers=headers or {})
-
-
 @pytest.fixture
 def call(registered_functions):
-    def invoke(name, req):
-        response = registered_functions[name].get_user_function()(req)
-        return response, response.get_body().decode()
-    return invoke
+    return function_caller(registered_functions)
 
 
 def test_page_renders_every_provider_field_from_the_model(call, runtime):

@@ -3,10 +3,12 @@ principal header, cross-site requests, and the headers every answer carries."""
 import base64
 import json
 
-import azure.functions as func
+import functools
+
 import pytest
 
 from shared.settings import AdminAuth
+from tests.support import function_caller, http_request
 
 TENANT = "3b33e682-00c3-41ee-9dd2-a548adf56438"
 VALID = {"name": "Contoso PC", "countryCode": "US", "currencyCode": "USD", "tenantId": TENANT}
@@ -23,17 +25,12 @@ def principal(*roles, name="ann@contoso.test", claims=None):
     return base64.b64encode(json.dumps(body).encode()).decode()
 
 
-def request(method, route, *, params=None, route_params=None, body=b"", headers=None):
-    return func.HttpRequest(method=method, url=f"https://{HOST}/api/{route}", body=body,
-                            params=params or {}, route_params=route_params or {}, headers=headers or {})
+request = functools.partial(http_request, base=f"https://{HOST}")
 
 
 @pytest.fixture
 def call(registered_functions):
-    def invoke(name, req):
-        response = registered_functions[name].get_user_function()(req)
-        return response, response.get_body().decode()
-    return invoke
+    return function_caller(registered_functions)
 
 
 @pytest.fixture

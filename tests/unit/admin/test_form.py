@@ -1,12 +1,13 @@
 """The provider form follows the model: each field's input comes from its dataclass type."""
 import enum
-from dataclasses import dataclass
+import typing
+from dataclasses import MISSING, field, fields, make_dataclass
 
 import pytest
 
 from admin import form
 from admin.form import Kind, provider_form_fields
-from shared.providers import EDITABLE_FIELDS, REQUIRED_FIELDS
+from shared.providers import EDITABLE_FIELDS, REQUIRED_FIELDS, ProviderConnection
 
 
 def test_every_editable_field_once_in_the_models_order():
@@ -34,26 +35,20 @@ class Specialization(enum.StrEnum):
     SAP = "sap-on-azure"
 
 
-@dataclass(frozen=True)
-class FutureProvider:
-    """The model as another branch may change it: enums where there were a bool and strings."""
-
-    id: str
-    name: str
-    country_code: str
-    currency_code: str
-    tenant_id: str
-    billing_start_day: int | None = None
-    reseller_relationship_url: str | None = None
-    delegated_admin_authorize_url: str | None = None
-    cost_management: CostMode = CostMode.OFF
-    usage_mismatch_tolerance: str = "0"
-    azure_specializations: tuple[Specialization, ...] = ()
-    enabled: bool = True
+def future_model():
+    """The model as another branch may change it: enums where there are a bool and strings."""
+    hints = typing.get_type_hints(ProviderConnection)
+    replaced = {"cost_management": (CostMode, CostMode.OFF),
+                "azure_specializations": (tuple[Specialization, ...], ())}
+    specs = []
+    for f in fields(ProviderConnection):
+        kind, default = replaced.get(f.name, (hints[f.name], f.default))
+        specs.append((f.name, kind) if default is MISSING else (f.name, kind, field(default=default)))
+    return make_dataclass("FutureProvider", specs, frozen=True)
 
 
 def test_a_field_whose_type_becomes_an_enum_becomes_a_select(monkeypatch):
-    monkeypatch.setattr(form, "ProviderConnection", FutureProvider)
+    monkeypatch.setattr(form, "ProviderConnection", future_model())
     by_key = {f.key: f for f in provider_form_fields()}
     cost = by_key["costManagement"]
     assert cost.kind is Kind.SELECT and [v for v, _ in cost.choices] == ["off", "billed", "unbilled"]
