@@ -16,8 +16,8 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 TESTS = pathlib.Path(__file__).resolve().parent
 # The tiers by directory (see pyproject markers): unit tests use fakes only; function,
 # integration and simulator tests need Azurite and/or the simulator; browser tests need Chromium
-# and `pcsync serve --simulator`.
-INTEGRATION_DIRS = ("functions", "integration", "simulator", "browser")
+# and `pcsync serve --simulator`; devhost tests run `pcsync serve` with Azurite (and the simulator).
+INTEGRATION_DIRS = ("functions", "integration", "simulator", "browser", "devhost")
 
 
 def pytest_collection_modifyitems(config, items):
