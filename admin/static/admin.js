@@ -46,7 +46,7 @@ Api.onUnauthorized = () => { Api.forgetKey(); Page.showSignIn("The key was refus
 byId("signin-form").addEventListener("submit", (event) => Page.signIn(event));
 byId("signout").addEventListener("click", () => { Api.forgetKey(); Page.showSignIn(""); });
 byId("provider-form").addEventListener("submit", (event) => Providers.save(event));
-byId("new-provider").addEventListener("click", () => Providers.showInForm(null));
+byId("new-provider").addEventListener("click", () => { Providers.opening++; Providers.showInForm(null); });
 byId("generate-consent").addEventListener("click", () => Providers.generateConsent());
 byId("copy-link").addEventListener("click", () => Providers.copyLink());
 byId("verify").addEventListener("click", () => Verify.run());

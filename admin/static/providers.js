@@ -8,6 +8,7 @@ const POLL_LIMIT_MS = 16 * 60 * 1000; // a consent link lives 15 minutes
 const Providers = {
   current: null, // the provider shown in the form (as the API returned it), or null for a new one
   poll: null,
+  opening: 0, // only the newest Open shows its provider (an older answer may arrive later)
 
   async load() {
     const result = await Api.call("GET", "providers");
@@ -46,13 +47,16 @@ const Providers = {
   },
 
   async open(providerId) {
+    const ticket = ++this.opening;
     const result = await Api.call("GET", `providers/${encodeURIComponent(providerId)}`);
+    if (ticket !== this.opening) return;
     if (!result.ok) { Page.banner(errorText(result)); return; }
     this.showInForm(result.body);
     Health.show(providerId);
   },
 
   showInForm(provider) {
+    if (this.current && (!provider || provider.id !== this.current.id)) clearInterval(this.poll);
     this.current = provider;
     Form.clearProblems();
     Form.write(provider);
