@@ -176,11 +176,32 @@ class HostOptions:
     function_timeout: timedelta
 
 
-def read_host_json(path: pathlib.Path) -> HostOptions:
+HOST_OVERRIDE_PREFIX = "AzureFunctionsJobHost__"
+
+
+def _apply_overrides(host: dict, environ: Mapping[str, str]) -> dict:
+    """App settings named AzureFunctionsJobHost__a__b override host.json's a.b, as in the host
+    (e.g. AzureFunctionsJobHost__extensions__queues__maxDequeueCount). Names match in any case."""
+    for name, value in environ.items():
+        if not name.lower().startswith(HOST_OVERRIDE_PREFIX.lower()):
+            continue
+        *parents, leaf = name[len(HOST_OVERRIDE_PREFIX):].split("__")
+        node = host
+        for part in parents:
+            key = next((k for k in node if k.lower() == part.lower()), part)
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise HostingError(f"{name}: host.json has no section {part!r} to override")
+        node[next((k for k in node if k.lower() == leaf.lower()), leaf)] = value
+    return host
+
+
+def read_host_json(path: pathlib.Path, environ: Mapping[str, str] | None = None) -> HostOptions:
     try:
         host = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     except ValueError as exc:
         raise HostingError(f"{path}: not valid JSON ({exc})") from None
+    host = _apply_overrides(host, environ or {})
     extensions = host.get("extensions") or {}
     q = extensions.get("queues") or {}
     batch = int(q.get("batchSize", 16))

@@ -13,6 +13,7 @@ import json
 import pathlib
 from dataclasses import dataclass
 from typing import Callable, Iterator
+from urllib.parse import urlsplit
 
 from devhost import local_settings
 
@@ -50,8 +51,12 @@ def playground_settings(sim, connection: str, port: int) -> dict[str, str]:
     simulator's endpoints and app, and a new function key."""
     from devservices import simulator_app_settings
 
-    values = local_settings.sample_values() | simulator_app_settings(sim, connection)
-    values.update({"AzureWebJobsStorage": connection,
+    sample = local_settings.sample_values()
+    # the sample points at a simulator on its usual port; this one has the playground's port
+    usual = urlsplit(sample.get("PCSYNC_PARTNER_CENTER_URL", "")).netloc
+    values = {name: value.replace(usual, urlsplit(sim.partner_center_url).netloc) if usual else value
+              for name, value in sample.items()} | simulator_app_settings(sim, connection)
+    values.update({"AzureWebJobsStorage": connection, "AZURE_AUTHORITY_HOST": sim.authority_host,
                    "PCSYNC_REDIRECT_URI": f"http://localhost:{port}/api/consent/callback",
                    local_settings.FUNCTION_KEY_SETTING: local_settings.new_function_key()})
     return values

@@ -112,7 +112,7 @@ def _serve(args: argparse.Namespace, settings_path: pathlib.Path, announce: Call
     key = local_settings.ensure_function_key(settings_path, os.environ)
     import function_app
 
-    options = read_host_json(pathlib.Path(function_app.__file__).resolve().parent / "host.json")
+    options = read_host_json(pathlib.Path(function_app.__file__).resolve().parent / "host.json", os.environ)
     index = index_functions(function_app.app)
     stopping = _stop_event()
     server = _http_server(index, options, args, key)
