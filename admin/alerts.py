@@ -12,13 +12,9 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Sequence
 
 from shared.clock import parse_iso, to_iso, utc_now
-from shared.logging import get_logger
 from shared.providers import ProviderConnection, ProviderRepository
 
 from .doctor import CONSENT_WARNING_DAYS
-
-log = get_logger(__name__)
-
 
 class Severity(enum.StrEnum):
     WARNING = "warning"

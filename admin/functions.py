@@ -3,7 +3,6 @@ assets, consent start page and gateway. Handlers decode, call a service and answ
 one error table (shared/edges.py)."""
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import azure.functions as func
@@ -69,9 +68,8 @@ def _refused(denied: Denied, *, as_json: bool) -> func.HttpResponse:
     from .page import render_message_page
 
     if as_json:
-        return func.HttpResponse(json.dumps({"error": denied.message, "reason": str(denied.reason)}),
-                                 status_code=denied.status, mimetype="application/json",
-                                 headers=with_security_headers())
+        return json_response({"error": denied.message, "reason": str(denied.reason)}, denied.status,
+                             headers=with_security_headers())
     return _html(render_message_page("Not signed in" if denied.status == 401 else "Access refused",
                                      denied.message), denied.status)
 
