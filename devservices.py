@@ -34,7 +34,10 @@ def free_ports(count: int) -> list[int]:
 
 
 def port_in_use(port: int) -> bool:
+    """Something listens on the port (closed connections in TIME_WAIT do not count, as for Azurite's
+    own listening socket)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
