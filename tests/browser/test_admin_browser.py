@@ -6,6 +6,8 @@ are built on another branch; until they are registered the page shows the sectio
 available (checked in the health test)."""
 from __future__ import annotations
 
+import base64
+import json
 import pathlib
 import subprocess
 import sys
@@ -204,3 +206,54 @@ def test_a_sync_shows_in_the_health_chart(context, serve, shots, consented):
     page.wait_for_selector("#writebacks-status:not(:empty)")
     status = page.text_content("#writebacks-status")
     assert "not available" in status or "No write-backs" in status
+
+
+@pytest.fixture(scope="module")
+def app_service_serve(tmp_path_factory):
+    """A second playground whose app believes App Service Authentication is in front: the browser
+    context below adds the principal header as App Service Authentication would."""
+    from devhost.testing import start_serve
+
+    process = start_serve(tmp_path_factory.mktemp("serve-app-service"), simulator=True,
+                          env={"PCSYNC_ADMIN_AUTH": "app_service"})
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def _principal(*roles):
+    claims = [{"typ": "name", "val": "ann@contoso.test"}] + [{"typ": "roles", "val": r} for r in roles]
+    return base64.b64encode(json.dumps({"auth_typ": "aad", "claims": claims}).encode()).decode()
+
+
+def test_behind_app_service_authentication_the_page_works_through_the_gateway(browser, app_service_serve, shots):
+    serve = app_service_serve
+    outsider = browser.new_context(extra_http_headers={"X-MS-CLIENT-PRINCIPAL": _principal("pcsync.Reader")})
+    try:
+        page = outsider.new_page()
+        answer = page.goto(serve.admin_url)
+        assert answer.status == 403 and page.locator("#app").count() == 0
+        shots(page, "a user without the role")
+    finally:
+        outsider.close()
+    admin = browser.new_context(extra_http_headers={"X-MS-CLIENT-PRINCIPAL": _principal("pcsync.Admin")})
+    try:
+        page = admin.new_page()
+        page.goto(serve.admin_url)
+        page.wait_for_selector("#app:not([hidden])")
+        assert page.is_hidden("#signin") and "ann@contoso.test" in page.text_content("#who")
+        page.fill("#field-id", "gateway-us")
+        page.fill("#field-name", "Through the gateway")
+        page.fill("#field-countryCode", "US")
+        page.fill("#field-currencyCode", "USD")
+        page.fill("#field-tenantId", "nope")
+        page.click("#save")
+        page.wait_for_selector("#problem-tenantId:not(:empty)")
+        page.fill("#field-tenantId", serve.simulator.tenant_id)
+        page.click("#save")
+        page.wait_for_selector("tr[data-provider='gateway-us']")
+        shots(page, "saved through the gateway")
+    finally:
+        admin.close()
+    assert serve.get("/api/providers/gateway-us").json()["name"] == "Through the gateway"
