@@ -1,5 +1,6 @@
 # Two commands: `make demo` and `make test`. Both set themselves up (venv, pip, npm ci) and are
-# fast when nothing changed.
+# fast when nothing changed. `make serve` runs the local playground (README "Run locally") the
+# same way; SERVE_ARGS adds options, e.g. `make serve SERVE_ARGS=--run-timers-now`.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -33,6 +34,9 @@ test: setup browser
 
 demo: setup
 	$(PY) demo.py
+
+serve: setup
+	$(VENV)/bin/pcsync serve --simulator $(SERVE_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .demo .pytest_cache

@@ -31,6 +31,9 @@ def register(subparsers: Any) -> None:
     # its own dest: the top-level --settings (read by every command) stays usable before `serve`
     parser.add_argument("--settings", dest="serve_settings", default=None,
                         help="local.settings.json to read (default ./local.settings.json)")
+    parser.add_argument("--services-only", action="store_true",
+                        help="with --simulator: start Azurite and the simulator only, for `func start` (Core Tools) "
+                             "to host the functions against them")
     parser.add_argument("--run-timers-now", action="store_true", help="fire every timer once at start")
     parser.add_argument("--no-timers", action="store_true", help="do not run the timers (schedules are still shown)")
     parser.set_defaults(handler=serve, reads_settings=True)

@@ -16,13 +16,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Mapping
 
+from shared.errors import NotConfigured
+
 ROUTE_PREFIX = "api"
 _SETTING_EXPRESSION = re.compile(r"%([^%]+)%")
 # {name}, {name:constraint}, {name?}, {*name} (catch-all, the rest of the path)
 _ROUTE_PARAMETER = re.compile(r"\{(\*?)([A-Za-z_][A-Za-z0-9_]*)(?::[^}?]*)?(\??)\}")
 
 
-class HostingError(ValueError):
+class HostingError(NotConfigured):
     """The function app cannot be hosted as it stands (an unsupported binding, a bad host.json)."""
 
 

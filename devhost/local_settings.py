@@ -9,11 +9,13 @@ import pathlib
 import secrets
 from typing import Any, MutableMapping
 
+from shared.errors import NotConfigured
+
 FUNCTION_KEY_SETTING = "PCSYNC_LOCAL_FUNCTION_KEY"
 SAMPLE = pathlib.Path(__file__).resolve().parent.parent / "local.settings.json.sample"
 
 
-class LocalSettingsError(ValueError):
+class LocalSettingsError(NotConfigured):
     """local.settings.json is missing or unreadable; the message says which file and why."""
 
 

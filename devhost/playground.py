@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
 from devhost import local_settings
+from shared.errors import Unavailable
 
 PLAYGROUND_FILE = "playground.json"
 SIMULATOR_FILE = "simulator.json"
@@ -92,17 +93,31 @@ def _seed_client_secret(sim, connection: str) -> None:
 
 
 @contextlib.contextmanager
+def _azurite(data_dir: pathlib.Path, ports: dict) -> Iterator[str]:
+    from devservices import ServiceUnavailable, running_azurite
+
+    try:
+        context = running_azurite(location=data_dir / "azurite", ports=tuple(ports["azurite"]))
+        connection = context.__enter__()
+    except ServiceUnavailable as exc:
+        raise Unavailable(f"Azurite for the playground in {data_dir}: {exc}") from None
+    try:
+        yield connection
+    finally:
+        context.__exit__(None, None, None)
+
+
+@contextlib.contextmanager
 def running_playground(data_dir: pathlib.Path, settings_path: pathlib.Path, *, port: int,
                        say: Callable[[str], None]) -> Iterator[Playground]:
     """Azurite and the simulator for the playground, and a settings file that matches them."""
-    from devservices import running_azurite
     from simulator.config import SimulatorConfig
     from simulator.persistence import PersistentSimulator
 
     data_dir = data_dir.resolve()
     ports = _ports(data_dir)
     (data_dir / "azurite").mkdir(parents=True, exist_ok=True)
-    with running_azurite(location=data_dir / "azurite", ports=tuple(ports["azurite"])) as connection:
+    with _azurite(data_dir, ports) as connection:
         persistent = PersistentSimulator(str(data_dir / "simulator"), SimulatorConfig(port=ports["simulator"]))
         persistent.start()
         try:

@@ -139,14 +139,29 @@ def _serve(args: argparse.Namespace, settings_path: pathlib.Path, announce: Call
     return 0
 
 
+def _services_only(playground: Playground, port: int) -> int:
+    """The playground without the host: `func start` serves the functions against it."""
+    stopping = _stop_event()
+    say(f"Admin page: {admin_url(port)} (once `func start` serves the functions)")
+    _announce_sign_in(playground)
+    say(READY)
+    stopping.wait()
+    say("Stopping.")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     _configure_logging()
     settings_path = pathlib.Path(args.serve_settings or args.settings or "local.settings.json").resolve()
+    if args.services_only and not args.simulator:
+        raise local_settings.LocalSettingsError("--services-only starts the playground's services: add --simulator")
     with contextlib.ExitStack() as stack:
         announce: Callable[[], None] = lambda: None   # noqa: E731
         if args.simulator:
             playground = stack.enter_context(running_playground(
                 pathlib.Path(args.data_dir), settings_path, port=args.port, say=say))
             _announce_playground(playground, settings_path)
+            if args.services_only:
+                return _services_only(playground, args.port)
             announce = lambda: _announce_sign_in(playground)   # noqa: E731
         return _serve(args, settings_path, announce)
