@@ -104,10 +104,15 @@ def route_pattern(route: str) -> re.Pattern:
     """A Functions route template as a regex over the path after /api/."""
     parts, end = [], 0
     for match in _ROUTE_PARAMETER.finditer(route):
-        parts.append(re.escape(route[end:match.start()]))
+        literal = route[end:match.start()]
         catch_all, name, optional = match.groups()
         body = f"(?P<{name}>.*)" if catch_all else f"(?P<{name}>[^/]+)"
-        parts.append(f"{body}?" if optional and not catch_all else body)
+        if (catch_all or optional) and literal.endswith("/"):
+            # "files/{*rest}" and "items/{id?}" also match "files" and "items"
+            literal, body = literal[:-1], f"(?:/{body})?"
+        elif optional:
+            body += "?"
+        parts += [re.escape(literal), body]
         end = match.end()
     parts.append(re.escape(route[end:]))
     return re.compile("^" + "".join(parts).strip("/") + "$", re.IGNORECASE)
