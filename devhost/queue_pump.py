@@ -19,6 +19,7 @@ from typing import Any, Mapping
 from azure.functions.queue import QueueMessage
 
 from devhost.index import QueueFunction, QueueOptions, invoke
+from devhost.listener import Listener
 
 log = logging.getLogger("devhost.queues")
 POISON_SUFFIX = "-poison"
@@ -69,33 +70,30 @@ def function_message(message: Any, body: bytes) -> QueueMessage:
                         time_next_visible=message.next_visible_on, pop_receipt=message.pop_receipt)
 
 
-class QueuePump:
+class QueuePump(Listener):
     """One function's listener: a polling thread and a pool of ``batchSize`` workers."""
 
     def __init__(self, function: QueueFunction, connection: str, options: QueueOptions):
+        super().__init__(f"poll-{function.name}")
         self.function, self.options = function, options
         self.queue = queue_client(connection, function.queue_name)
         self.poison = queue_client(connection, function.queue_name + POISON_SUFFIX)
-        self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(options.batch_size, thread_name_prefix=f"queue-{function.name}")
         self._in_flight = 0
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._poll, name=f"poll-{function.name}", daemon=True)
 
     def start(self) -> "QueuePump":
         _ensure_queue(self.queue)
-        self._thread.start()
+        super().start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
+        super().stop()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     # -- polling --------------------------------------------------------------------------
 
-    def _poll(self) -> None:
+    def _run(self) -> None:
         delay = FIRST_POLL_SECONDS
         ceiling = max(self.options.max_polling_interval.total_seconds(), FIRST_POLL_SECONDS)
         while not self._stop.is_set():

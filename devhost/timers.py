@@ -7,7 +7,6 @@ fires once when it ends, with ``past_due`` set, as the host's singleton timer do
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Mapping
@@ -16,6 +15,7 @@ from azure.functions.timer import TimerRequest
 
 from admin.doctor import next_occurrences
 from devhost.index import TimerFunction, invoke, resolve_setting_expressions
+from devhost.listener import Listener
 
 log = logging.getLogger("devhost.timers")
 # a run that starts this much after its occurrence is past due (the host's own slack is similar)
@@ -67,23 +67,13 @@ def fire(timer: ScheduledTimer, *, past_due: bool) -> bool:
     return True
 
 
-class TimerRunner:
+class TimerRunner(Listener):
     """One thread per timer: sleep until the next occurrence, fire, repeat."""
 
     def __init__(self, timer: ScheduledTimer, *, fire_first: bool = False,
                  clock: Callable[[], datetime] = _utcnow):
+        super().__init__(f"timer-{timer.function.name}")
         self.timer, self.fire_first, self.clock = timer, fire_first, clock
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"timer-{timer.function.name}", daemon=True)
-
-    def start(self) -> "TimerRunner":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
 
     def _run(self) -> None:
         if self.fire_first:

@@ -3,28 +3,18 @@ with the host's key check, a timer on a short schedule that fans out to the queu
 restart that keeps the data and the consent."""
 from __future__ import annotations
 
-import time
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 
 from devhost.testing import start_serve
+from tests.devhost.support import wait_for
 from devservices import register_and_consent
 from sync.runs import list_runs
 
 # every three seconds (the schedule the test gives; the settings file keeps the real one)
 SHORT_SCHEDULE = "*/3 * * * * *"
-
-
-def _wait_for(predicate, timeout: float = 90.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +84,7 @@ def test_the_timer_fires_on_its_schedule_and_feeds_the_queue_trigger(playground)
         by_queue = [r for r in runs if r.get("customer_id")]
         return (by_timer, by_queue) if by_timer and by_queue else None
 
-    by_timer, by_queue = _wait_for(timer_and_queue_runs,
+    by_timer, by_queue = wait_for(timer_and_queue_runs,
                                    what="a customers run by the timer and a customer run by the queue trigger")
     assert by_timer[0]["rows_written"] > 0 and by_queue
 

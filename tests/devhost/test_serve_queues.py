@@ -10,6 +10,7 @@ import time
 import pytest
 
 from devhost.testing import start_serve
+from tests.devhost.support import wait_for
 from shared.providers import ConsentStatus
 from sync.names import SYNC_CUSTOMER_QUEUE
 from tests.conftest import unavailable
@@ -38,16 +39,6 @@ def _queue(connection: str, name: str):
 
 def _send_base64(connection: str, queue: str, text: str) -> None:
     _queue(connection, queue).send_message(base64.b64encode(text.encode()).decode())
-
-
-def _wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _contents(connection: str, queue: str) -> list[str]:
@@ -93,7 +84,7 @@ def test_a_failing_message_moves_to_poison_after_max_dequeue_count(serve, azurit
     encoded = base64.b64encode(body.encode()).decode()
     _queue(azurite, SYNC_CUSTOMER_QUEUE).send_message(encoded)
 
-    poisoned = _wait_for(lambda: encoded in _contents(azurite, SYNC_CUSTOMER_QUEUE + "-poison"),
+    poisoned = wait_for(lambda: encoded in _contents(azurite, SYNC_CUSTOMER_QUEUE + "-poison"),
                          what="the message in the poison queue")
     assert poisoned
     assert encoded not in _contents(azurite, SYNC_CUSTOMER_QUEUE)   # moved, not copied
@@ -106,7 +97,7 @@ def test_a_failing_message_moves_to_poison_after_max_dequeue_count(serve, azurit
 
 def test_a_message_that_is_not_base64_goes_to_poison_without_a_run(serve, azurite):
     _queue(azurite, SYNC_CUSTOMER_QUEUE).send_message("{not base64}")
-    _wait_for(lambda: "{not base64}" in _contents(azurite, SYNC_CUSTOMER_QUEUE + "-poison"),
+    wait_for(lambda: "{not base64}" in _contents(azurite, SYNC_CUSTOMER_QUEUE + "-poison"),
               what="the undecodable message in the poison queue")
     assert "{not base64}" not in _contents(azurite, SYNC_CUSTOMER_QUEUE)
 
@@ -115,6 +106,6 @@ def test_a_message_the_app_rejects_is_completed_not_poisoned(serve, azurite):
     # a malformed body is dropped by the app (retrying cannot fix it): the host deletes it
     _send_base64(azurite, SYNC_CUSTOMER_QUEUE, json.dumps({"provider": "qp", "customer": "not-a-guid"}))
     encoded = base64.b64encode(json.dumps({"provider": "qp", "customer": "not-a-guid"}).encode()).decode()
-    _wait_for(lambda: encoded not in _contents(azurite, SYNC_CUSTOMER_QUEUE), what="the message completed")
+    wait_for(lambda: encoded not in _contents(azurite, SYNC_CUSTOMER_QUEUE), what="the message completed")
     time.sleep(1)
     assert encoded not in _contents(azurite, SYNC_CUSTOMER_QUEUE + "-poison")
