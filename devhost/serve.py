@@ -20,6 +20,7 @@ from typing import Callable
 from devhost import local_settings
 from devhost.index import FunctionIndex, HostOptions, index_functions, read_host_json
 from devhost.playground import Playground, running_playground
+from shared.errors import Unavailable
 
 READY = "Ready."
 WAITRESS_THREADS = 8
@@ -155,6 +156,10 @@ def run(args: argparse.Namespace) -> int:
     settings_path = pathlib.Path(args.serve_settings or args.settings or "local.settings.json").resolve()
     if args.services_only and not args.simulator:
         raise local_settings.LocalSettingsError("--services-only starts the playground's services: add --simulator")
+    from devservices import port_in_use
+
+    if not args.services_only and args.host in ("127.0.0.1", "localhost") and port_in_use(args.port):
+        raise Unavailable(f"port {args.port} is in use (another pcsync serve or func start?): stop it or pass --port")
     with contextlib.ExitStack() as stack:
         announce: Callable[[], None] = lambda: None   # noqa: E731
         if args.simulator:

@@ -34,37 +34,36 @@ def unavailable(reason: str):
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
-def azurite():
-    """Connection string of an in-memory Azurite started for this test session."""
-    from devservices import ServiceUnavailable, running_azurite
+def started(context):
+    """Enter a devservices context for a fixture and yield what it gives; a service that cannot
+    start is unavailable (a failure under CI)."""
+    from devservices import ServiceUnavailable
 
     try:
-        context = running_azurite()
-        connection = context.__enter__()
+        value = context.__enter__()
     except ServiceUnavailable as exc:
         unavailable(str(exc))
     try:
-        yield connection
+        yield value
     finally:
         context.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def azurite():
+    """Connection string of an in-memory Azurite started for this test session."""
+    from devservices import running_azurite
+
+    yield from started(running_azurite())
 
 
 @pytest.fixture(scope="session")
 def azurite_oauth(tmp_path_factory):
     """A second in-memory Azurite that accepts only bearer tokens, over HTTPS with a certificate
     generated for this session (the stand-in for identity-based storage)."""
-    from devservices import ServiceUnavailable, running_azurite_oauth
+    from devservices import running_azurite_oauth
 
-    try:
-        context = running_azurite_oauth(tmp_path_factory.mktemp("azurite-oauth"))
-        endpoints = context.__enter__()
-    except ServiceUnavailable as exc:
-        unavailable(str(exc))
-    try:
-        yield endpoints
-    finally:
-        context.__exit__(None, None, None)
+    yield from started(running_azurite_oauth(tmp_path_factory.mktemp("azurite-oauth")))
 
 
 @pytest.fixture

@@ -104,7 +104,7 @@ def test_a_restart_keeps_the_provider_the_consent_and_the_data(tmp_path):
         assert first.get("/api/providers/restartp").json()["consent"]["status"] == "active"
         key, settings_before = first.function_key, first.values
 
-    with start_serve(tmp_path, extra_args=["--no-timers"]) as second:
+    with start_serve(tmp_path, extra_args=["--run-timers-now"]) as second:
         assert any("state restored" in line for line in second.output)
         assert not any(line.startswith("Wrote ") for line in second.output)   # the settings file is kept
         assert second.function_key == key and second.values == settings_before
@@ -114,3 +114,8 @@ def test_a_restart_keeps_the_provider_the_consent_and_the_data(tmp_path):
         # the simulator still knows the app, its secret in Key Vault and the refresh token
         report = second.request("POST", "/api/providers/restartp/verify").json()
         assert report["passed"], report
+        # --run-timers-now: the customers timer ran once at start and synced with the kept consent
+        services = second.services()
+        wait_for(lambda: [r for r in list_runs(services.tables, "restartp")
+                          if r["stream"] == "customers" and r["outcome"] == "succeeded"],
+                 what="the customers run fired by --run-timers-now")

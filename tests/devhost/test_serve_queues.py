@@ -13,7 +13,7 @@ from devhost.testing import start_serve
 from tests.devhost.support import wait_for
 from shared.providers import ConsentStatus
 from sync.names import SYNC_CUSTOMER_QUEUE
-from tests.conftest import unavailable
+from tests.conftest import started
 
 TENANT = "cd613e30-d8f1-4adf-91b7-584a2265b1f5"
 CUSTOMER = "2f0c3b4e-6a1d-4e5f-9b8a-7c6d5e4f3a2b"
@@ -49,17 +49,9 @@ def _contents(connection: str, queue: str) -> list[str]:
 def azurite():
     """An Azurite of this module's own: the host listens on its queues, which must not take the
     messages other tests put on the session's Azurite."""
-    from devservices import ServiceUnavailable, running_azurite
+    from devservices import running_azurite
 
-    try:
-        context = running_azurite()
-        connection = context.__enter__()
-    except ServiceUnavailable as exc:
-        unavailable(str(exc))
-    try:
-        yield connection
-    finally:
-        context.__exit__(None, None, None)
+    yield from started(running_azurite())
 
 
 @pytest.fixture(scope="module")
