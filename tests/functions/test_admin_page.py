@@ -101,25 +101,28 @@ def _runs(runtime, provider_id):
     from sync.runs import RunOutcome, RunResult, record_run
 
     now = datetime.now(timezone.utc)
+    started_at = {}
     for days_ago, stream, outcome, written in ((0, "customers", RunOutcome.SUCCEEDED, 40),
                                                (0, "subscriptions", RunOutcome.FAILED, 3),
                                                (2, "customers", RunOutcome.SUCCEEDED, 5),
                                                (40, "customers", RunOutcome.SUCCEEDED, 999)):
         started = now - timedelta(days=days_ago, minutes=5)
+        started_at.setdefault(days_ago, started)
         run = RunResult(provider_id, stream, started_at=started, rows_written=written, calls=7, throttled_429=1)
         run.end(outcome, error="boom" if outcome is RunOutcome.FAILED else None)
         run.finished_at = started + timedelta(seconds=12)
         record_run(runtime.tables, run)
+    return started_at
 
 
 def test_health_counts_runs_per_day_and_the_last_run_of_each_stream(call, runtime):
     runtime.providers.put_provider("contoso", VALID)
-    _runs(runtime, "contoso")
+    started_at = _runs(runtime, "contoso")
     response, body = call("provider_health", request("GET", "providers/contoso/health", params={"days": "30"},
                                                      route_params={"id": "contoso"}))
     health = json.loads(body)
     assert response.status_code == 200 and len(health["days"]) == 30
-    today = health["days"][-1]
+    today = next(d for d in health["days"] if d["date"] == started_at[0].date().isoformat())  # midnight-proof
     assert today["runs"] == 2 and today["rowsWritten"] == 43 and today["failures"] == 1 and today["calls"] == 14
     assert today["throttled429"] == 2 and today["durationS"] == 24
     assert sum(d["runs"] for d in health["days"]) == 3  # the run 40 days ago is outside
