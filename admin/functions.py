@@ -70,14 +70,26 @@ def _refused(denied: Denied, *, as_json: bool) -> func.HttpResponse:
     if as_json:
         return json_response({"error": denied.message, "reason": str(denied.reason)}, denied.status,
                              headers=with_security_headers())
-    return _html(render_message_page("Not signed in" if denied.status == 401 else "Access refused",
-                                     denied.message), denied.status)
+    title = {401: "Not signed in", 403: "Access refused"}.get(denied.status, "Admin page unavailable")
+    return _html(render_message_page(title, denied.message), denied.status)
 
 
-def _settings() -> Any:
+UNCONFIGURED = Denied(Refusal.UNCONFIGURED)
+
+
+def _admit(req: func.HttpRequest, *, as_json: bool) -> tuple[Any, Any] | func.HttpResponse:
+    """(settings, principal or None) for a caller the page's mode lets in, else the refusal."""
     from bootstrap import get_services
 
-    return get_services().settings
+    try:
+        settings = get_services().settings
+    except Exception as exc:  # noqa: BLE001 - e.g. a malformed setting: the log names it, the page does not
+        log.error("admin page: the app settings cannot be used: %s: %s", type(exc).__name__, exc)
+        return _refused(UNCONFIGURED, as_json=as_json)
+    try:
+        return settings, authenticate(req.headers, settings.admin_auth, settings.admin_role)
+    except Denied as denied:
+        return _refused(denied, as_json=as_json)
 
 
 @bp.function_name("admin_page")
@@ -85,11 +97,10 @@ def _settings() -> Any:
 def admin_page(req: func.HttpRequest) -> func.HttpResponse:
     from .page import render_admin_page
 
-    settings = _settings()
-    try:
-        principal = authenticate(req.headers, settings.admin_auth, settings.admin_role)
-    except Denied as denied:
-        return _refused(denied, as_json=False)
+    admitted = _admit(req, as_json=False)
+    if isinstance(admitted, func.HttpResponse):
+        return admitted
+    settings, principal = admitted
     return _html(render_admin_page(settings.admin_auth, user=principal.name if principal else None))
 
 
@@ -100,12 +111,11 @@ def admin_static(req: func.HttpRequest) -> func.HttpResponse:
     Authentication only for a signed-in admin, like the page."""
     from .page import AssetNotFound, asset
 
-    settings = _settings()
+    admitted = _admit(req, as_json=True)
+    if isinstance(admitted, func.HttpResponse):
+        return admitted
     try:
-        authenticate(req.headers, settings.admin_auth, settings.admin_role)
         found = asset(req.route_params.get("name", ""))
-    except Denied as denied:
-        return _refused(denied, as_json=True)
     except AssetNotFound:
         return func.HttpResponse("not found", status_code=404, mimetype="text/plain", headers=with_security_headers())
     return func.HttpResponse(found.body, status_code=200, headers=with_security_headers({"Content-Type": found.content_type}))
@@ -135,9 +145,11 @@ def admin_consent_start(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="admin/api/{*path}", methods=["GET", "POST", "PUT"], auth_level=func.AuthLevel.ANONYMOUS)
 def admin_api(req: func.HttpRequest) -> func.HttpResponse:
     """The JSON API for the page behind App Service Authentication (admin/gateway.py)."""
-    settings = _settings()
+    admitted = _admit(req, as_json=True)
+    if isinstance(admitted, func.HttpResponse):
+        return admitted
+    settings, _ = admitted
     try:
-        authenticate(req.headers, settings.admin_auth, settings.admin_role)
         if settings.admin_auth is not AdminAuth.APP_SERVICE:
             raise Denied(Refusal.GATEWAY_OFF)  # with the function key the page calls /api/... itself
         check_same_origin(req.method, req.headers, req.url)

@@ -56,9 +56,11 @@ class Refusal(enum.StrEnum):
     MISSING_ROLE = "missing_role"
     GATEWAY_OFF = "gateway_off"  # the gateway serves App Service Authentication only
     CROSS_SITE = "cross_site"
+    UNCONFIGURED = "unconfigured"  # the app settings cannot be read: nobody is let in
 
 
-REFUSAL_STATUS = {Refusal.MISSING_ROLE: 403, Refusal.CROSS_SITE: 403, Refusal.GATEWAY_OFF: 404}
+REFUSAL_STATUS = {Refusal.MISSING_ROLE: 403, Refusal.CROSS_SITE: 403, Refusal.GATEWAY_OFF: 404,
+                  Refusal.UNCONFIGURED: 500}
 REFUSAL_MESSAGE = {
     Refusal.FORGED_PRINCIPAL: "X-MS-CLIENT-PRINCIPAL is not accepted: App Service Authentication is not in "
                               "front of this app (PCSYNC_ADMIN_AUTH=function_key)",
@@ -67,6 +69,7 @@ REFUSAL_MESSAGE = {
     Refusal.MISSING_ROLE: "the signed-in user lacks the admin app role",
     Refusal.GATEWAY_OFF: "not found",
     Refusal.CROSS_SITE: "cross-site request refused",
+    Refusal.UNCONFIGURED: "pcsync's app settings cannot be used; the log names the setting to fix",
 }
 
 

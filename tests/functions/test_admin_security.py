@@ -175,3 +175,17 @@ def test_answers_carry_a_strict_content_security_policy(call, runtime, name, rou
     assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["X-Frame-Options"] == "DENY" and response.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize("name,route,route_params", [("admin_page", "admin", {}),
+                                                     ("admin_api", "admin/api/providers", {"path": "providers"})])
+def test_malformed_settings_let_nobody_in_and_name_no_value(call, runtime, monkeypatch, name, route, route_params):
+    from bootstrap import install_services
+
+    install_services(None)  # the next call builds the Services from this environment
+    monkeypatch.setenv("PCSYNC_STORAGE", runtime.settings.storage.connection_string)
+    monkeypatch.setenv("PCSYNC_ADMIN_AUTH", "trust-everyone")
+    forged = {"X-MS-CLIENT-PRINCIPAL": principal("pcsync.Admin"), "X-PCSYNC-Admin": "1"}
+    response, body = call(name, request("GET", route, route_params=route_params, headers=forged))
+    assert response.status_code == 500 and "trust-everyone" not in body and "AccountKey" not in body
+    assert "app settings cannot be used" in body
