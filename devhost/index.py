@@ -12,6 +12,7 @@ import inspect
 import json
 import pathlib
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Mapping
@@ -51,9 +52,17 @@ def resolve_setting_expressions(text: str, environ: Mapping[str, str]) -> str:
 
 
 def invoke(function: Callable[..., Any], arguments: dict[str, Any]) -> Any:
-    """Call a user function the way the worker does: async functions run to completion."""
+    """Call a user function the way the worker does: async functions run to completion (on a
+    thread of their own when this thread already runs an event loop)."""
     result = function(**arguments)
-    return asyncio.run(result) if inspect.isawaitable(result) else result
+    if not inspect.isawaitable(result):
+        return result
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(result)
+    with ThreadPoolExecutor(1, thread_name_prefix="async-function") as pool:
+        return pool.submit(asyncio.run, result).result()
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,9 @@ def index_functions(app: Any) -> FunctionIndex:
     """The app's functions by trigger. Other input or output bindings are refused: the functions
     of this app take their trigger only, and a silently missing binding would hide a bug."""
     default_level = AuthLevel(_text(getattr(app, "auth_level", "function")).lower())
+    # get_functions() keeps what it validated on the app and refuses to run twice; start afresh
+    # (a test may have indexed the same app already)
+    app.functions_bindings = {}
     http, queues, timers = [], [], []
     for fn in app.get_functions():
         name, trigger = fn.get_function_name(), fn.get_trigger()

@@ -135,7 +135,8 @@ class PersistentSimulator:
         if digest == self._saved_digest:
             return
         partial = self.state_path + ".partial"
-        with open(partial, "wb") as fh:
+        # owner-only: the state holds the app's secret and the refresh tokens it issued
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
             fh.write(data)
         os.replace(partial, self.state_path)
         self._saved_digest = digest

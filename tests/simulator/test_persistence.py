@@ -2,8 +2,6 @@
 its state (the local playground's restart)."""
 from __future__ import annotations
 
-import os
-
 from simulator.config import SimulatorConfig
 from simulator.persistence import STATE_FILE, PersistentSimulator
 from simulator.testing import RunningSimulator
@@ -26,7 +24,7 @@ def test_a_restarted_simulator_keeps_its_keys_identities_and_changes(tmp_path):
     finally:
         sim.control.close()
         first.stop()
-    assert os.path.exists(tmp_path / STATE_FILE)
+    assert (tmp_path / STATE_FILE).stat().st_mode & 0o077 == 0   # it holds secrets and refresh tokens
 
     second, again = _start(tmp_path)
     try:

@@ -102,3 +102,12 @@ def test_a_failing_function_is_a_bare_500(host):
 
 def test_an_async_function_without_a_response_is_204(host):
     assert call(host, "GET", "/api/nothing")["status"] == 204
+
+
+def test_an_async_function_runs_even_under_a_running_event_loop(host):
+    import asyncio
+
+    async def inside_a_loop():
+        return call(host, "GET", "/api/nothing")["status"]
+
+    assert asyncio.run(inside_a_loop()) == 204

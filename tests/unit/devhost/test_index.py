@@ -128,3 +128,9 @@ def test_the_cli_loads_the_host_only_when_serve_runs():
             "print(sorted(m for m in sys.modules if m.startswith(('devhost', 'waitress', 'simulator'))))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "['devhost', 'devhost.cli']"
+
+
+def test_an_app_indexed_before_is_indexed_again():
+    app = _app()
+    app.get_functions()   # as a test fixture or another tool may have done
+    assert len(index_functions(app).http) == 3
