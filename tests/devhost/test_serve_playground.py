@@ -119,3 +119,22 @@ def test_a_restart_keeps_the_provider_the_consent_and_the_data(tmp_path):
         wait_for(lambda: [r for r in list_runs(services.tables, "restartp")
                           if r["stream"] == "customers" and r["outcome"] == "succeeded"],
                  what="the customers run fired by --run-timers-now")
+
+
+def test_services_only_starts_the_playground_for_core_tools_without_hosting(tmp_path):
+    with start_serve(tmp_path, extra_args=["--services-only"]) as services_only:
+        assert services_only.simulator.control.health()["status"] == "ok"
+        assert services_only.values["PCSYNC_STORAGE"] == services_only.connection_string
+        assert any(line.startswith("Admin page: ") for line in services_only.output)
+        with pytest.raises(requests.ConnectionError):   # `func start` serves the functions, not this process
+            requests.get(f"{services_only.base_url}/api/providers", timeout=5)
+
+
+def test_a_settings_file_that_does_not_match_the_playground_is_kept_and_named(tmp_path):
+    from devhost.local_settings import sample_values, write
+
+    write(tmp_path / "local.settings.json", {"IsEncrypted": False, "Values": sample_values()})
+    with start_serve(tmp_path, extra_args=["--services-only"]) as services_only:
+        warning = [line for line in services_only.output if line.startswith("warning: ")]
+        assert warning and "PCSYNC_STORAGE" in warning[0] and "PCSYNC_PARTNER_CENTER_URL" in warning[0]
+        assert services_only.values == sample_values()   # not overwritten
