@@ -107,7 +107,8 @@ def _stop_event() -> threading.Event:
     return stopping
 
 
-def _serve(args: argparse.Namespace, settings_path: pathlib.Path, announce: Callable[[], None]) -> int:
+def _serve(args: argparse.Namespace, settings_path: pathlib.Path, announce: Callable[[], None],
+           stopping: threading.Event) -> int:
     """Index the app, start every listener, say where things are, serve until stopped."""
     local_settings.load_into(settings_path, os.environ)
     key = local_settings.ensure_function_key(settings_path, os.environ)
@@ -115,7 +116,6 @@ def _serve(args: argparse.Namespace, settings_path: pathlib.Path, announce: Call
 
     options = read_host_json(pathlib.Path(function_app.__file__).resolve().parent / "host.json", os.environ)
     index = index_functions(function_app.app)
-    stopping = _stop_event()
     server = _http_server(index, options, args, key)
     listeners = [*_queue_pumps(index, options), *_timers(index, args)]
     thread = threading.Thread(target=server.run, name="http", daemon=True)
@@ -140,9 +140,8 @@ def _serve(args: argparse.Namespace, settings_path: pathlib.Path, announce: Call
     return 0
 
 
-def _services_only(playground: Playground, port: int) -> int:
+def _services_only(playground: Playground, port: int, stopping: threading.Event) -> int:
     """The playground without the host: `func start` serves the functions against it."""
-    stopping = _stop_event()
     say(f"Admin page: {admin_url(port)} (once `func start` serves the functions)")
     _announce_sign_in(playground)
     say(READY)
@@ -160,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.services_only and args.host in ("127.0.0.1", "localhost") and port_in_use(args.port):
         raise Unavailable(f"port {args.port} is in use (another pcsync serve or func start?): stop it or pass --port")
+    # from here a Ctrl-C or SIGTERM stops in order (the simulator saves its state, Azurite stops)
+    stopping = _stop_event()
     with contextlib.ExitStack() as stack:
         announce: Callable[[], None] = lambda: None   # noqa: E731
         if args.simulator:
@@ -167,6 +168,6 @@ def run(args: argparse.Namespace) -> int:
                 pathlib.Path(args.data_dir), settings_path, port=args.port, say=say))
             _announce_playground(playground, settings_path)
             if args.services_only:
-                return _services_only(playground, args.port)
+                return _services_only(playground, args.port, stopping)
             announce = lambda: _announce_sign_in(playground)   # noqa: E731
-        return _serve(args, settings_path, announce)
+        return _serve(args, settings_path, announce, stopping)
