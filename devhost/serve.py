@@ -142,7 +142,8 @@ def _serve(args: argparse.Namespace, settings_path: pathlib.Path, announce: Call
 
 def _services_only(playground: Playground, port: int, stopping: threading.Event) -> int:
     """The playground without the host: `func start` serves the functions against it."""
-    say(f"Admin page: {admin_url(port)} (once `func start` serves the functions)")
+    say(f"Admin page: {admin_url(port)}")
+    say("  (served once `func start` runs the functions with this local.settings.json)")
     _announce_sign_in(playground)
     say(READY)
     stopping.wait()
