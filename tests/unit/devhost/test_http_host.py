@@ -106,8 +106,11 @@ def test_an_async_function_without_a_response_is_204(host):
 
 def test_an_async_function_runs_even_under_a_running_event_loop(host):
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     async def inside_a_loop():
         return call(host, "GET", "/api/nothing")["status"]
 
-    assert asyncio.run(inside_a_loop()) == 204
+    # on a thread of its own: this one may already run a loop another test left (Playwright's)
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(asyncio.run, inside_a_loop()).result() == 204
