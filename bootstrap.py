@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from shared.settings import DEFAULT_AUTHORITY_HOST, Settings
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only
+    from admin.alerts import AlertService
     from admin.providers import ProviderAdmin
     from auth.consent import ConsentService
     from auth.tokens import TokenProviders
@@ -330,6 +331,13 @@ class Services:
 
         return ProviderAdmin(tables=self.tables, providers=self.providers, refresh_tokens=self.refresh_token_store,
                              on_purged=self.forget_provider_state)
+
+    @_Once
+    def alerts(self) -> "AlertService":
+        """The admin page's alerts; a feature adds its own by adding a source here."""
+        from admin.alerts import AlertService, consent_alerts
+
+        return AlertService(self.providers, [consent_alerts(**self._clock_option())])
 
     @_Once
     def consent(self) -> "ConsentService":

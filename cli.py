@@ -81,9 +81,19 @@ def _command_groups() -> list[Callable[[Any], None]]:
         return checks(*given)
 
     return [admin_cli.register, auth_cli.register, sync_cli.register, writeback_cli.register, webhooks_cli.register,
-            inspect_cli.register, writeback_inspect_cli.register,
+            inspect_cli.register, writeback_inspect_cli.register, _serve_command,
             partial(doctor_cli.register, environment=load_environment, build_services=build_services,
                     app_checks=app_checks)]
+
+
+def _serve_command(subparsers: Any) -> None:
+    """`pcsync serve`, the local host: a development tool that is not deployed, so a CLI without it
+    simply has no serve command. Only its options load here; the host loads when it runs."""
+    try:
+        from devhost import cli as devhost_cli
+    except ImportError:
+        return
+    devhost_cli.register(subparsers)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,6 +33,18 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
+def port_in_use(port: int) -> bool:
+    """Something listens on the port (closed connections in TIME_WAIT do not count, as for Azurite's
+    own listening socket)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def wait_for_port(port: int, timeout: float = 20) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -53,18 +65,37 @@ def azurite_connection_string(blob: int, queue: int, table: int) -> str:
     )
 
 
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM when the starting thread dies, so a killed
+    playground leaves no Azurite holding its ports and folder."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 @contextlib.contextmanager
-def _azurite_process(extra_args: list[str]) -> Iterator[tuple[int, int, int]]:
-    """Start Azurite (in memory, free ports) with extra arguments; yield (blob, queue, table) ports."""
+def _azurite_process(extra_args: list[str], *, location: pathlib.Path | None = None,
+                     ports: tuple[int, int, int] | None = None) -> Iterator[tuple[int, int, int]]:
+    """Start Azurite (in memory unless ``location`` is given, on ``ports`` or free ones) with extra
+    arguments; yield (blob, queue, table) ports."""
     if not AZURITE_BIN.exists():
         raise ServiceUnavailable(f"{AZURITE_BIN} not found: run `npm ci` (make does)")
-    blob, queue, table = free_ports(3)
+    blob, queue, table = ports or free_ports(3)
+    busy = [port for port in ports or () if port_in_use(port)]
+    if busy:  # another process there would answer for Azurite
+        raise ServiceUnavailable(f"port(s) {', '.join(map(str, busy))} already in use: is another Azurite running?")
+    storage = ["--inMemoryPersistence"] if location is None else ["--location", str(location)]
     # Started directly, not through npx, so that terminate() stops the node process itself.
     proc = subprocess.Popen(
-        [str(AZURITE_BIN), "--silent", "--inMemoryPersistence", "--loose", "--skipApiVersionCheck",
+        [str(AZURITE_BIN), "--silent", *storage, "--loose", "--skipApiVersionCheck",
          "--disableTelemetry", "--blobPort", str(blob), "--queuePort", str(queue), "--tablePort", str(table),
          *extra_args],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=None if location is None else _die_with_parent,
     )
     try:
         for port in (blob, queue, table):
@@ -81,9 +112,12 @@ def _azurite_process(extra_args: list[str]) -> Iterator[tuple[int, int, int]]:
 
 
 @contextlib.contextmanager
-def running_azurite() -> Iterator[str]:
-    """Start Azurite (in memory, free ports) and yield its connection string."""
-    with _azurite_process([]) as (blob, queue, table):
+def running_azurite(*, location: pathlib.Path | None = None,
+                    ports: tuple[int, int, int] | None = None) -> Iterator[str]:
+    """Start Azurite and yield its connection string: in memory on free ports by default; with
+    ``location`` its data stays in that folder (the local playground), with ``ports`` on those
+    (blob, queue, table) ports, so a restarted Azurite answers on the same connection string."""
+    with _azurite_process([], location=location, ports=ports) as (blob, queue, table):
         yield azurite_connection_string(blob, queue, table)
 
 

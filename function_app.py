@@ -19,3 +19,5 @@ app.register_functions(sync_functions.bp)
 app.register_functions(invoice_functions.bp)
 app.register_functions(writeback_functions.bp)
 app.register_functions(webhook_functions.bp)
+# the admin page's gateway (App Service Authentication mode) runs the routes registered above
+admin_functions.gateway.bind(app)

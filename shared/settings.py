@@ -6,6 +6,7 @@ identity-based PCSYNC_STORAGE__* alternatives to the connection string); no othe
 """
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -68,6 +69,19 @@ AZURE_TENANT_ID_SETTING = "AZURE_TENANT_ID"
 AZURE_CLIENT_ID_SETTING = "AZURE_CLIENT_ID"
 AZURE_CLIENT_SECRET_SETTING = "AZURE_CLIENT_SECRET"
 AZURE_AUTHORITY_HOST_SETTING = "AZURE_AUTHORITY_HOST"
+
+
+# The admin page (admin/security.py): who may use it. ``function_key`` (default): the host checks the
+# function key the page sends as x-functions-key; ``app_service``: App Service Authentication (Entra
+# ID) is in front and the verified X-MS-CLIENT-PRINCIPAL must carry PCSYNC_ADMIN_ROLE.
+ADMIN_AUTH_SETTING = "PCSYNC_ADMIN_AUTH"
+ADMIN_ROLE_SETTING = "PCSYNC_ADMIN_ROLE"
+DEFAULT_ADMIN_ROLE = "pcsync.Admin"
+
+
+class AdminAuth(enum.StrEnum):
+    FUNCTION_KEY = "function_key"
+    APP_SERVICE = "app_service"
 
 
 class SettingsError(NotConfigured, ValueError):
@@ -273,6 +287,8 @@ class Settings:
     # (shared/call_budget.py); off = each process keeps its own budget.
     shared_budget: bool = True
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    admin_auth: AdminAuth = AdminAuth.FUNCTION_KEY
+    admin_role: str = DEFAULT_ADMIN_ROLE
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> "Settings":
@@ -288,6 +304,7 @@ class Settings:
             webhook_max_age_days=_whole_days(environ, "PCSYNC_WEBHOOK_MAX_AGE_DAYS", 7),
             ca_bundle=_text(environ, "PCSYNC_CA_BUNDLE") or None,
             telemetry=TelemetrySettings.from_environment(environ),
+            **_admin_settings(environ),
         )
 
     @property
@@ -340,6 +357,13 @@ def _budget_settings(environ: Mapping[str, str]) -> dict[str, Any]:
         "calls_per_minute": _calls_per_minute(environ, "PCSYNC_CALLS_PER_MINUTE", 450),
         "customer_calls_per_minute": _calls_per_minute(environ, "PCSYNC_CUSTOMER_CALLS_PER_MINUTE", None),
     }
+
+
+def _admin_settings(environ: Mapping[str, str]) -> dict[str, Any]:
+    raw = _text(environ, ADMIN_AUTH_SETTING, AdminAuth.FUNCTION_KEY).lower()
+    if raw not in tuple(AdminAuth):
+        raise SettingsError(f"{ADMIN_AUTH_SETTING} must be one of {', '.join(AdminAuth)}, got {raw!r}")
+    return {"admin_auth": AdminAuth(raw), "admin_role": _text(environ, ADMIN_ROLE_SETTING, DEFAULT_ADMIN_ROLE)}
 
 
 def _calls_per_minute(environ: Mapping[str, str], name: str, default: int | None) -> int | None:

@@ -293,12 +293,13 @@ class _HttpsServer(ThreadingHTTPServer):
 class SimulatorServer:
     """Binds the socket, generates key material, serves on a background thread or the caller's."""
 
-    def __init__(self, config: SimulatorConfig | None = None):
+    def __init__(self, config: SimulatorConfig | None = None, *, keys=None):
         # A private copy: runtime knob changes must not leak into the caller's object.
         self.config = dataclasses.replace(config) if config else SimulatorConfig()
         self._tempdir = tempfile.mkdtemp(prefix="pcsync-sim-")
         try:
-            self.keys = generate_key_material(self._tempdir)
+            # given keys (simulator.persistence keeps them across restarts) or fresh ones
+            self.keys = keys or generate_key_material(self._tempdir)
             self.httpd = _HttpsServer((self.config.host, self.config.port), _RequestHandler)
         except Exception:
             shutil.rmtree(self._tempdir, ignore_errors=True)

@@ -1,11 +1,13 @@
 """Blueprint of the inbound sync: the customers timer (the full sweep) and the sync-customer queue
-it fans out to. Schedules come from app settings (PCSYNC_SCHEDULE_<STREAM>)."""
+it fans out to, and the admin page's reads of runs and invoices. Schedules come from app settings
+(PCSYNC_SCHEDULE_<STREAM>)."""
 from __future__ import annotations
 
 import azure.functions as func
 
-from shared.edges import consume
+from shared.edges import NO_STORE, consume, json_call
 from shared.logging import get_logger
+from shared.provider_ids import validate_provider_id
 from shared.settings import STORAGE_SETTING
 
 from .names import SYNC_CUSTOMER_QUEUE
@@ -39,3 +41,41 @@ def sync_customer_queue(msg: func.QueueMessage) -> None:
 
     consume(msg, lambda body: get_services().sync.handle_customer_message(parse_customer_message(body)),
             what="sync-customer")
+
+
+# -- reads for the admin page's health section (function key, like every JSON route) ------------
+
+@bp.function_name("provider_health")
+@bp.route(route="providers/{id}/health", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def provider_health(req: func.HttpRequest) -> func.HttpResponse:
+    """``?days=30``: the provider's sync runs per day and the last run of each stream."""
+    from bootstrap import get_services
+
+    from .health import parse_days, provider_health as health
+
+    provider_id = req.route_params.get("id", "")
+
+    def read() -> dict:
+        validate_provider_id(provider_id)
+        services = get_services()
+        services.providers.get_provider(provider_id)  # 404 for an unknown provider
+        return health(services.tables, provider_id, days=parse_days(req.params.get("days")))
+
+    return json_call(read, what=f"health of provider {provider_id!r}", headers=NO_STORE)
+
+
+@bp.function_name("invoices_list")
+@bp.route(route="invoices", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def invoices_list(req: func.HttpRequest) -> func.HttpResponse:
+    """``?provider=P[&pageToken=T]``: the provider's invoices as ``pcsync invoices list --json``."""
+    from bootstrap import get_services
+
+    from .health import invoice_list
+
+    provider_id = req.params.get("provider") or ""
+
+    def read() -> dict:
+        validate_provider_id(provider_id)
+        return invoice_list(get_services().tables, provider_id, token=req.params.get("pageToken") or None)
+
+    return json_call(read, what="invoice list", headers=NO_STORE)

@@ -15,8 +15,9 @@ from tests.support import STORAGE_TEST_OPTIONS, simulator_runtime
 IN_CI = os.environ.get("CI", "").lower() == "true"
 TESTS = pathlib.Path(__file__).resolve().parent
 # The tiers by directory (see pyproject markers): unit tests use fakes only; function,
-# integration and simulator tests need Azurite and/or the simulator.
-INTEGRATION_DIRS = ("functions", "integration", "simulator")
+# integration and simulator tests need Azurite and/or the simulator; browser tests need Chromium
+# and `pcsync serve --simulator`; devhost tests run `pcsync serve` with Azurite (and the simulator).
+INTEGRATION_DIRS = ("functions", "integration", "simulator", "browser", "devhost")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -33,37 +34,36 @@ def unavailable(reason: str):
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
-def azurite():
-    """Connection string of an in-memory Azurite started for this test session."""
-    from devservices import ServiceUnavailable, running_azurite
+def started(context):
+    """Enter a devservices context for a fixture and yield what it gives; a service that cannot
+    start is unavailable (a failure under CI)."""
+    from devservices import ServiceUnavailable
 
     try:
-        context = running_azurite()
-        connection = context.__enter__()
+        value = context.__enter__()
     except ServiceUnavailable as exc:
         unavailable(str(exc))
     try:
-        yield connection
+        yield value
     finally:
         context.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def azurite():
+    """Connection string of an in-memory Azurite started for this test session."""
+    from devservices import running_azurite
+
+    yield from started(running_azurite())
 
 
 @pytest.fixture(scope="session")
 def azurite_oauth(tmp_path_factory):
     """A second in-memory Azurite that accepts only bearer tokens, over HTTPS with a certificate
     generated for this session (the stand-in for identity-based storage)."""
-    from devservices import ServiceUnavailable, running_azurite_oauth
+    from devservices import running_azurite_oauth
 
-    try:
-        context = running_azurite_oauth(tmp_path_factory.mktemp("azurite-oauth"))
-        endpoints = context.__enter__()
-    except ServiceUnavailable as exc:
-        unavailable(str(exc))
-    try:
-        yield endpoints
-    finally:
-        context.__exit__(None, None, None)
+    yield from started(running_azurite_oauth(tmp_path_factory.mktemp("azurite-oauth")))
 
 
 @pytest.fixture

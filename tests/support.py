@@ -72,3 +72,20 @@ class StorageTokenCredential:
         signing_input = part(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + part(json.dumps(claims).encode())
         signature = hmac.new(self._key, signing_input.encode(), hashlib.sha256).digest()
         return AccessToken(f"{signing_input}.{part(signature)}", now + 3600)
+
+
+def http_request(method: str, route: str, *, base: str = "http://localhost:7071", params=None, route_params=None,
+                 body: bytes = b"", headers=None):
+    """A real azure.functions HttpRequest for ``/api/<route>``, as the host hands it to a function."""
+    import azure.functions as func
+
+    return func.HttpRequest(method=method, url=f"{base}/api/{route}", body=body, params=params or {},
+                            route_params=route_params or {}, headers=headers or {})
+
+
+def function_caller(registered_functions):
+    """``call(name, request) -> (response, body text)`` through the registered app's functions."""
+    def call(name, req):
+        response = registered_functions[name].get_user_function()(req)
+        return response, response.get_body().decode()
+    return call

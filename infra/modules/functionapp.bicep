@@ -89,6 +89,10 @@ var pcsyncSettings = [
   { name: 'PCSYNC_SCHEDULE_WRITEBACKS', value: scheduleWritebacks }
   { name: 'PCSYNC_WEBHOOK_CERTIFICATE_HOSTS', value: webhookCertificateHosts }
   { name: 'PCSYNC_WEBHOOK_MAX_AGE_DAYS', value: '7' }
+  // the admin page (/api/admin) takes the function key: this template sets up no App Service
+  // Authentication, and app_service without it in front would trust nobody's principal header
+  { name: 'PCSYNC_ADMIN_AUTH', value: 'function_key' }
+  { name: 'PCSYNC_ADMIN_ROLE', value: 'pcsync.Admin' }
 ]
 
 var platformSettings = [

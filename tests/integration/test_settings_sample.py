@@ -56,7 +56,10 @@ def test_no_module_but_settings_reads_the_environment():
     offenders = []
     for path in ROOT.glob("*/**/*.py"):
         rel = path.relative_to(ROOT)
-        if rel.parts[0] in ("tests", "simulator", "benchmarks", ".venv", "node_modules") or rel.name == "settings.py":
+        # devhost is the local stand-in for the Functions host: putting app settings into the
+        # environment is its job, as it is the host's
+        if rel.parts[0] in ("tests", "simulator", "devhost", "benchmarks", ".venv", "node_modules") \
+                or rel.name == "settings.py":
             continue
         if re.search(r"os\.environ|os\.getenv", path.read_text()):
             offenders.append(str(rel))

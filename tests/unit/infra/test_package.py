@@ -72,7 +72,8 @@ def test_what_only_development_needs_is_not(package):
     for name in ("devservices.py", "demo.py", "local.settings.json", "local.settings.json.sample",
                  "pyproject.toml", "Makefile", "package.json", "azure.yaml"):
         assert name not in package, name
-    for folder in ("tests", "simulator", "benchmarks", "node_modules", ".venv", ".git", "infra", ".ci"):
+    for folder in ("tests", "simulator", "devhost", "benchmarks", "node_modules", ".venv", ".git", "infra", ".ci",
+                   ".pcsync-local"):
         assert not [p for p in package if p.startswith(folder + "/")], folder
     assert not [p for p in package if "__pycache__" in p.split("/") or p.endswith((".pyc", ".pem", ".pfx", ".key"))]
 

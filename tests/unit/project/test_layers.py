@@ -5,8 +5,8 @@
 
 ``shared/`` imports no feature; ``sync/`` and ``admin/`` do not import ``auth/`` (the token
 source is a protocol in shared/, injected by bootstrap.py); ``auth/`` imports neither ``sync/``
-nor ``admin/``; no production package imports the composition root, the simulator, dev tools or
-tests. Imports inside functions count too: a lazy import is still a dependency.
+nor ``admin/``; no production package imports the composition root, the simulator, dev tools
+(devservices, the local host ``devhost/``) or tests. Imports inside functions count too: a lazy import is still a dependency.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 PACKAGES = ("shared", "sync", "auth", "admin")
 ENTRY_POINTS = {"bootstrap", "function_app", "cli", "demo", "devservices"}
-DEV_ONLY = {"simulator", "tests", "benchmarks"}
+DEV_ONLY = {"simulator", "devhost", "tests", "benchmarks"}
 FORBIDDEN = {
     "shared": {"sync", "auth", "admin"},
     "sync": {"auth", "admin"},

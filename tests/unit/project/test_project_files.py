@@ -50,6 +50,9 @@ EXPECTED_FUNCTIONS = {
     "providers_list", "sync_customer_queue", "sync_customers_timer", "sync_invoices_timer", "verify_connectivity",
     "writebacks_dismiss", "writebacks_get", "writebacks_list", "writebacks_queue", "writebacks_retry",
     "writebacks_submit", "writebacks_timer",
+    # the admin page (admin/functions.py) and its reads (sync/functions.py)
+    "admin_api", "admin_consent_start", "admin_page", "admin_static", "alerts_list", "invoices_list",
+    "provider_health",
 }
 
 

@@ -5,7 +5,7 @@ import pathlib
 import re
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
-PACKAGES = ("admin", "auth", "shared", "sync")
+PACKAGES = ("admin", "auth", "shared", "sync", "devhost")
 
 
 def layout_paths() -> set[str]:
