@@ -179,6 +179,7 @@ class RunningSimulator:
     client_secret: str = field(repr=False)
     integration_user: str
     port: int
+    blob_url: str = ""       # the storage host of Graph export blobs (its own listener)
     control: SimulatorControl = field(init=False, repr=False)
     process: subprocess.Popen | None = field(default=None, repr=False)   # set by start_simulator_process
     _stopper: object = field(default=None, repr=False)
