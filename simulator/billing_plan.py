@@ -112,7 +112,10 @@ def _camel(name: str) -> str:
 def _extras(value) -> list[str]:
     """A list of kinds, or {kind: count}."""
     if isinstance(value, dict):
-        value = [kind for kind, count in value.items() for _ in range(int(count))]
+        try:
+            value = [kind for kind, count in value.items() for _ in range(int(count))]
+        except (TypeError, ValueError):
+            raise PlanError("extras counts must be integers") from None
     if not isinstance(value, list) or any(kind not in EXTRA_KINDS for kind in value):
         raise PlanError(f"extras must list kinds from {EXTRA_KINDS} (or map them to counts)")
     return list(value)

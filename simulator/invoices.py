@@ -24,6 +24,9 @@ _DETAIL_ENUMS = {OFFICE_BILLING: ("billing_line_items", "office"), AZURE_BILLING
                  DAILY_RATED_USAGE: ("usage_line_items", "one_time")}
 
 
+_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "AUD": "$", "SEK": "kr", "DKK": "kr"}
+
+
 def render_invoice(state: SimulatorState, invoice: Invoice) -> dict:
     kind_prefix = "OneTime" if invoice.is_new_commerce else "Recurring"
     details = []
@@ -38,7 +41,7 @@ def render_invoice(state: SimulatorState, invoice: Invoice) -> dict:
         "id": invoice.id, "invoiceDate": iso(invoice.invoice_date),
         "billingPeriodStartDate": iso(invoice.period_start), "billingPeriodEndDate": iso(invoice.period_end),
         "totalCharges": round(total_cents / 100, 2), "paidAmount": invoice.paid_amount,
-        "currencyCode": invoice.currency, "currencySymbol": "$",
+        "currencyCode": invoice.currency, "currencySymbol": _SYMBOLS.get(invoice.currency, invoice.currency),
         "pdfDownloadLink": f"/invoices/{invoice.id}/documents/statement",
         "taxReceipts": [], "invoiceDetails": details, "documentType": "invoice",
         "invoiceType": "OneTime" if invoice.is_new_commerce else "Recurring",

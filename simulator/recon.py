@@ -163,10 +163,11 @@ class NceFiles:
             return {**facts, "kind": kind, "cents": tdiv(amount * self._rate, 10 ** RATE_PLACES), "units": amount}
         unit_cents = 2_000 + h % 90_000
         eup = unit_cents * 10 ** (EUP_PLACES - 2)
-        customer = None if kind == "unknown_customer" else self._licenses[h % len(self._licenses)]
+        # reservations, savings plans and marketplace items are bought under the Azure plan subscription
+        owner = None if kind == "unknown_customer" else self._pairs[h % len(self._pairs)]
         return {"kind": kind, "h": h, "unit": unit_cents * 10 ** (UNIT_PLACES - 2), "eup": eup,
-                "customer": self._customer(customer[0] if customer else None, h),
-                "subscription": customer[1].id if customer and customer[1] else fake_guid(h ^ 0x5C),
+                "customer": self._customer(owner[0] if owner else None, h),
+                "subscription": owner[1].id if owner and owner[1] else fake_guid(h ^ 0x5C),
                 "product": _EXTRA_PRODUCTS[kind], "cents": self.license_cents(eup, 1)}
 
     def _mismatch_targets(self) -> dict[int, Decimal]:

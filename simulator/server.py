@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from simulator.certs import generate_key_material
 from simulator.clock import SimulatorClock, parse_iso
 from simulator.config import SimulatorConfig
+from simulator.billing_control import BillingControl
 from simulator.control import Control
 from simulator.entra import Entra
 from simulator.faults import MALFORMED, RESET, SERVER_ERROR, TOO_MANY, TRUNCATE, FaultInjector
@@ -70,8 +71,10 @@ class Simulator:
         self.entra = Entra(self.state, self.issuer, base_url)
         self.webhooks = Webhooks(self.state, pc_auth, keys, base_url)
         # Order matters: fixed paths are registered before the catch-all /{tenant}/... routes.
+        billing = BillingControl(self.state)
+        billing.register(self.router)
         Control(self.state, self.entra, self.faults, self.throttle, self.webhooks, keys.webhook_cert_pem,
-                self.info()).register(self.router)
+                self.info(), billing).register(self.router)
         PartnerCenter(self.state, pc_auth, self.faults).register(self.router)
         Invoices(self.state, pc_auth).register(self.router)
         self.webhooks.register(self.router)

@@ -123,7 +123,7 @@ class SimulatorState:
         ctx = StreamContext(seed=self.config.seed, key=f"unbilled-{period}-{currency.upper()}", invoice_number="",
                             partner=self.partner, customers=self.line_item_customers,
                             subscriptions=self.line_item_subscriptions, period_start=start, period_end=end,
-                            currency=currency.upper())
+                            currency=currency.upper(), plan=self.billing_plan("unbilled"))
         return LineItemStream(kind, self.config.line_items_per_invoice, ctx)
 
     def invoice_total_cents(self, invoice: Invoice) -> int:
