@@ -14,7 +14,7 @@ from typing import Iterator
 
 from simulator.clock import iso
 from simulator.data import GRAPH_BILLING_PERMISSION, GRAPH_RESOURCE
-from simulator.jsontext import dumps_row
+from simulator.jsontext import dumps_rows
 from simulator.line_items import DAILY_RATED_USAGE, ONETIME_BILLING, LineItemStream
 from simulator.state import SimulatorState
 from simulator.tokens import TokenIssuer
@@ -206,9 +206,9 @@ def gzip_json_lines(stream: LineItemStream, start: int, stop: int, attribute_set
     are written as JSON text from their Decimal values (no float)."""
     compressor = zlib.compressobj(6, zlib.DEFLATED, 31)   # wbits=31: gzip container
     for chunk_start in range(start, stop, ROWS_PER_CHUNK):
-        lines = [dumps_row(stream.export_row(i, attribute_set))
-                 for i in range(chunk_start, min(stop, chunk_start + ROWS_PER_CHUNK))]
-        data = compressor.compress(("\n".join(lines) + "\n").encode("utf-8"))
+        text = dumps_rows(stream.export_row(i, attribute_set)
+                          for i in range(chunk_start, min(stop, chunk_start + ROWS_PER_CHUNK)))
+        data = compressor.compress((text + "\n").encode("utf-8"))
         if data:
             yield data
     yield compressor.flush()

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from json.encoder import encode_basestring_ascii as _quote
-
-_plain_dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def number_text(value: Decimal) -> str:
@@ -22,32 +19,31 @@ def number_text(value: Decimal) -> str:
     return "0" if text in ("-0", "") else text
 
 
+# A Decimal goes through the C encoder (its ``default`` hook) as a string between two NUL marks,
+# which the encoder escapes to \u0000; removing the marks with their quotes leaves the bare
+# number. Generated text never contains NUL, so the marks cannot collide with data.
+_MARK = "\x00"
+_OPEN, _CLOSE = '"\\u0000', '\\u0000"'
+
+
+def _marked(value):
+    if isinstance(value, Decimal):
+        return _MARK + number_text(value) + _MARK
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+_encode = json.JSONEncoder(separators=(",", ":"), default=_marked).encode
+
+
 def dumps(value) -> str:
     """Compact JSON of dicts, lists and scalars where Decimal values are written exactly."""
-    kind = type(value)
-    if kind is str:
-        return _quote(value)
-    if kind is Decimal:
-        return number_text(value)
-    if kind is dict:
-        return "{" + ",".join(_quote(str(k)) + ":" + dumps(v) for k, v in value.items()) + "}"
-    if kind is list or kind is tuple:
-        return "[" + ",".join(dumps(v) for v in value) + "]"
-    return _plain_dumps(value)
+    return _encode(value).replace(_OPEN, "").replace(_CLOSE, "")
+
+
+def dumps_rows(rows) -> str:
+    """JSON Lines text of flat rows (the hot path of an export blob), one row per line."""
+    return "\n".join(map(_encode, rows)).replace(_OPEN, "").replace(_CLOSE, "")
 
 
 def dumps_row(row: dict) -> str:
-    """One flat row (the hot path of an export blob): nested values go through :func:`dumps`."""
-    parts = []
-    for key, value in row.items():
-        kind = type(value)
-        if kind is str:
-            text = _quote(value)
-        elif kind is Decimal:
-            text = number_text(value)
-        elif kind is int:
-            text = str(value)
-        else:
-            text = dumps(value)
-        parts.append(_quote(key) + ":" + text)
-    return "{" + ",".join(parts) + "}"
+    return dumps(row)
