@@ -234,6 +234,19 @@ def _config(config: SimulatorConfig | None, knobs: dict) -> SimulatorConfig:
     return base.with_changes(**knobs) if knobs else base
 
 
+def bench_streams(line_items: int, **knobs):
+    """(reconciliation, daily-rated usage) streams of a fresh G invoice, generated in this process
+    without HTTP (benchmarks): ``.count`` and ``.export_row(index)`` as the Graph export serves them."""
+    from simulator.clock import SimulatorClock
+    from simulator.line_items import DAILY_RATED_USAGE, ONETIME_BILLING
+    from simulator.state import SimulatorState
+
+    state = SimulatorState(_config(None, {"customers": 50, **knobs}), SimulatorClock(None))
+    invoice = state.factory.new_invoice(line_items=line_items)
+    state.invoices[invoice.id] = invoice
+    return state.invoice_stream(invoice, ONETIME_BILLING), state.invoice_stream(invoice, DAILY_RATED_USAGE)
+
+
 def start_simulator(config: SimulatorConfig | None = None, **knobs) -> RunningSimulator:
     """Start in this process on a background thread (port 0 unless configured)."""
     server = SimulatorServer(_config(config, knobs)).start_background()
