@@ -249,3 +249,6 @@ def test_legacy_azure_usage_adds_up_to_its_billing_lines(bsim):
     for row in usage:
         consumed[(row["subscriptionId"], row["resourceGuid"])] += row["consumedQuantity"]
     assert consumed == {(b["subscriptionId"], b["resourceGuid"]): Decimal(b["consumedQuantity"]) for b in billing}
+    by_path = json.loads(client.get(f"/v1/invoices/{invoice['id']}/lineitems/Azure/UsageLineItems?size=2000&offset=0"
+                                    ).text, parse_float=Decimal)["items"]
+    assert by_path == usage[:len(by_path)]
