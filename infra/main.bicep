@@ -49,6 +49,9 @@ param scheduleCustomers string = '0 0 */4 * * *'
 @description('NCRONTAB schedule of the invoices sync (PCSYNC_SCHEDULE_INVOICES), UTC.')
 param scheduleInvoices string = '0 0 6 * * *'
 
+@description('NCRONTAB schedule of the unbilled estimates (PCSYNC_SCHEDULE_UNBILLED), UTC.')
+param scheduleUnbilled string = '0 30 6 * * *'
+
 @description('Hosts allowed to serve the Partner Center webhook signing certificate (PCSYNC_WEBHOOK_CERTIFICATE_HOSTS).')
 param webhookCertificateHosts string = '3psostorageacct.blob.core.windows.net'
 
@@ -194,6 +197,7 @@ module functionApp 'modules/functionapp.bicep' = {
     sharedCallBudget: sharedCallBudget
     scheduleCustomers: scheduleCustomers
     scheduleInvoices: scheduleInvoices
+    scheduleUnbilled: scheduleUnbilled
     webhookCertificateHosts: webhookCertificateHosts
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB

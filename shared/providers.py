@@ -51,6 +51,10 @@ class CostManagement(enum.StrEnum):
     PRICE_LIST = "from the product price list"  # refused until a price-list sync exists
     INVOICE = "from the provider invoice"
 
+    def __bool__(self) -> bool:
+        """True when pcsync maintains costs (code that read the old boolean keeps working)."""
+        return self is not CostManagement.OFF
+
 
 CONSENT_STATUSES = tuple(status.value for status in ConsentStatus)
 BLOCKED_STATUSES = (ConsentStatus.EXPIRED, ConsentStatus.REVOKED)

@@ -28,6 +28,7 @@ param customerCallsPerMinute string
 param sharedCallBudget bool
 param scheduleCustomers string
 param scheduleInvoices string
+param scheduleUnbilled string
 param webhookCertificateHosts string
 param maximumInstanceCount int
 param instanceMemoryMB int
@@ -85,6 +86,7 @@ var pcsyncSettings = [
   { name: 'PCSYNC_SHARED_BUDGET', value: sharedCallBudget ? 'true' : 'false' }
   { name: 'PCSYNC_SCHEDULE_CUSTOMERS', value: scheduleCustomers }
   { name: 'PCSYNC_SCHEDULE_INVOICES', value: scheduleInvoices }
+  { name: 'PCSYNC_SCHEDULE_UNBILLED', value: scheduleUnbilled }
   { name: 'PCSYNC_WEBHOOK_CERTIFICATE_HOSTS', value: webhookCertificateHosts }
   { name: 'PCSYNC_WEBHOOK_MAX_AGE_DAYS', value: '7' }
 ]

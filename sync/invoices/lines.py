@@ -6,11 +6,11 @@ uses camelCase (``totalForCustomer``, ``pcToBCExchangeRate``, ...). Keys are mat
 so one candidate list serves both; numbers may arrive as strings. Amounts are stored as exact
 decimal strings (:mod:`sync.invoices.money`); the raw JSON keeps every digit too.
 
-Partitions: ``<provider>|<invoice>|<customer>`` (escaped) for lines and usage alike, so one
-invoice's rows for one customer stay together and a large invoice spreads over many partitions
-that are written in parallel (:mod:`sync.invoices.store`). Row keys are
-``<source>-<index>`` (9 digits), the line's position in its source: stable for a billed invoice.
-Every row carries ``generation``: the import that wrote it (an import replaces, see store).
+Partitions: ``<provider>|<invoice>|<generation>|<customer>`` (escaped) for lines and usage
+alike, so one invoice's rows for one customer stay together, a large invoice spreads over many
+partitions that are written in parallel, and each import (``generation``) writes its own rows
+beside the previous import's until it is complete (:mod:`sync.invoices.store`). Row keys are
+``<source>-<index>`` (9 digits), the line's position in its source.
 """
 from __future__ import annotations
 
@@ -127,8 +127,13 @@ def invoice_prefix(provider_id: str, invoice_id: str) -> str:
     return escape_key(f"{provider_id}|{invoice_id}|")
 
 
-def partition_for(provider_id: str, invoice_id: str, customer_id: str | None) -> str:
-    return invoice_prefix(provider_id, invoice_id) + escape_key(customer_id or NO_CUSTOMER)
+def generation_prefix(provider_id: str, invoice_id: str, generation: str) -> str:
+    """Every partition of one import of an invoice starts with this."""
+    return invoice_prefix(provider_id, invoice_id) + escape_key(generation) + "|"
+
+
+def partition_for(provider_id: str, invoice_id: str, customer_id: str | None, generation: str) -> str:
+    return generation_prefix(provider_id, invoice_id, generation) + escape_key(customer_id or NO_CUSTOMER)
 
 
 def row_key(source: str, index: int) -> str:
@@ -161,7 +166,7 @@ def build_row(item: Mapping[str, Any], columns: tuple[Column, ...], *, provider_
     lowered = lower_keys(item)
     customer = _id(first(lowered, ("customerid",)))
     entity: dict[str, Any] = {
-        "PartitionKey": partition_for(provider_id, invoice_id, customer),
+        "PartitionKey": partition_for(provider_id, invoice_id, customer, generation),
         "RowKey": row_key(source, index),
         "provider_id": provider_id, "invoice_id": invoice_id, "source": source, "line_index": index,
         "generation": generation,
@@ -187,4 +192,4 @@ def recon_total(line: Line) -> Decimal:
 
 
 __all__ = ["Line", "NO_CUSTOMER", "RECON_COLUMNS", "USAGE_COLUMNS", "build_row", "decimal_of", "first",
-           "invoice_prefix", "partition_for", "recon_total", "row_key"]
+           "generation_prefix", "invoice_prefix", "partition_for", "recon_total", "row_key"]

@@ -1,11 +1,12 @@
 """Writing an invoice's rows so that an import never half-lands, at flat memory, in parallel.
 
-* Every row an import writes carries its ``generation`` (a fresh id per import). The invoice
-  row says ``import_state=populating`` while rows are written and names the generation that is
-  complete (``import_generation``) only once the import has finished; readers go through
-  :func:`live_rows`, which keeps to that generation. A re-import writes the same keys again
-  (replace), then :func:`sweep` deletes every row of the invoice from another generation (a
-  crashed import's leftovers and lines upstream no longer has). A crashed import is redone.
+* Every import writes its rows into its own partitions (``<provider>|<invoice>|<generation>|
+  <customer>``, a fresh generation per import). The invoice row says ``import_state=populating``
+  while rows are written and names the generation that is complete (``import_generation``)
+  only once the import has finished; readers go through :func:`live_rows`, a range over that
+  generation's partitions, so they see the previous import whole until the new one is. Then
+  :func:`sweep` deletes every row of the invoice from another generation (a crashed import's
+  leftovers, the replaced import). A crashed import is redone from the start.
 * :class:`PartitionedWriter` keeps at most one open batch per partition (<= 100 rows), sends a
   full batch at once and every open batch when ``max_buffered`` rows are waiting, on a small
   thread pool with a bounded number of batches in flight: memory stays flat whatever the
@@ -17,7 +18,7 @@ import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Iterator
 
-from .lines import invoice_prefix
+from .lines import generation_prefix, invoice_prefix
 
 BATCH_ROWS = 100  # Table Storage's limit per transaction
 DEFAULT_MAX_BUFFERED = 2000
@@ -82,25 +83,24 @@ class PartitionedWriter:
             self.written += count
 
 
+def prefix_rows(table: Any, prefix: str, *, select: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    """Every row whose PartitionKey starts with ``prefix`` (which ends in "|"): "}" follows "|"
+    in ASCII, so the range holds exactly those keys."""
+    yield from table.list_entities(query="PartitionKey ge @lo and PartitionKey lt @hi",
+                                   parameters={"lo": prefix, "hi": prefix[:-1] + "}"}, select=select)
+
+
 def invoice_rows(table: Any, provider_id: str, invoice_id: str, *, select: list[str] | None = None
                  ) -> Iterator[dict[str, Any]]:
-    """Every row of an invoice in ``table``, whatever its generation (a range over its partitions)."""
-    prefix = invoice_prefix(provider_id, invoice_id)
-    # "}" follows "|" in ASCII: the range holds exactly the keys that start with the prefix
-    upper = prefix[:-1] + "}"
-    yield from table.list_entities(query="PartitionKey ge @lo and PartitionKey lt @hi",
-                                   parameters={"lo": prefix, "hi": upper}, select=select)
+    """Every row of an invoice in ``table``, whatever its generation."""
+    yield from prefix_rows(table, invoice_prefix(provider_id, invoice_id), select=select)
 
 
 def live_rows(table: Any, provider_id: str, invoice_id: str, generation: str | None, *,
               select: list[str] | None = None) -> Iterator[dict[str, Any]]:
     """The rows of the invoice's complete import (none while it has none)."""
-    if not generation:
-        return
-    columns = None if select is None else [*select, "generation"]
-    for row in invoice_rows(table, provider_id, invoice_id, select=columns):
-        if row.get("generation") == generation:
-            yield row
+    if generation:
+        yield from prefix_rows(table, generation_prefix(provider_id, invoice_id, generation), select=select)
 
 
 def sweep(table: Any, provider_id: str, invoice_id: str, generation: str, *,
@@ -119,4 +119,4 @@ def sweep(table: Any, provider_id: str, invoice_id: str, generation: str, *,
     return removed
 
 
-__all__ = ["BATCH_ROWS", "PartitionedWriter", "invoice_rows", "live_rows", "sweep"]
+__all__ = ["BATCH_ROWS", "PartitionedWriter", "invoice_rows", "live_rows", "prefix_rows", "sweep"]

@@ -49,6 +49,8 @@ EXPECTED_FUNCTIONS = {
     "consent_callback", "consent_link", "import_invoice_queue", "partner_center_webhook", "provider_item",
     "providers_list", "sync_customer_queue", "sync_customers_timer", "sync_invoices_timer", "verify_connectivity",
     "writebacks_get", "writebacks_queue", "writebacks_submit",
+    # issue 10: the invoice side
+    "invoices_accept", "invoices_report", "sync_unbilled_timer", "budgets_list", "budgets_put",
 }
 
 
