@@ -1,13 +1,16 @@
 """The usage checksum: the reconciliation file's Azure lines against the daily-rated usage file.
 
-Per invoice, overall and per subscription (and per meter where the reconciliation lines carry
-``MeterId``), the pre-tax total of the reconciliation lines (``Subtotal``) of every subscription
-that has Azure usage is compared with the sum of the usage lines' ``BillingPreTaxTotal``.
+Per invoice, overall, per subscription and per meter (``ProductId`` + ``SkuId``: unique per
+subscription and meter in both files), the pre-tax total of the reconciliation lines
+(``Subtotal``) of every subscription with Azure usage or Azure lines (``ProductCategory`` Azure,
+the Azure plan product) is compared with the sum of the usage lines' ``BillingPreTaxTotal``.
 
 The difference (reconciliation minus usage) is explained where the lines allow it, per cause:
 
 * ``one_file``: reservations, savings plans and marketplace items appear in the reconciliation
-  file only (named in ``ChargeType``/``ProductName``/``SkuName``/``BenefitType``/``ProductCategory``);
+  file only (a ``ReservationOrderId``, or named in ``ChargeType``/``ProductName``/``SkuName``/
+  ``BenefitType``/``ProductCategory``, e.g. SaaS); usage of a meter the reconciliation file has
+  no line for appears in the usage file only;
 * ``credits``: credits and adjustments (``CreditReasonCode``, or a credit/refund/adjustment
   ``ChargeType``), on either side;
 * ``taxes``: a reconciliation line without ``Subtotal`` is counted by its ``Total``; its
@@ -35,12 +38,12 @@ from typing import Any, Iterator
 from shared.providers import Tolerance
 
 from .lines import Line
-from .money import plain, usage_subtotal
+from .money import exact, plain, usage_subtotal
 
 ZERO = Decimal(0)
 AZURE_PLAN_PRODUCT = "DZH318Z0BQ3P"  # the Azure plan's product id in reconciliation files
 CAUSES = ("one_file", "credits", "taxes", "currency", "rounding")
-_ONE_FILE = re.compile(r"reserv|savings ?plan|marketplace", re.IGNORECASE)
+_ONE_FILE = re.compile(r"reserv|savings ?plan|marketplace|\bsaas\b", re.IGNORECASE)
 _CREDIT = re.compile(r"credit|refund|adjust", re.IGNORECASE)
 _ONE_FILE_COLUMNS = ("chargeTypeOriginal", "productName", "skuName", "benefitType", "productCategory")
 
@@ -57,6 +60,7 @@ class Totals:
     recon: Decimal = ZERO
     usage: Decimal = ZERO
     causes: dict[str, Decimal] = field(default_factory=dict)
+    recon_lines: int = 0
 
     @property
     def difference(self) -> Decimal:
@@ -73,7 +77,11 @@ class Totals:
 
     def explain(self, cause: str, amount: Decimal) -> None:
         if amount:
-            self.causes[cause] = self.causes.get(cause, ZERO) + amount
+            total = self.causes.get(cause, ZERO) + amount
+            if total:
+                self.causes[cause] = total
+            else:
+                self.causes.pop(cause, None)
 
     def add(self, other: "Totals") -> None:
         self.recon += other.recon
@@ -150,7 +158,13 @@ def _is_credit(line: Line) -> bool:
 
 
 def _is_one_file(line: Line) -> bool:
-    return any(_ONE_FILE.search(str(line.entity.get(c) or "")) for c in _ONE_FILE_COLUMNS)
+    return bool(line.entity.get("reservationOrderId")) or \
+        any(_ONE_FILE.search(str(line.entity.get(c) or "")) for c in _ONE_FILE_COLUMNS)
+
+
+def _meter_key(line: Line) -> str:
+    product, sku = line.entity.get("productId") or "", line.entity.get("skuId") or ""
+    return f"{product}|{sku}".lower() if product or sku else ""
 
 
 def _rounding(amount: Decimal, line: Line, rate: Decimal) -> Decimal:
@@ -170,7 +184,7 @@ class UsageChecksum:
     def __init__(self) -> None:
         self.subscriptions: dict[str, SubscriptionTotals] = {}
         self.usage_lines = 0
-        self._meters_in_recon = False
+        self._settled = False
 
     def _sub(self, line: Line) -> SubscriptionTotals:
         key = line.subscription_id or "-"
@@ -179,36 +193,43 @@ class UsageChecksum:
             found = self.subscriptions[key] = SubscriptionTotals(customer=line.customer_id or "")
         return found
 
-    def _meter(self, sub: SubscriptionTotals, line: Line) -> Totals | None:
-        meter = (line.entity.get("meterId") or "").lower()
-        if not meter or not self._meters_in_recon:
-            return None
-        return sub.meters.setdefault(meter, Totals())
+    @staticmethod
+    def _meter(sub: SubscriptionTotals, line: Line) -> Totals | None:
+        meter = _meter_key(line)
+        return sub.meters.setdefault(meter, Totals()) if meter else None
 
+    @exact
     def add_recon(self, line: Line) -> None:
         sub = self._sub(line)
         subtotal = line.amount("subtotal")
         pretax = subtotal if subtotal is not None else (line.amount("total") or ZERO)
         if subtotal is None:
             sub.explain("taxes", line.amount("tax") or ZERO)
-        if line.entity.get("meterId"):
-            self._meters_in_recon = True
         sub.recon += pretax
+        # reservations, savings plans, marketplace items and credits are Azure plan lines too:
+        # their subscription is compared even when it has no usage this period
         if _is_one_file(line):
+            sub.azure = True
             sub.explain("one_file", pretax)
             return
         if _is_credit(line):
+            sub.azure = True
             sub.explain("credits", pretax)
             return
-        sub.azure = sub.azure or bool(line.entity.get("meterId")) or "usage" in (line.entity.get("chargeType") or "") \
+        sub.azure = sub.azure or str(line.entity.get("productCategory") or "").lower() == "azure" \
+            or "usage" in (line.entity.get("chargeType") or "") \
             or str(line.entity.get("productId") or "").upper() == AZURE_PLAN_PRODUCT
         rate = _rate(line)
         sub.rate = sub.rate if sub.rate is not None else rate
-        sub.explain("rounding", _rounding(pretax, line, rate))
+        rounding = _rounding(pretax, line, rate)
+        sub.explain("rounding", rounding)
         meter = self._meter(sub, line)
         if meter is not None:
             meter.recon += pretax
+            meter.recon_lines += 1
+            meter.explain("rounding", rounding)
 
+    @exact
     def add_usage(self, line: Line) -> None:
         self.usage_lines += 1
         sub = self._sub(line)
@@ -224,10 +245,25 @@ class UsageChecksum:
         if _is_credit(line):
             sub.explain("credits", -amount)
             return
-        sub.explain("rounding", -_rounding(amount, line, rate))
+        rounding = _rounding(amount, line, rate)
+        sub.explain("rounding", -rounding)
+        if meter is not None:
+            meter.explain("rounding", -rounding)
         price, quantity = line.amount("effectiveUnitPrice"), _quantity(line)
         if sub.rate is not None and sub.rate != rate and price is not None and quantity is not None:
             sub.explain("currency", price * quantity * (sub.rate - rate))
+
+    def _settle(self) -> None:
+        """Usage of a meter without a reconciliation line is in the usage file only (once)."""
+        if self._settled:
+            return
+        self._settled = True
+        for sub in self.subscriptions.values():
+            for meter in sub.meters.values():
+                if not meter.recon_lines and meter.usage:
+                    sub.explain("rounding", -meter.causes.get("rounding", ZERO))  # the whole meter is one_file
+                    sub.explain("one_file", -meter.usage)
+                    meter.causes = {"one_file": -meter.usage}
 
     def compared(self) -> Iterator[tuple[str, SubscriptionTotals]]:
         """The subscriptions the checksum covers: every one with usage or Azure reconciliation lines."""
@@ -235,7 +271,9 @@ class UsageChecksum:
             if sub.has_usage or sub.azure:
                 yield key, sub
 
+    @exact
     def result(self, tolerance: Tolerance) -> ChecksumResult:
+        self._settle()
         overall = Totals()
         rows: list[MismatchRow] = []
         over = 0
@@ -251,8 +289,8 @@ class UsageChecksum:
                 over += 1
             if sub.difference:
                 rows.append(_row(key, sub, ""))
-            rows.extend(_row(key, meter, name, customer=sub.customer)
-                        for name, meter in sorted(sub.meters.items()) if meter.difference)
+            rows.extend(_row(key, meter, name, customer=sub.customer)  # meters beyond Microsoft's rounding
+                        for name, meter in sorted(sub.meters.items()) if meter.counted)
         if not self.usage_lines and not any(True for _ in self.compared()):
             return ChecksumResult(ChecksumStatus.NOT_APPLICABLE, overall, ZERO, str(tolerance), [], 0)
         allowed = tolerance.allowed_difference(overall.recon)

@@ -85,6 +85,8 @@ RECON_COLUMNS: tuple[Column, ...] = _COMMON + (
     ("productCategory", ("productcategory", "metercategory"), _text),
     ("unitType", ("unittype",), _text),
     ("termAndBillingCycle", ("termandbillingcycle",), _text),
+    ("reservationOrderId", ("reservationorderid",), _text),
+    ("publisherName", ("publishername",), _text),
 )
 
 USAGE_COLUMNS: tuple[Column, ...] = _COMMON + (

@@ -14,12 +14,15 @@
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
-from decimal import ROUND_DOWN, Decimal, InvalidOperation
-from typing import Any
+from decimal import ROUND_DOWN, Decimal, InvalidOperation, localcontext
+from typing import Any, Callable, TypeVar
 
 CENT = Decimal("0.01")
+EXACT_DIGITS = 100  # products and sums of 22-digit unit prices stay exact (the default context keeps 28)
+F = TypeVar("F", bound=Callable[..., Any])
 _MARK = "\u0000dec:"
 _MARKED = re.compile(r'"\\u0000dec:(-?[0-9.]+|null)"')
 
@@ -72,6 +75,16 @@ def loads_exact(text: str | bytes) -> Any:
     return json.loads(text, parse_float=Decimal)
 
 
+def exact(function: F) -> F:
+    """Run ``function`` with enough Decimal digits that its arithmetic never rounds."""
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with localcontext() as context:
+            context.prec = EXACT_DIGITS
+            return function(*args, **kwargs)
+    return wrapper  # type: ignore[return-value]
+
+
 def rounddown(value: Decimal, places: int = 2) -> Decimal:
     return value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_DOWN)
 
@@ -86,5 +99,5 @@ def license_subtotal(effective_unit_price: Decimal, billable_quantity: Decimal, 
     return rounddown(effective_unit_price * exchange_rate) * billable_quantity
 
 
-__all__ = ["CENT", "amount_text", "dumps_exact", "license_subtotal", "loads_exact", "plain", "rounddown",
+__all__ = ["CENT", "EXACT_DIGITS", "amount_text", "exact", "dumps_exact", "license_subtotal", "loads_exact", "plain", "rounddown",
            "to_decimal", "usage_subtotal"]

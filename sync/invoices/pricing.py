@@ -32,7 +32,7 @@ from shared.providers import AzureSpecializationMode
 from shared.reference_data import AZURE_SPECIALIZATIONS
 
 from .lines import Line
-from .money import plain
+from .money import exact, plain
 
 _BENEFIT_COLUMNS = ("benefitType", "priceAdjustmentDescription", "creditType")
 
@@ -50,6 +50,7 @@ class Pricing:
         text = " ".join(str(line.entity.get(c) or line.lowered.get(c.lower()) or "") for c in _BENEFIT_COLUMNS).lower()
         return any(word in text for word in self._words)
 
+    @exact
     def apply(self, line: Line) -> None:
         """Add ``partnerCost`` and ``customerPriceBasis`` to the line's entity."""
         quantity = line.amount("billableQuantity")

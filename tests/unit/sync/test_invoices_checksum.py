@@ -36,15 +36,16 @@ def seed_store(tables, *subscriptions):
                                                      "id": subscription})
 
 
-def recon(customer, subscription, subtotal, *, price="1", quantity=None, rate="1", **extra):
-    return {"customerId": customer, "subscriptionId": subscription, "productId": "DZH318Z0BQ3P",
+def recon(customer, subscription, subtotal, *, price="1", quantity=None, rate="1", meter="m1", **extra):
+    return {"customerId": customer, "subscriptionId": subscription, "productId": "DZH318Z0BQ3P", "skuId": meter,
             "chargeType": "usage", "subtotal": subtotal, "taxTotal": "0", "total": subtotal,
             "effectiveUnitPrice": price, "billableQuantity": quantity or subtotal, "pCToBCExchangeRate": rate,
             "invoiceNumber": "G1", **extra}
 
 
 def usage(customer, subscription, amount, *, meter="m1", price="1", quantity=None, rate="1", **extra):
-    return {"customerId": customer, "subscriptionId": subscription, "meterId": meter, "billingPreTaxTotal": amount,
+    return {"customerId": customer, "subscriptionId": subscription, "meterId": meter, "productId": "DZH318Z0BQ3P",
+            "skuId": meter, "billingPreTaxTotal": amount,
             "effectiveUnitPrice": price, "quantity": quantity or amount, "unitPrice": price, "pCToBCExchangeRate": rate,
             "invoiceNumber": "G1", **extra}
 
@@ -123,13 +124,13 @@ def test_tolerance_as_amount_or_percentage(tolerance, status, state):
 
 
 def test_mismatch_csv_sorted_by_absolute_difference_with_meters():
-    lines = [recon(C1, "s1", "10", meterId="m1"), recon(C1, "s2", "20", meterId="m1"), recon(C2, "s3", "5", meterId="m2")]
+    lines = [recon(C1, "s1", "10"), recon(C1, "s2", "20"), recon(C2, "s3", "5", meter="m2")]
     svc, _, blobs, _, provider = importer(lines, [usage(C1, "s1", "9"), usage(C1, "s2", "25"), usage(C2, "s3", "5",
                                                                                                    meter="m2")])
     svc.import_invoice(provider, "G1")
     rows = report(blobs, "mismatches")
     assert [(r["subscription"], r["meter"], r["difference"]) for r in rows] == [
-        ("s2", "", "-5"), ("s2", "m1", "-5"), ("s1", "", "1"), ("s1", "m1", "1")]
+        ("s2", "", "-5"), ("s2", "dzh318z0bq3p|m1", "-5"), ("s1", "", "1"), ("s1", "dzh318z0bq3p|m1", "1")]
 
 
 def test_rounding_is_recognised_to_the_cent_and_not_held_against_the_tolerance():
@@ -154,6 +155,12 @@ def test_one_file_lines_credits_and_taxes_are_explained():
     assert causes == {"one_file": Decimal("300"), "credits": Decimal("-2"), "taxes": Decimal("0.10")}
     cause = report(blobs, "mismatches")[0]["cause"]
     assert cause == "one_file 300; credits -2; taxes 0.1"
+
+
+def test_usage_without_a_reconciliation_line_is_one_file():
+    svc, _, _, _, provider = importer([recon(C1, "s1", "10")], [usage(C1, "s1", "10"), usage(C1, "s1", "4", meter="m9")])
+    checksum = svc.import_invoice(provider, "G1").figures.checksum
+    assert checksum.overall.difference == Decimal("-4") and checksum.overall.causes == {"one_file": Decimal("-4")}
 
 
 def test_currency_conversion_is_explained():
