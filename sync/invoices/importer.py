@@ -215,9 +215,16 @@ def usage_source_for(invoice: Mapping[str, Any], *, legacy: bool, v1_sources: tu
     return V1_AZURE_USAGE if V1_AZURE in v1_sources else None
 
 
-def is_no_data(exc: BaseException) -> bool:
-    return isinstance(exc, ExportFailed) and exc.no_data
+def unless_no_data(start: Callable[[], Any]) -> tuple[Any, ExportFailed | None]:
+    """``(manifest, None)``, or ``(None, failure)`` when the export answered 5000 (no data yet);
+    any other failure raises."""
+    try:
+        return start(), None
+    except ExportFailed as exc:
+        if not exc.no_data:
+            raise
+        return None, exc
 
 
 __all__ = ["ImportFigures", "ImportReason", "ImportState", "InvoiceImport", "USAGE_TABLE", "V1_AZURE_USAGE",
-           "V2_USAGE", "is_no_data", "usage_source_for"]
+           "V2_USAGE", "unless_no_data", "usage_source_for"]

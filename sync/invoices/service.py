@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from shared import telemetry
 from shared.clock import utc_now
 from shared.errors import ConsentRequired
-from shared.graph_billing_errors import ExportFailed, GraphBillingError
+from shared.graph_billing_errors import GraphBillingError
 from shared.jsonutil import get_path
 from shared.logging import get_logger
 from shared.partner_center import PartnerCenterClient, resource_problem
@@ -49,7 +49,7 @@ from ..engine import SyncService, fan_out, for_each_active_provider, run_telemet
 from ..resources import IdKind, InvalidId, checked_id
 from ..runs import MAX_ERROR_TEXT, RunOutcome, record_run
 from ..streams import INVOICES, SUBSCRIPTIONS, Stream
-from .importer import V1_AZURE_USAGE, ImportState, InvoiceImport, usage_source_for
+from .importer import V1_AZURE_USAGE, ImportState, InvoiceImport, unless_no_data, usage_source_for
 # the message names are re-exported: the blueprint and webhooks import them from here
 from .model import (
     IMPORT_INVOICE_QUEUE,
@@ -230,12 +230,9 @@ class InvoiceService:
             result.rows_written += run.write_usage(source, items, legacy=True)
             return None, False
         graph = self.sync.clients.graph(provider).bind(stats=stats)
-        try:
-            manifest = graph.export_billed_usage(invoice_id)
-        except ExportFailed as exc:
-            if not exc.no_data:
-                raise
-            return str(exc), True
+        manifest, no_data = unless_no_data(lambda: graph.export_billed_usage(invoice_id))
+        if no_data is not None:
+            return str(no_data), True
         result.rows_written += run.write_usage(source, graph.iter_rows(manifest), legacy=False)
         return (None if run.figures.usage_count else "the usage export has no rows yet"), True
 
@@ -258,11 +255,8 @@ class InvoiceService:
             return self._v1_items(plan.sources, invoice_id, client)
         where = {"provider_id": provider.id, "invoice_id": invoice_id}
         graph = self.sync.clients.graph(provider).bind(stats=stats)
-        try:
-            manifest = graph.export_billed_reconciliation(invoice_id)
-        except ExportFailed as exc:
-            if not exc.no_data:
-                raise
+        manifest, exc = unless_no_data(lambda: graph.export_billed_reconciliation(invoice_id))
+        if exc is not None:
             if not plan.fallback:
                 result.source = LineApi.V2
                 result.end(RunOutcome.UNAVAILABLE, error=str(exc))  # no exception: nothing to redeliver

@@ -22,13 +22,13 @@ from decimal import Decimal
 from typing import Any, Callable
 
 from shared.clock import to_iso, utc_now
-from shared.graph_billing_errors import ExportFailed
 from shared.logging import get_logger
 from shared.providers import ProviderConnection
 from shared.tables import escape_key
 
 from ..engine import SyncService, for_each_active_provider
 from ..runs import RunOutcome, TimerOutcome
+from .importer import unless_no_data
 from .lines import RECON_COLUMNS, USAGE_COLUMNS, Column, build_row
 from .store import PartitionedWriter, sweep
 
@@ -97,13 +97,8 @@ class UnbilledService:
         scope = f"{currency}|{month}"  # the partition prefix after the provider, as an invoice id is
         generation = uuid.uuid4().hex[:16]
         consumption: dict[tuple[str, str], Decimal] = {}
-        try:
-            manifest = graph.export_unbilled(usage, currency, _GRAPH_PERIOD[period])
-            rows = graph.iter_rows(manifest)
-        except ExportFailed as exc:
-            if not exc.no_data:
-                raise
-            rows = iter(())
+        manifest, no_data = unless_no_data(lambda: graph.export_unbilled(usage, currency, _GRAPH_PERIOD[period]))
+        rows = iter(()) if no_data is not None else graph.iter_rows(manifest)
         writer = PartitionedWriter(self.tables.table(table_name), workers=self.workers)
         count = 0
         try:
