@@ -116,6 +116,7 @@ class InvoiceActions:
 
     def report(self, provider_id: str, invoice_id: str, kind: str) -> bytes:
         """A report's CSV bytes (NotFound until an import stored it)."""
+        validate_provider_id(provider_id)
         try:
             report_kind = ReportKind(kind)
         except ValueError:

@@ -110,6 +110,11 @@ class BudgetService:
             except (KeyError, ValueError):
                 log.warning("budget row %s of %s is not readable; skipped", row.get("RowKey"), provider_id)
 
+    def overview(self, provider_id: str) -> dict[str, Any]:
+        """The provider's budgets and the alerts recorded (the API's and the CLI's listing)."""
+        validate_provider_id(provider_id)
+        return {"budgets": [b.to_json() for b in self.budgets(provider_id)], "alerts": self.alerts(provider_id)}
+
     def alerts(self, provider_id: str) -> list[dict[str, Any]]:
         rows = self.tables.table(ALERTS_TABLE).list_entities(partition_key=escape_key(provider_id))
         return [{k: v for k, v in row.items() if k not in ("PartitionKey", "RowKey")} for row in rows]

@@ -170,7 +170,5 @@ def budgets_delete_command(args: argparse.Namespace, services: Any) -> int:
 
 
 def budgets_list_command(args: argparse.Namespace, services: Any) -> int:
-    budgets = services.budgets
-    print(json.dumps({"budgets": [b.to_json() for b in budgets.budgets(args.provider)],
-                      "alerts": budgets.alerts(args.provider)}, indent=2, default=str))
+    print(json.dumps(services.budgets.overview(args.provider), indent=2, default=str))
     return 0
