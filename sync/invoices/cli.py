@@ -46,8 +46,13 @@ def sync_invoices(console: Any, services: Any, provider_id: str, *, workers: int
                                                  completed=0),
             on_imported=lambda r: progress.advance(task),
         )
-    # "no data yet" is not a failure: the invoice stays pending and the next run asks again
-    code = report(console, [*outcome.runs, *(r for r in imports if r.outcome != RunOutcome.UNAVAILABLE)])
+    return report_imports(console, outcome.runs, imports)
+
+
+def report_imports(console: Any, runs: list[Any], imports: list[ImportResult]) -> int:
+    """The run table, one line per import, and the exit code: "no data yet" (5000) is not a
+    failure, the invoice stays pending and the next run asks again."""
+    code = report(console, [*runs, *(r for r in imports if r.outcome != RunOutcome.UNAVAILABLE)])
     for result in imports:
         console.print(_import_line(result))
     return code

@@ -313,3 +313,24 @@ def test_provider_fields_three_values_and_migration():
     stored = ProviderConnection.from_entity({**PROVIDER.to_entity(), "cost_management": True})
     assert stored.cost_management is CostManagement.INVOICE
     assert json.loads(json.dumps(stored.to_json()))["costManagement"] == "from the provider invoice"
+
+
+def test_sync_invoices_reports_pending_and_exits_zero():
+    from rich.console import Console
+
+    from sync.invoices.cli import report_imports
+    from sync.invoices.model import ImportResult
+
+    billing = FakeBilling()
+    billing.add("G1", [recon(C1, "s1", "1")], total=1)
+    billing.export_code = "5000"
+    svc, _ = invoice_service(billing)
+    outcome = svc.sync_provider_invoices(PROVIDER, enqueue=False)
+    pending = svc.import_invoice(PROVIDER, "G1")
+    assert pending.outcome == RunOutcome.UNAVAILABLE
+    out = io.StringIO()
+    assert report_imports(Console(file=out, width=200), outcome.runs, [pending]) == 0
+    assert "G1: pending (no reconciliation data yet" in out.getvalue()
+    failed = ImportResult("p1", "invoicelineitems", None, "c", invoice_id="G2")
+    failed.end(RunOutcome.FAILED, error="boom")
+    assert report_imports(Console(file=io.StringIO(), width=200), outcome.runs, [pending, failed]) == 1
