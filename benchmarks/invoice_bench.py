@@ -10,7 +10,7 @@ Legs:
 * ``v2``: a G invoice, Graph billed reconciliation export (202, polling, manifest, gzip JSON Lines
   blobs streamed), every line mapped, hashed and batched;
 * ``v1``: a D invoice, v1 office + azure billing line items (size/offset, 2,000 per page);
-* ``azurite``: a smaller G invoice written to Azurite, then re-imported (0 writes expected); then
+* ``azurite``: a smaller G invoice written to Azurite, then re-imported (``reimport_writes``); then
   ``raw``: the very rows the import stored, read back and upserted again into fresh tables of the
   same Azurite with plain 100-entity transactions (one partition each, as many threads as the
   import's writer), so ``azurite_ratio_to_raw`` = import rows/s / raw rows/s is what pcsync's
