@@ -104,19 +104,51 @@ def live_rows(table: Any, provider_id: str, invoice_id: str, generation: str | N
 
 
 def sweep(table: Any, provider_id: str, invoice_id: str, generation: str, *,
-          legacy_partition: str | None = None) -> int:
+          legacy_partition: str | None = None, workers: int = 4) -> int:
     """Delete the invoice's rows of any other generation (and, once, the rows of the layout
-    before partitions per customer: one partition per invoice without generations)."""
-    removed = 0
-    for row in invoice_rows(table, provider_id, invoice_id, select=["PartitionKey", "RowKey", "generation"]):
-        if row.get("generation") != generation:
-            table.delete_entity(row["PartitionKey"], row["RowKey"])
-            removed += 1
+    before partitions per generation: one partition per invoice), in per-partition batches."""
+    doomed = (row for row in invoice_rows(table, provider_id, invoice_id,
+                                          select=["PartitionKey", "RowKey", "generation"])
+              if row.get("generation") != generation)
+    removed = _delete_all(table, doomed, workers=workers)
     if legacy_partition:
-        for row in table.list_entities(partition_key=legacy_partition, select=["PartitionKey", "RowKey"]):
-            table.delete_entity(row["PartitionKey"], row["RowKey"])
-            removed += 1
+        removed += _delete_all(table, table.list_entities(partition_key=legacy_partition,
+                                                          select=["PartitionKey", "RowKey"]), workers=1)
     return removed
+
+
+def _delete_all(table: Any, rows: Iterator[dict[str, Any]], *, workers: int) -> int:
+    """Delete rows in transactions of up to 100 per partition (rows arrive partition by
+    partition), a few at a time; one by one where the table offers no transactions."""
+    client = getattr(table, "client", None)
+    if client is None:
+        count = 0
+        for row in rows:
+            table.delete_entity(row["PartitionKey"], row["RowKey"])
+            count += 1
+        return count
+
+    def submit(batch: list[dict[str, Any]]) -> int:
+        client.submit_transaction([("delete", {"PartitionKey": r["PartitionKey"], "RowKey": r["RowKey"]})
+                                   for r in batch])
+        return len(batch)
+
+    count = 0
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="pcsync-sweep") as pool:
+        pending: set[Future] = set()
+        batch: list[dict[str, Any]] = []
+        for row in rows:
+            if batch and (len(batch) == BATCH_ROWS or batch[0]["PartitionKey"] != row["PartitionKey"]):
+                pending.add(pool.submit(submit, batch))
+                batch = []
+                if len(pending) > 2 * workers:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    count += sum(f.result() for f in done)
+            batch.append(row)
+        if batch:
+            pending.add(pool.submit(submit, batch))
+        count += sum(f.result() for f in pending)
+    return count
 
 
 __all__ = ["BATCH_ROWS", "PartitionedWriter", "invoice_rows", "live_rows", "prefix_rows", "sweep"]
