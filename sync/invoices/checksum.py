@@ -41,6 +41,9 @@ from .lines import Line
 from .money import exact, plain, usage_subtotal
 
 ZERO = Decimal(0)
+# Meters compared per invoice; past this, meters are compared at subscription level only, so
+# memory stays bounded (about 400 bytes a meter) for invoices with millions of Azure lines.
+MAX_METERS = 250_000
 AZURE_PLAN_PRODUCT = "DZH318Z0BQ3P"  # the Azure plan's product id in reconciliation files
 CAUSES = ("one_file", "credits", "taxes", "currency", "rounding")
 _ONE_FILE = re.compile(r"reserv|savings ?plan|marketplace|\bsaas\b", re.IGNORECASE)
@@ -93,13 +96,36 @@ class Totals:
         return "; ".join(f"{cause} {plain(self.causes[cause])}" for cause in CAUSES if self.causes.get(cause))
 
 
+class MeterTotals:
+    """A meter's totals, slotted: an invoice has about as many meters as Azure lines, so this is
+    the checksum's per-line-sized structure (causes only rounding, or one_file once settled)."""
+
+    __slots__ = ("recon", "usage", "rounding", "one_file", "recon_lines")
+
+    def __init__(self) -> None:
+        self.recon = self.usage = self.rounding = self.one_file = ZERO
+        self.recon_lines = 0
+
+    def explain(self, cause: str, amount: Decimal) -> None:
+        self.rounding += amount  # the only cause added line by line
+
+    @property
+    def causes(self) -> dict[str, Decimal]:
+        return {k: v for k, v in (("one_file", self.one_file), ("rounding", self.rounding)) if v}
+
+    difference = Totals.difference
+    explained = Totals.explained
+    counted = Totals.counted
+    cause_text = Totals.cause_text
+
+
 @dataclass
 class SubscriptionTotals(Totals):
     customer: str = ""
     has_usage: bool = False
     azure: bool = False
     rate: Decimal | None = None  # the reconciliation's exchange rate for this subscription
-    meters: dict[str, Totals] = field(default_factory=dict)
+    meters: dict[str, MeterTotals] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -184,6 +210,7 @@ class UsageChecksum:
     def __init__(self) -> None:
         self.subscriptions: dict[str, SubscriptionTotals] = {}
         self.usage_lines = 0
+        self._meter_count = 0
         self._settled = False
 
     def _sub(self, line: Line) -> SubscriptionTotals:
@@ -193,10 +220,15 @@ class UsageChecksum:
             found = self.subscriptions[key] = SubscriptionTotals(customer=line.customer_id or "")
         return found
 
-    @staticmethod
-    def _meter(sub: SubscriptionTotals, line: Line) -> Totals | None:
+    def _meter(self, sub: SubscriptionTotals, line: Line) -> MeterTotals | None:
         meter = _meter_key(line)
-        return sub.meters.setdefault(meter, Totals()) if meter else None
+        if not meter:
+            return None
+        found = sub.meters.get(meter)
+        if found is None and self._meter_count < MAX_METERS:  # beyond: subscription level only
+            found = sub.meters[meter] = MeterTotals()
+            self._meter_count += 1
+        return found
 
     @exact
     def add_recon(self, line: Line) -> None:
@@ -261,9 +293,9 @@ class UsageChecksum:
         for sub in self.subscriptions.values():
             for meter in sub.meters.values():
                 if not meter.recon_lines and meter.usage:
-                    sub.explain("rounding", -meter.causes.get("rounding", ZERO))  # the whole meter is one_file
+                    sub.explain("rounding", -meter.rounding)  # the whole meter is one_file
                     sub.explain("one_file", -meter.usage)
-                    meter.causes = {"one_file": -meter.usage}
+                    meter.rounding, meter.one_file = ZERO, -meter.usage
 
     def compared(self) -> Iterator[tuple[str, SubscriptionTotals]]:
         """The subscriptions the checksum covers: every one with usage or Azure reconciliation lines."""
@@ -316,7 +348,7 @@ def within(tolerance: Tolerance, *, counted: Decimal, recon: Decimal, worst_amou
     return worst_percent <= tolerance.value if tolerance.is_percent else worst_amount <= tolerance.value
 
 
-def _row(key: str, totals: Totals, meter: str, *, customer: str | None = None) -> MismatchRow:
+def _row(key: str, totals: Any, meter: str, *, customer: str | None = None) -> MismatchRow:
     customer = customer if customer is not None else getattr(totals, "customer", "")
     return MismatchRow(key, customer, meter, totals.recon, totals.usage, totals.difference, totals.cause_text(),
                        totals.difference - totals.explained)
