@@ -28,13 +28,17 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only
     from auth.tokens import TokenProviders
     from auth.verify import VerifyService
     from azure.core.credentials import TokenCredential
+    from shared.blobs import BlobStore
     from shared.clients import ClientRegistry
     from shared.providers import ProviderRepository
     from shared.queues import QueuePublisher
     from shared.secrets import SecretStore
     from shared.tables import TableStore
     from sync.engine import SyncService
+    from sync.invoices.accept import InvoiceActions
+    from sync.invoices.budgets import BudgetService
     from sync.invoices.service import InvoiceService
+    from sync.invoices.unbilled import UnbilledService
     from sync.webhooks.registration import WebhookRegistrations
     from sync.webhooks.service import WebhookService
     from sync.writeback.service import WritebackService
@@ -257,6 +261,15 @@ class Services:
         return self._storage_client(TableStore, self.settings.storage.table_service_uri)
 
     @_Once
+    def blobs(self) -> "BlobStore":
+        """The CSV reports' blobs, in the same account as the tables (identity-based: the blob
+        endpoint beside the table endpoint, ``.table.`` -> ``.blob.``)."""
+        from shared.blobs import BlobStore
+
+        table_uri = self.settings.storage.table_service_uri
+        return self._storage_client(BlobStore, table_uri.replace(".table.", ".blob.", 1), "from_endpoint")
+
+    @_Once
     def queues(self) -> "QueuePublisher":
         from shared.queues import QueuePublisher
 
@@ -364,7 +377,25 @@ class Services:
     def invoices(self) -> "InvoiceService":
         from sync.invoices.service import InvoiceService
 
-        return InvoiceService(self.sync)
+        return InvoiceService(self.sync, blobs=self.blobs)
+
+    @_Once
+    def invoice_actions(self) -> "InvoiceActions":
+        from sync.invoices.accept import InvoiceActions
+
+        return InvoiceActions(self.tables, self.blobs)
+
+    @_Once
+    def unbilled(self) -> "UnbilledService":
+        from sync.invoices.unbilled import UnbilledService
+
+        return UnbilledService(self.sync, budgets=self.budgets)
+
+    @_Once
+    def budgets(self) -> "BudgetService":
+        from sync.invoices.budgets import BudgetService
+
+        return BudgetService(self.tables)
 
     @_Once
     def writeback(self) -> "WritebackService":

@@ -132,6 +132,19 @@ def main(argv: list[str] | None = None) -> int:
               f"from {imported.source}, {imported.summary.status}")
         summary["invoice"] = {"id": g_invoice, "source": imported.source, "lines": imported.summary.line_count,
                               "reconciliation": imported.summary.status}
+        checksum = imported.figures.checksum.to_json()
+        print(f"  usage file: {imported.figures.usage_count} daily-rated usage lines; usage checksum "
+              f"{checksum['status']} (difference {checksum['difference']}, explained {checksum['explained']} "
+              f"{checksum['explainedBy'] or ''}); import {imported.state}"
+              f"{' (' + imported.figures.reason + ')' if imported.figures.reason else ''}")
+        summary["checksum"] = {"status": checksum["status"], "difference": checksum["difference"],
+                               "explained": checksum["explained"]}
+
+        step("Unbilled estimates: current and previous period (Graph unbilled exports)")
+        unbilled = services.unbilled.sync_provider(provider)
+        print(f"  reconciliation lines {unbilled.lines}, usage lines {unbilled.usage}")
+        summary["unbilled"] = {"current": unbilled.lines.get("current", 0),
+                               "previous": unbilled.lines.get("previous", 0)}
         summary["synced"] = count_rows(services, ["customers", "subscriptions", "agreements", "invoices",
                                                  "invoicelineitems"])
         print(f"  stored: {summary['synced']}")

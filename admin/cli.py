@@ -18,6 +18,7 @@ PROVIDER_OPTIONS = {
     "cost_management": "costManagement",
     "usage_mismatch_tolerance": "usageMismatchTolerance",
     "azure_specialization": "azureSpecializations",
+    "specialization_mode": "azureSpecialization",
     "enabled": "enabled",
 }
 
@@ -89,9 +90,12 @@ def register(subparsers: Any) -> None:
     set_cmd.add_argument("--billing-start-day", help="1..31, legacy (D) invoice Azure billing only")
     set_cmd.add_argument("--reseller-relationship-url")
     set_cmd.add_argument("--delegated-admin-authorize-url")
-    set_cmd.add_argument("--cost-management", choices=["true", "false"])
+    set_cmd.add_argument("--cost-management", help="'do not update' or 'from the provider invoice' (true/false "
+                                                    "still read as those two)")
     set_cmd.add_argument("--usage-mismatch-tolerance", help="amount (e.g. 5) or percentage (e.g. 0.5%%)")
-    set_cmd.add_argument("--azure-specialization", action="append", help="repeat for several")
+    set_cmd.add_argument("--azure-specialization", action="append", help="a specialization held; repeat for several")
+    set_cmd.add_argument("--specialization-mode", choices=["none", "pass-through", "retain"],
+                         help="Azure specialization discounts: none, pass to the customer, or retain as margin")
     set_cmd.add_argument("--enabled", choices=["true", "false"])
     set_cmd.set_defaults(handler=provider_set)
 

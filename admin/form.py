@@ -34,7 +34,8 @@ LABELS = {
     "resellerRelationshipUrl": "Reseller relationship URL",
     "delegatedAdminAuthorizeUrl": "Delegated admin (DAP/GDAP) authorize URL",
     "costManagement": "Cost management", "usageMismatchTolerance": "Usage mismatch tolerance",
-    "azureSpecializations": "Azure specializations", "enabled": "Enabled",
+    "azureSpecialization": "Azure specialization discounts",
+    "azureSpecializations": "Azure specializations held", "enabled": "Enabled",
 }
 HINTS = {
     "name": "How this Partner Center is named in pcsync (1-256 characters).",
@@ -44,8 +45,12 @@ HINTS = {
     "billingStartDay": "1-31; only for legacy (D) invoices' Azure billing.",
     "resellerRelationshipUrl": "https URL from Partner Center > Customers > Request a reseller relationship.",
     "delegatedAdminAuthorizeUrl": "https URL for granting delegated admin privileges.",
-    "costManagement": "When on, Verify also checks the Graph billing permission (PartnerBilling.Read.All).",
+    "costManagement": "Where subscription unit costs come from; from the provider invoice: the newest invoice's "
+                      "effective unit price (Verify then also checks PartnerBilling.Read.All). The price list is "
+                      "not supported yet.",
     "usageMismatchTolerance": "An amount in the provider currency (5, 2.50) or a percentage (0.5%).",
+    "azureSpecialization": "none: effective price, no specialization adjustment; pass-through: the discounted cost is the "
+                           "customer's price basis; retain: the undiscounted cost is, the discount is margin.",
     "azureSpecializations": "The Solutions Partner specializations this partner holds.",
     "enabled": "Disabled providers keep their data and are not synced.",
 }

@@ -16,6 +16,9 @@ log = get_logger(__name__)
 PROVIDER_DATA_TABLES = (
     "customers", "subscriptions", "agreements", "invoices", "invoicelineitems",
     "syncruns", "writebackops", "webhookevents",
+    # the invoice side (sync/invoices/)
+    "invoiceusage", "invoiceacceptances", "subscriptioncosts", "unbilledlineitems", "unbilledusage",
+    "unbilledsnapshots", "budgets", "budgetalerts",
 )
 # Consent flows (auth/consent.py: ConsentFlowStore) are one partition keyed by state, with the
 # provider in a column. Named here rather than imported: admin does not depend on auth.

@@ -51,6 +51,8 @@ param scheduleInvoices string = '0 0 6 * * *'
 
 @description('NCRONTAB schedule of the write-backs timer (PCSYNC_SCHEDULE_WRITEBACKS): due scheduled write-backs, attestation re-checks, end-of-term drift and EST alerts, UTC.')
 param scheduleWritebacks string = '0 */15 * * * *'
+@description('NCRONTAB schedule of the unbilled estimates (PCSYNC_SCHEDULE_UNBILLED), UTC.')
+param scheduleUnbilled string = '0 30 6 * * *'
 
 @description('Hosts allowed to serve the Partner Center webhook signing certificate (PCSYNC_WEBHOOK_CERTIFICATE_HOSTS).')
 param webhookCertificateHosts string = '3psostorageacct.blob.core.windows.net'
@@ -198,6 +200,7 @@ module functionApp 'modules/functionapp.bicep' = {
     scheduleCustomers: scheduleCustomers
     scheduleInvoices: scheduleInvoices
     scheduleWritebacks: scheduleWritebacks
+    scheduleUnbilled: scheduleUnbilled
     webhookCertificateHosts: webhookCertificateHosts
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import urlsplit
 
@@ -49,6 +50,9 @@ log = get_logger(__name__)
 
 BILLING_ROOT = "/v1.0/reports/partners/billing"
 BILLED_RECONCILIATION_EXPORT = BILLING_ROOT + "/reconciliation/billed/export"
+BILLED_USAGE_EXPORT = BILLING_ROOT + "/usage/billed/export"
+UNBILLED_RECONCILIATION_EXPORT = BILLING_ROOT + "/reconciliation/unbilled/export"
+UNBILLED_USAGE_EXPORT = BILLING_ROOT + "/usage/unbilled/export"
 SUCCEEDED_STATUSES = frozenset({"succeeded", "completed"})
 RUNNING_STATUSES = frozenset({"notstarted", "running", "queued", "inprogress"})
 DEFAULT_CHUNK_BYTES = 256 * 1024
@@ -245,13 +249,17 @@ class GraphBillingClient(HttpClient):
 
     def begin_billed_reconciliation_export(self, invoice_id: str, *, attribute_set: str = "full") -> ExportOperation:
         """Start the export; returns the running operation (its ``location`` is polled)."""
-        response, _ = self._call("POST", self._base_url + BILLED_RECONCILIATION_EXPORT,
-                                 json_body={"invoiceId": invoice_id, "attributeSet": attribute_set})
+        return self.begin_export(BILLED_RECONCILIATION_EXPORT, {"invoiceId": invoice_id, "attributeSet": attribute_set},
+                                 what=f"invoice {invoice_id}")
+
+    def begin_export(self, path: str, body: Mapping[str, Any], *, what: str) -> ExportOperation:
+        """POST one of the billing exports (billed/unbilled, reconciliation/usage)."""
+        response, _ = self._call("POST", self._base_url + path, json_body=dict(body))
         location = response.headers.get("Location") or response.headers.get("Operation-Location")
         if response.status_code != 202 or not location:
             raise GraphBillingError(
-                f"export for invoice {invoice_id} answered HTTP {response.status_code} without an operation Location",
-                status=response.status_code, url=BILLED_RECONCILIATION_EXPORT)
+                f"export for {what} answered HTTP {response.status_code} without an operation Location",
+                status=response.status_code, url=path)
         return ExportOperation(id=None, location=self._absolute(location), status="notstarted",
                                retry_after=parse_retry_after(response.headers.get("Retry-After")))
 
@@ -305,6 +313,21 @@ class GraphBillingClient(HttpClient):
                  extra={"invoice_id": invoice_id, "operation": operation.location})
         return self.wait_for_manifest(operation)
 
+    def export_billed_usage(self, invoice_id: str, *, attribute_set: str = "full") -> Manifest:
+        """The billed daily-rated usage of one invoice (new commerce)."""
+        return self.wait_for_manifest(self.begin_export(
+            BILLED_USAGE_EXPORT, {"invoiceId": invoice_id, "attributeSet": attribute_set},
+            what=f"usage of invoice {invoice_id}"))
+
+    def export_unbilled(self, usage: bool, currency_code: str, billing_period: str, *,
+                        attribute_set: str = "full") -> Manifest:
+        """Unbilled reconciliation (``usage=False``) or daily-rated usage of the ``current`` or
+        ``last`` billing period, in one currency."""
+        path = UNBILLED_USAGE_EXPORT if usage else UNBILLED_RECONCILIATION_EXPORT
+        return self.wait_for_manifest(self.begin_export(
+            path, {"currencyCode": currency_code, "attributeSet": attribute_set, "billingPeriod": billing_period},
+            what=f"unbilled {'usage' if usage else 'reconciliation'} {currency_code} {billing_period}"))
+
     def iter_rows(self, manifest: Manifest) -> Iterator[dict[str, Any]]:
         """Every row of every blob, in blob-name order, streamed."""
         for blob in manifest.blobs:
@@ -323,7 +346,8 @@ class GraphBillingClient(HttpClient):
             seen = 0
             try:
                 chunks = response.iter_content(chunk_size=self._chunk_bytes)
-                for row in iter_gzip_json_lines(chunks, max_line_bytes=self._max_line_bytes):
+                # numbers as Decimal, from the text: unit prices have more digits than a float keeps
+                for row in iter_gzip_json_lines(chunks, max_line_bytes=self._max_line_bytes, parse_float=Decimal):
                     seen += 1
                     if seen > delivered:
                         delivered = seen
@@ -386,6 +410,7 @@ def _json_object(body: Any, url: str) -> dict[str, Any]:
 
 
 __all__ = [
-    "BILLED_RECONCILIATION_EXPORT", "BlobRef", "ExportOperation", "GraphBillingClient", "Manifest", "manifest_problem",
+    "BILLED_RECONCILIATION_EXPORT", "BILLED_USAGE_EXPORT", "BlobRef", "UNBILLED_RECONCILIATION_EXPORT",
+    "UNBILLED_USAGE_EXPORT", "ExportOperation", "GraphBillingClient", "Manifest", "manifest_problem",
     "operation_problem", "parse_operation",
 ]

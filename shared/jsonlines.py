@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .graph_billing_errors import BlobFormatError
 from .transport import TruncatedBody
@@ -63,8 +63,10 @@ def iter_gzip_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
             raise TruncatedBody("gzip stream ended early")
 
 
-def iter_json_lines(chunks: Iterable[bytes], *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[dict[str, Any]]:
-    """Parse JSON Lines from byte chunks without holding more than one line (plus a chunk)."""
+def iter_json_lines(chunks: Iterable[bytes], *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+                    parse_float: Callable[[str], Any] | None = None) -> Iterator[dict[str, Any]]:
+    """Parse JSON Lines from byte chunks without holding more than one line (plus a chunk);
+    ``parse_float`` as for ``json.loads`` (``Decimal`` keeps every digit)."""
     buffer = bytearray()
     line_no = 0
 
@@ -75,7 +77,7 @@ def iter_json_lines(chunks: Iterable[bytes], *, max_line_bytes: int = DEFAULT_MA
         if not raw:
             return None
         try:
-            value = json.loads(raw)
+            value = json.loads(raw, parse_float=parse_float)
         except ValueError as exc:
             raise BlobFormatError(f"line {line_no} is not JSON: {exc}") from None
         if not isinstance(value, dict):
@@ -103,8 +105,9 @@ def iter_json_lines(chunks: Iterable[bytes], *, max_line_bytes: int = DEFAULT_MA
             yield row
 
 
-def iter_gzip_json_lines(chunks: Iterable[bytes], *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[dict[str, Any]]:
-    return iter_json_lines(iter_gzip_chunks(chunks), max_line_bytes=max_line_bytes)
+def iter_gzip_json_lines(chunks: Iterable[bytes], *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+                         parse_float: Callable[[str], Any] | None = None) -> Iterator[dict[str, Any]]:
+    return iter_json_lines(iter_gzip_chunks(chunks), max_line_bytes=max_line_bytes, parse_float=parse_float)
 
 
 __all__ = ["DEFAULT_MAX_LINE_BYTES", "iter_gzip_chunks", "iter_gzip_json_lines", "iter_json_lines"]

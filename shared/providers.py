@@ -37,6 +37,26 @@ class ConsentStatus(enum.StrEnum):
     REVOKED = "revoked"  # Entra no longer accepts the stored consent
 
 
+class AzureSpecializationMode(enum.StrEnum):
+    """What the partner does with Azure specialization discounts (field ``azureSpecialization``)."""
+
+    NONE = "none"  # no specialization adjustment
+    PASS_THROUGH = "pass-through"  # pass the discounts to the customer
+    RETAIN = "retain"  # keep them as margin
+
+
+class CostManagement(enum.StrEnum):
+    """Where subscription ``unitCost``/``costCurrency`` come from (field ``costManagement``)."""
+
+    OFF = "do not update"
+    PRICE_LIST = "from the product price list"  # refused until a price-list sync exists
+    INVOICE = "from the provider invoice"
+
+    def __bool__(self) -> bool:
+        """True when pcsync maintains costs (code that read the old boolean keeps working)."""
+        return self is not CostManagement.OFF
+
+
 CONSENT_STATUSES = tuple(status.value for status in ConsentStatus)
 BLOCKED_STATUSES = (ConsentStatus.EXPIRED, ConsentStatus.REVOKED)
 
@@ -51,6 +71,7 @@ EDITABLE_FIELDS = {
     "delegatedAdminAuthorizeUrl": "delegated_admin_authorize_url",
     "costManagement": "cost_management",
     "usageMismatchTolerance": "usage_mismatch_tolerance",
+    "azureSpecialization": "azure_specialization",
     "azureSpecializations": "azure_specializations",
     "enabled": "enabled",
 }
@@ -96,9 +117,10 @@ class ProviderConnection:
     billing_start_day: int | None = None
     reseller_relationship_url: str | None = None
     delegated_admin_authorize_url: str | None = None
-    cost_management: bool = False
+    cost_management: CostManagement = CostManagement.OFF
     usage_mismatch_tolerance: str = "0"
-    azure_specializations: tuple[str, ...] = ()
+    azure_specialization: AzureSpecializationMode = AzureSpecializationMode.NONE
+    azure_specializations: tuple[str, ...] = ()  # the specializations the partner holds
     enabled: bool = True
     # maintained by auth/, never by clients
     consent_status: ConsentStatus = ConsentStatus.NONE
@@ -199,8 +221,50 @@ class ProviderConnection:
         values["azure_specializations"] = tuple(json.loads(entity.get("azure_specializations") or "[]"))
         if values.get("billing_start_day") is not None:
             values["billing_start_day"] = int(values["billing_start_day"])
+        values["cost_management"] = stored_cost_management(values.get("cost_management"))
+        values["azure_specialization"] = _stored_mode(values.get("azure_specialization"))
         values["consent_status"] = ConsentStatus(values.get("consent_status") or ConsentStatus.NONE)
         return cls(**values)
+
+
+def stored_cost_management(value: Any) -> CostManagement:
+    """A stored ``cost_management``: rows from before the three values hold a boolean, and
+    ``true`` meant what is now "from the provider invoice"."""
+    if isinstance(value, bool) or (isinstance(value, str) and value.strip().lower() in ("true", "false")):
+        return CostManagement.INVOICE if str(value).strip().lower() == "true" else CostManagement.OFF
+    try:
+        return CostManagement(value) if value else CostManagement.OFF
+    except ValueError:
+        return CostManagement.OFF
+
+
+def _stored_mode(value: Any) -> AzureSpecializationMode:
+    try:
+        return AzureSpecializationMode(value) if value else AzureSpecializationMode.NONE
+    except ValueError:
+        return AzureSpecializationMode.NONE
+
+
+def _choice(enum_type: type[enum.StrEnum], aliases: Mapping[str, Any]) -> Any:
+    """A validator for one of an enum's values (or an alias), in any case."""
+    known = {member.value.lower(): member for member in enum_type} | {k.lower(): v for k, v in aliases.items()}
+
+    def parse(value: Any) -> Any:
+        key = str(value).strip().lower() if isinstance(value, (str, bool)) else None
+        if key not in known:
+            raise ValueError("must be one of: " + ", ".join(repr(m.value) for m in enum_type))
+        return known[key]
+    return parse
+
+
+def _cost_management(value: Any) -> CostManagement:
+    mode = _choice(CostManagement, {"true": CostManagement.INVOICE, "false": CostManagement.OFF, "off": CostManagement.OFF,
+                                    "invoice": CostManagement.INVOICE, "price list": CostManagement.PRICE_LIST,
+                                    "pricelist": CostManagement.PRICE_LIST})(value)
+    if mode is CostManagement.PRICE_LIST:
+        raise ValueError("'from the product price list' is not supported yet (pcsync has no price-list sync); use "
+                         "'from the provider invoice' or 'do not update'")
+    return mode
 
 
 def _compact_timestamp(iso: str | None) -> str:
@@ -289,8 +353,10 @@ def _validators() -> dict[str, Any]:
         "billingStartDay": optional(_day),
         "resellerRelationshipUrl": optional(_https_url),
         "delegatedAdminAuthorizeUrl": optional(_https_url),
-        "costManagement": _boolean,
+        "costManagement": _cost_management,
         "usageMismatchTolerance": tolerance,
+        "azureSpecialization": _choice(AzureSpecializationMode, {"passthrough": AzureSpecializationMode.PASS_THROUGH,
+                                                                 "pass_through": AzureSpecializationMode.PASS_THROUGH}),
         "azureSpecializations": specializations,
         "enabled": _boolean,
     }

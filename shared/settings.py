@@ -20,7 +20,7 @@ DEFAULT_GRAPH_URL = "https://graph.microsoft.com"
 # Streams that have a timer; the schedule setting is PCSYNC_SCHEDULE_<NAME upper-cased>. The
 # Functions host reads these itself (the timer bindings say %PCSYNC_SCHEDULE_CUSTOMERS%), so the
 # values live in app settings and local.settings.json.sample, not here.
-SCHEDULED_STREAMS = ("customers", "invoices")
+SCHEDULED_STREAMS = ("customers", "invoices", "unbilled")
 # Hosts allowed to serve the Partner Center webhook signing certificate (x-ms-certificate-url).
 DEFAULT_WEBHOOK_CERTIFICATE_HOSTS = ("3psostorageacct.blob.core.windows.net",)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from simulator.billing_control import BillingControl
 from simulator.clock import iso, parse_iso
 from simulator.config import FAULT_KNOBS
 from simulator.data import GRAPH_BILLING_PERMISSION
@@ -44,8 +45,9 @@ def _body_of_known_keys(req: Request, known, what: str) -> dict:
 
 class Control:
     def __init__(self, state: SimulatorState, entra: Entra, faults: FaultInjector, throttle: Throttle,
-                 webhooks: Webhooks, webhook_cert_pem: bytes, info: dict):
+                 webhooks: Webhooks, webhook_cert_pem: bytes, info: dict, billing: BillingControl | None = None):
         self.state, self.entra, self.faults, self.throttle = state, entra, faults, throttle
+        self.billing = billing or BillingControl(state)
         self.webhooks, self.webhook_cert_pem, self.info = webhooks, webhook_cert_pem, info
 
     def register(self, router: Router) -> None:
@@ -96,7 +98,8 @@ class Control:
     def truth_invoices(self, req: Request) -> Response:
         with self.state.lock:
             invoices = list(self.state.invoices.values())
-        items = [{**render_invoice(self.state, i), "lineItemCounts": invoice_stream_counts(i)} for i in invoices]
+        items = [{**render_invoice(self.state, i),
+                  "lineItemCounts": invoice_stream_counts(i, self.state.billing_plan(i.id))} for i in invoices]
         return json_response(200, {"totalCount": len(items), "items": items})
 
     # ---- mutations ----------------------------------------------------------------------
@@ -210,6 +213,16 @@ class Control:
             invoice = self.state.factory.new_invoice(months_back=0, new_commerce=new_commerce, line_items=line_items)
             invoice.invoice_date = self.state.clock.now()
             self.state.invoices[invoice.id] = invoice
+        knobs = body.get("billing") or {}
+        if not isinstance(knobs, dict):
+            raise _error(400, "billing must be an object of billing knobs")
+        if knobs or body.get("currency"):
+            try:
+                self.billing.plant(invoice, {**knobs, **({"currency": body["currency"]} if body.get("currency") else {})})
+            except HttpError:
+                with self.state.lock:
+                    self.state.invoices.pop(invoice.id, None)
+                raise
         return json_response(201, render_invoice(self.state, invoice))
 
     # ---- clock, calls, faults -----------------------------------------------------------

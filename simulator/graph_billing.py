@@ -6,7 +6,6 @@ million-row export never exists in memory.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import secrets
 import uuid
@@ -15,7 +14,8 @@ from typing import Iterator
 
 from simulator.clock import iso
 from simulator.data import GRAPH_BILLING_PERMISSION, GRAPH_RESOURCE
-from simulator.line_items import DAILY_RATED_USAGE, ONETIME_BILLING, LineItemStream, export_row
+from simulator.jsontext import dumps_rows
+from simulator.line_items import DAILY_RATED_USAGE, ONETIME_BILLING, LineItemStream
 from simulator.state import SimulatorState
 from simulator.tokens import TokenIssuer
 from simulator.web import HttpError, Request, Response, Router, json_response
@@ -31,6 +31,7 @@ _EXPORTS = {  # path suffix -> (stream kind, billed?)
     "usage/unbilled": (DAILY_RATED_USAGE, False),
 }
 ROWS_PER_CHUNK = 500
+BLOB_ROOT = "/billingexports/v1"   # on the storage host (blob_url), never on the Graph host
 
 
 def graph_error(status: int, code: str, message: str, headers=()) -> Response:
@@ -41,8 +42,9 @@ def graph_error(status: int, code: str, message: str, headers=()) -> Response:
 
 
 class GraphBilling:
-    def __init__(self, state: SimulatorState, issuer: TokenIssuer, base_url: str):
+    def __init__(self, state: SimulatorState, issuer: TokenIssuer, base_url: str, blob_url: str | None = None):
         self.state, self.issuer, self.base_url = state, issuer, base_url
+        self.blob_url = blob_url or base_url
 
     def register(self, router: Router) -> None:
         for suffix in _EXPORTS:
@@ -50,7 +52,7 @@ class GraphBilling:
                        lambda req, suffix=suffix: self.start_export(req, suffix), SERVICE)
         router.add("GET", _OPS + "/{operation_id}", self.get_operation, SERVICE)
         router.add("GET", _MANIFESTS + "/{manifest_id}", self.get_manifest, SERVICE)
-        router.add("GET", "/_blobs/billing/{manifest_id}/{blob_name}", self.get_blob, BLOB_SERVICE)
+        router.add("GET", BLOB_ROOT + "/{manifest_id}/{blob_name}", self.get_blob, BLOB_SERVICE)
 
     def _authorize(self, req: Request) -> None:
         token = req.bearer_token()
@@ -121,25 +123,38 @@ class GraphBilling:
             return json_response(200, {"@odata.type": "#microsoft.graph.partners.billing.runningOperation", **body},
                                  headers=[("Retry-After", str(self.state.config.export_retry_after_seconds))])
         stream = self._stream(op)
-        if stream is None:
-            invoice_id = op["target"].get("invoiceId", "")
-            return json_response(200, {"@odata.type": "#microsoft.graph.partners.billing.failedOperation", **body,
-                                       "status": "failed",
-                                       "error": {"code": "5000", "message": f"No reconciliation data available "
-                                                                            f"currently for Invoice {invoice_id}. "
-                                                                            f"Please try again later."}})
+        not_ready = self._usage_not_ready(op) if stream is not None else None
+        if stream is None or not_ready == "5000":
+            return self._no_data(op, body)
         with self.state.lock:
             if op["manifest_id"] is None:
-                op["manifest_id"] = self._create_manifest(op, stream)
+                op["manifest_id"] = self._create_manifest(op, stream, empty=not_ready == "empty")
             manifest_id = op["manifest_id"]
         return json_response(200, {"@odata.type": "#microsoft.graph.partners.billing.exportSuccessOperation", **body,
                                    "status": "succeeded",
                                    "resourceLocation@odata.navigationLink": f"{self.base_url}{_MANIFESTS}/{manifest_id}"})
 
-    def _create_manifest(self, op: dict, stream: LineItemStream) -> str:
+    def _usage_not_ready(self, op: dict) -> str | None:
+        """How a billed usage export answers before its invoice's usage file exists: the plan's
+        ``usageNotReady`` ("5000": failed operation; "empty": a manifest without blobs), else None."""
+        if op["kind"] != DAILY_RATED_USAGE or not op["billed"]:
+            return None
+        plan = self.state.billing_plan(self.state.invoice(op["target"]["invoiceId"]).id)
+        return None if plan.usage_available(self.state.clock.now()) else plan.usage_not_ready
+
+    @staticmethod
+    def _no_data(op: dict, body: dict) -> Response:
+        invoice_id = op["target"].get("invoiceId", "")
+        what = "usage" if op["kind"] == DAILY_RATED_USAGE else "reconciliation"
+        return json_response(200, {"@odata.type": "#microsoft.graph.partners.billing.failedOperation", **body,
+                                   "status": "failed",
+                                   "error": {"code": "5000", "message": f"No {what} data available currently for "
+                                                                        f"Invoice {invoice_id}. Please try again later."}})
+
+    def _create_manifest(self, op: dict, stream: LineItemStream, empty: bool = False) -> str:
         manifest_id = str(uuid.uuid4())
         per_blob = self.state.config.export_items_per_blob
-        blob_count = math.ceil(stream.count / per_blob) if stream.count else 0
+        blob_count = math.ceil(stream.count / per_blob) if stream.count and not empty else 0
         run = uuid.uuid4()
         blobs = [{"name": f"part-{index:05d}-{run}.c000.json.gz", "partitionValue": "default",
                   "start": index * per_blob, "stop": min(stream.count, (index + 1) * per_blob)}
@@ -161,7 +176,7 @@ class GraphBilling:
             "id": manifest_id, "schemaVersion": "2", "dataFormat": "compressedJSONLines",
             "createdDateTime": manifest["created"], "eTag": manifest["etag"],
             "partnerTenantId": self.state.partner.tenant_id,
-            "rootDirectory": f"{self.base_url}/_blobs/billing/{manifest_id}",
+            "rootDirectory": f"{self.blob_url}{BLOB_ROOT}/{manifest_id}",
             "sasToken": f"skoid={uuid.uuid4()}&sktid={self.state.partner.tenant_id}&sv=2021-08-06"
                         f"&se={expiry.replace(':', '%3A')}&sr=d&sp=rl&sdd=2&sig=simulated%2Fsignature%3D",
             "partitionType": "Default", "blobCount": len(manifest["blobs"]),
@@ -183,16 +198,17 @@ class GraphBilling:
         stream = self._stream(manifest["op"])
         return Response(200, headers=[("Content-Type", "application/octet-stream"), ("x-ms-blob-type", "BlockBlob"),
                                       ("x-ms-version", "2021-08-06")],
-                        stream=gzip_json_lines(stream, blob["start"], blob["stop"]))
+                        stream=gzip_json_lines(stream, blob["start"], blob["stop"], manifest["op"]["attributeSet"]))
 
 
-def gzip_json_lines(stream: LineItemStream, start: int, stop: int) -> Iterator[bytes]:
-    """Yield gzip bytes for rows [start, stop) of the export, a few hundred rows at a time."""
+def gzip_json_lines(stream: LineItemStream, start: int, stop: int, attribute_set: str = "full") -> Iterator[bytes]:
+    """Yield gzip bytes for rows [start, stop) of the export, a few hundred rows at a time. Rows
+    are written as JSON text from their Decimal values (no float)."""
     compressor = zlib.compressobj(6, zlib.DEFLATED, 31)   # wbits=31: gzip container
-    dumps = json.JSONEncoder(separators=(",", ":")).encode
     for chunk_start in range(start, stop, ROWS_PER_CHUNK):
-        lines = [dumps(export_row(stream, i)) for i in range(chunk_start, min(stop, chunk_start + ROWS_PER_CHUNK))]
-        data = compressor.compress(("\n".join(lines) + "\n").encode("utf-8"))
+        text = dumps_rows(stream.export_row(i, attribute_set)
+                          for i in range(chunk_start, min(stop, chunk_start + ROWS_PER_CHUNK)))
+        data = compressor.compress((text + "\n").encode("utf-8"))
         if data:
             yield data
     yield compressor.flush()

@@ -10,6 +10,7 @@ from simulator.line_items import (AZURE_BILLING, AZURE_USAGE, DAILY_RATED_USAGE,
 from simulator.pc_common import (BILLING_ROLES, SERVICE, PartnerCenterAuth, collection, decode_token, encode_token,
                                  fail, link, parse_offset, parse_size)
 from simulator.state import SimulatorState
+from simulator.jsontext import dumps
 from simulator.web import Request, Response, Router, json_response, route
 
 INVOICE_PAGE_DEFAULT, INVOICE_PAGE_MAX = 200, 1000
@@ -23,10 +24,13 @@ _DETAIL_ENUMS = {OFFICE_BILLING: ("billing_line_items", "office"), AZURE_BILLING
                  DAILY_RATED_USAGE: ("usage_line_items", "one_time")}
 
 
+_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "AUD": "$", "SEK": "kr", "DKK": "kr"}
+
+
 def render_invoice(state: SimulatorState, invoice: Invoice) -> dict:
     kind_prefix = "OneTime" if invoice.is_new_commerce else "Recurring"
     details = []
-    for kind in invoice_stream_counts(invoice):
+    for kind in invoice_stream_counts(invoice, state.billing_plan(invoice.id)):
         item_type, provider = _DETAIL_ENUMS[kind]
         path_provider, path_type = _DETAIL_PATH[kind]
         details.append({"invoiceLineItemType": item_type, "billingProvider": provider,
@@ -37,13 +41,18 @@ def render_invoice(state: SimulatorState, invoice: Invoice) -> dict:
         "id": invoice.id, "invoiceDate": iso(invoice.invoice_date),
         "billingPeriodStartDate": iso(invoice.period_start), "billingPeriodEndDate": iso(invoice.period_end),
         "totalCharges": round(total_cents / 100, 2), "paidAmount": invoice.paid_amount,
-        "currencyCode": invoice.currency, "currencySymbol": "$",
+        "currencyCode": invoice.currency, "currencySymbol": _SYMBOLS.get(invoice.currency, invoice.currency),
         "pdfDownloadLink": f"/invoices/{invoice.id}/documents/statement",
         "taxReceipts": [], "invoiceDetails": details, "documentType": "invoice",
         "invoiceType": "OneTime" if invoice.is_new_commerce else "Recurring",
         "links": {"self": link(f"/invoices/{kind_prefix}-{invoice.id}")},
         "attributes": {"objectType": "Invoice"},
     }
+
+
+def exact_json_response(payload) -> Response:
+    """Line-item pages carry Decimal amounts: their digits go into the JSON text unchanged."""
+    return Response(200, dumps(payload).encode("utf-8"), [("Content-Type", "application/json; charset=utf-8")])
 
 
 class Invoices:
@@ -141,7 +150,7 @@ class Invoices:
         query = (lambda off: f"{base_path}?{self._query(req, size, {'offset': off})}") if keep_params else \
             (lambda off: f"{base_path}?size={size}&offset={off}")
         next_link = link(query(offset + size)) if offset + size < stream.count else None
-        return json_response(200, collection(items, query(offset), next_link))
+        return exact_json_response(collection(items, query(offset), next_link))
 
     def _seek_page(self, req: Request, stream: LineItemStream, base_path: str) -> Response:
         if str(req.query.get("seekOperation", "")).lower() == "next":
@@ -158,7 +167,7 @@ class Invoices:
                                         "size": size})
             next_link = link(f"{base_path}?{self._query(req, size, {'seekOperation': 'Next'})}", "GET",
                              [{"key": "MS-ContinuationToken", "value": token_value}])
-        return json_response(200, collection(items, f"{base_path}?{self._query(req, size)}", next_link, token_value))
+        return exact_json_response(collection(items, f"{base_path}?{self._query(req, size)}", next_link, token_value))
 
     @route("GET", "/v1/invoices/estimates/links")
     def estimate_links(self, req: Request) -> Response:

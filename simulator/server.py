@@ -20,11 +20,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from simulator.certs import generate_key_material
 from simulator.clock import SimulatorClock, parse_iso
 from simulator.config import SimulatorConfig
+from simulator.billing_control import BillingControl
 from simulator.control import Control
 from simulator.control_2026 import Control2026
 from simulator.entra import Entra
 from simulator.faults import MALFORMED, RESET, SERVER_ERROR, TOO_MANY, TRUNCATE, FaultInjector
-from simulator.graph_billing import GraphBilling, graph_error
+from simulator.graph_billing import BLOB_SERVICE, GraphBilling, graph_error
 from simulator.invoices import Invoices
 from simulator.keyvault import KeyVault
 from simulator.mfa import MfaReports
@@ -57,8 +58,10 @@ def _ms_cv() -> str:
 class Simulator:
     """Owns the state and the routing; independent of the socket layer."""
 
-    def __init__(self, config: SimulatorConfig, base_url: str, keys):
+    def __init__(self, config: SimulatorConfig, base_url: str, keys, blob_url: str | None = None):
         self.config, self.base_url, self.keys = config, base_url, keys
+        # Export blobs live on their own storage host, as Graph's do (an ADLS account, not graph.microsoft.com).
+        self.blob_url = blob_url or base_url
         start = parse_iso(config.start_time) if config.start_time else None
         self.clock = SimulatorClock(start)
         self.state = SimulatorState(config, self.clock)
@@ -70,14 +73,16 @@ class Simulator:
         self.entra = Entra(self.state, self.issuer, base_url)
         self.webhooks = Webhooks(self.state, pc_auth, keys, base_url)
         # Order matters: fixed paths are registered before the catch-all /{tenant}/... routes.
+        billing = BillingControl(self.state)
+        billing.register(self.router)
         Control(self.state, self.entra, self.faults, self.throttle, self.webhooks, keys.webhook_cert_pem,
-                self.info()).register(self.router)
+                self.info(), billing).register(self.router)
         Control2026(self.state).register(self.router)
         PartnerCenter(self.state, pc_auth, self.faults).register(self.router)
         Invoices(self.state, pc_auth).register(self.router)
         MfaReports(self.state, pc_auth).register(self.router)
         self.webhooks.register(self.router)
-        GraphBilling(self.state, self.issuer, base_url).register(self.router)
+        GraphBilling(self.state, self.issuer, base_url, self.blob_url).register(self.router)
         KeyVault(self.state, self.issuer, base_url, base_url).register(self.router)
         self.entra.register(self.router)
 
@@ -88,12 +93,16 @@ class Simulator:
             "key_vault_url": self.base_url, "control_url": f"{self.base_url}/_sim", "ca_bundle": self.keys.ca_bundle,
             "tenant_id": state.partner.tenant_id, "client_id": state.app.client_id,
             "client_secret": state.app.client_secret, "integration_user": state.user.upn,
-            "port": int(self.base_url.rsplit(":", 1)[1]),
+            "port": int(self.base_url.rsplit(":", 1)[1]), "blob_url": self.blob_url,
         }
 
-    def handle(self, req: Request) -> tuple[Response, str | None]:
-        """Returns the response and an optional transport fault (reset or truncate)."""
+    def handle(self, req: Request, listener: str = "main") -> tuple[Response, str | None]:
+        """Returns the response and an optional transport fault (reset or truncate). The blob
+        listener serves the blob service only, and the main listener everything else."""
         route, params, path_known = self.router.match(req.method, req.path)
+        if route is not None and (route.service == BLOB_SERVICE) != (listener == BLOB_SERVICE) \
+                and self.blob_url != self.base_url:
+            route, path_known = None, False
         if route is None:
             return self._unknown(req, path_known), None
         req.params = params
@@ -231,7 +240,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         req = Request(method=self.command, target=self.path,
                       headers=CaseInsensitiveDict(self.headers.items()), body=body,
                       base_url=self.server.simulator.base_url)
-        response, transport_fault = self.server.simulator.handle(req)
+        response, transport_fault = self.server.simulator.handle(req, self.server.listener)
         if transport_fault == RESET:
             self._reset()
         else:
@@ -301,36 +310,43 @@ class SimulatorServer:
             # given keys (simulator.persistence keeps them across restarts) or fresh ones
             self.keys = keys or generate_key_material(self._tempdir)
             self.httpd = _HttpsServer((self.config.host, self.config.port), _RequestHandler)
+            self.blob_httpd = _HttpsServer((self.config.host, 0), _RequestHandler)
         except Exception:
             shutil.rmtree(self._tempdir, ignore_errors=True)
             raise
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.keys.ca_bundle, self.keys.server_key_path)
-        # Handshake in the worker thread (on first read), not in the accept loop.
-        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True, do_handshake_on_connect=False)
-        port = self.httpd.server_address[1]
-        self.base_url = f"https://127.0.0.1:{port}"
-        self.simulator = Simulator(self.config, self.base_url, self.keys)
-        self.httpd.simulator = self.simulator
-        self.httpd.verbose = self.config.verbose
-        self._thread: threading.Thread | None = None
+        self.base_url = f"https://127.0.0.1:{self.httpd.server_address[1]}"
+        blob_url = f"https://127.0.0.1:{self.blob_httpd.server_address[1]}"
+        self.simulator = Simulator(self.config, self.base_url, self.keys, blob_url)
+        for httpd, listener in ((self.httpd, "main"), (self.blob_httpd, BLOB_SERVICE)):
+            # Handshake in the worker thread (on first read), not in the accept loop.
+            httpd.socket = context.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
+            httpd.simulator, httpd.listener, httpd.verbose = self.simulator, listener, self.config.verbose
+        self._threads: list[threading.Thread] = []
 
     def info(self) -> dict:
         return self.simulator.info()
 
     def start_background(self) -> "SimulatorServer":
         # A short poll interval keeps stop() fast (tests start and stop many simulators).
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="pcsync-simulator", daemon=True)
-        self._thread.start()
+        for httpd, name in ((self.httpd, "pcsync-simulator"), (self.blob_httpd, "pcsync-simulator-blobs")):
+            thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=name,
+                                      daemon=True)
+            thread.start()
+            self._threads.append(thread)
         return self
 
     def serve_forever(self) -> None:
+        blobs = threading.Thread(target=self.blob_httpd.serve_forever, name="pcsync-simulator-blobs", daemon=True)
+        blobs.start()
+        self._threads.append(blobs)
         self.httpd.serve_forever()
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        for httpd in (self.httpd, self.blob_httpd):
+            httpd.shutdown()
+            httpd.server_close()
+        for thread in self._threads:
+            thread.join(timeout=5)
         shutil.rmtree(self._tempdir, ignore_errors=True)

@@ -6,10 +6,11 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from simulator.billing_plan import BillingPlan
 from simulator.clock import SimulatorClock
 from simulator.config import SimulatorConfig
 from simulator.data import Agreement, Customer, Invoice, Subscription, World, WorldFactory
-from simulator.line_items import InvoiceTotals, LineItemStream, StreamContext, invoice_stream_counts
+from simulator.line_items import NCE_KINDS, InvoiceTotals, LineItemStream, StreamContext, invoice_stream_counts
 
 
 @dataclass
@@ -69,6 +70,7 @@ class SimulatorState:
         self.line_item_customers = tuple(world.customers)
         self.line_item_subscriptions = tuple(world.subscriptions)
         self.invoice_totals = InvoiceTotals()
+        self.billing_plans: dict[str, BillingPlan] = {}   # invoice id -> what a test planted
 
         self.auth_codes: dict[str, AuthCode] = {}
         self.refresh_tokens: dict[str, RefreshTokenRecord] = {}
@@ -120,12 +122,19 @@ class SimulatorState:
             return self.invoices.get(invoice_id.upper())
 
     # ---- line items ---------------------------------------------------------------------
+    def billing_plan(self, invoice_id: str) -> BillingPlan:
+        with self.lock:
+            return self.billing_plans.get(invoice_id) or BillingPlan()
+
     def invoice_stream(self, invoice: Invoice, kind: str) -> LineItemStream:
         ctx = StreamContext(seed=self.config.seed, key=invoice.id, invoice_number=invoice.id,
                             partner=self.partner, customers=self.line_item_customers,
                             subscriptions=self.line_item_subscriptions, period_start=invoice.period_start,
-                            period_end=invoice.period_end, currency=invoice.currency)
-        return LineItemStream(kind, invoice_stream_counts(invoice).get(kind, 0), ctx)
+                            period_end=invoice.period_end, currency=invoice.currency,
+                            plan=self.billing_plan(invoice.id))
+        new_commerce_file = kind in NCE_KINDS and invoice.is_new_commerce
+        regular = invoice.line_items if new_commerce_file else invoice_stream_counts(invoice).get(kind, 0)
+        return LineItemStream(kind, regular, ctx)
 
     def unbilled_stream(self, kind: str, period: str, currency: str) -> LineItemStream:
         today = self.clock.now()
@@ -136,7 +145,7 @@ class SimulatorState:
         ctx = StreamContext(seed=self.config.seed, key=f"unbilled-{period}-{currency.upper()}", invoice_number="",
                             partner=self.partner, customers=self.line_item_customers,
                             subscriptions=self.line_item_subscriptions, period_start=start, period_end=end,
-                            currency=currency.upper())
+                            currency=currency.upper(), plan=self.billing_plan("unbilled"))
         return LineItemStream(kind, self.config.line_items_per_invoice, ctx)
 
     def invoice_total_cents(self, invoice: Invoice) -> int:

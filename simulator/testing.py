@@ -7,6 +7,7 @@ its control API.
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 import os
 import select
 import signal
@@ -100,11 +101,35 @@ class SimulatorControl:
     def delete_subscription(self, customer_id: str, subscription_id: str) -> None:
         self.request("DELETE", f"/subscriptions/{customer_id}/{subscription_id}")
 
-    def add_invoice(self, kind: str = "G", line_items: int | None = None) -> dict:
-        body = {"kind": kind}
+    def add_invoice(self, kind: str = "G", line_items: int | None = None, currency: str | None = None,
+                    billing: dict | None = None) -> dict:
+        """billing: knobs of simulator.billing_plan.BillingPlan (see STATUS.md "Billing files")."""
+        body: dict = {"kind": kind}
         if line_items is not None:
             body["line_items"] = line_items
+        if currency:
+            body["currency"] = currency
+        if billing:
+            body["billing"] = billing
         return self.request("POST", "/invoices", body)
+
+    def billing(self, invoice_id: str) -> dict:
+        return self.request("GET", f"/invoices/{invoice_id}/billing")
+
+    def set_billing(self, invoice_id: str, **knobs) -> dict:
+        """e.g. usageMismatch={sub: "12.34"}, extras=["reservation"], usageReady=False, usageDelayDays=1,
+        usageNotReady="empty", exchangeRate="1.1", currency="EUR"."""
+        return self.request("PATCH", f"/invoices/{invoice_id}/billing", knobs)
+
+    def set_unbilled_billing(self, **knobs) -> dict:
+        return self.request("PATCH", "/unbilled/billing", knobs)
+
+    def usage_truth(self, invoice_id: str) -> dict:
+        """Per subscription: recon usage-based subtotal, usage total, difference (Decimals)."""
+        response = self.session.get(f"{self.base}/truth/invoices/{invoice_id}/usage", timeout=120)
+        if response.status_code >= 400:
+            raise ControlError(response.status_code, response.text)
+        return json.loads(response.text, parse_float=Decimal)
 
     # clock, calls, faults
     def now(self) -> str:
@@ -213,6 +238,7 @@ class RunningSimulator:
     client_secret: str = field(repr=False)
     integration_user: str
     port: int
+    blob_url: str = ""       # the storage host of Graph export blobs (its own listener)
     control: SimulatorControl = field(init=False, repr=False)
     process: subprocess.Popen | None = field(default=None, repr=False)   # set by start_simulator_process
     _stopper: object = field(default=None, repr=False)
@@ -240,6 +266,19 @@ class RunningSimulator:
 def _config(config: SimulatorConfig | None, knobs: dict) -> SimulatorConfig:
     base = config or SimulatorConfig()
     return base.with_changes(**knobs) if knobs else base
+
+
+def bench_streams(line_items: int, **knobs):
+    """(reconciliation, daily-rated usage) streams of a fresh G invoice, generated in this process
+    without HTTP (benchmarks): ``.count`` and ``.export_row(index)`` as the Graph export serves them."""
+    from simulator.clock import SimulatorClock
+    from simulator.line_items import DAILY_RATED_USAGE, ONETIME_BILLING
+    from simulator.state import SimulatorState
+
+    state = SimulatorState(_config(None, {"customers": 50, **knobs}), SimulatorClock(None))
+    invoice = state.factory.new_invoice(line_items=line_items)
+    state.invoices[invoice.id] = invoice
+    return state.invoice_stream(invoice, ONETIME_BILLING), state.invoice_stream(invoice, DAILY_RATED_USAGE)
 
 
 def start_simulator(config: SimulatorConfig | None = None, **knobs) -> RunningSimulator:

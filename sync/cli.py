@@ -29,7 +29,7 @@ def register(subparsers: Any) -> None:
 
     cmd = subparsers.add_parser("sync", help="sync a provider's Partner Center data now")
     cmd.add_argument("--provider", required=True, help="provider id")
-    cmd.add_argument("--stream", choices=list(STREAMS),
+    cmd.add_argument("--stream", choices=[*STREAMS, invoices_cli.UNBILLED_STREAM],
                      help="only this stream (default: customers, then each customer's subscriptions and agreements)")
     cmd.add_argument("--customer", help="only this customer's subscriptions and agreements")
     cmd.add_argument("--workers", type=int, default=4, help=f"customers synced in parallel, 1..{MAX_WORKERS} (default 4)")
@@ -41,6 +41,10 @@ def sync_command(args: argparse.Namespace, services: Any) -> int:
     from rich.console import Console
 
     console = Console(stderr=True)
+    if args.stream == "unbilled":
+        from .invoices.cli import sync_unbilled
+
+        return sync_unbilled(console, services, args.provider)
     stream = get_stream(args.stream) if args.stream else None
     if args.customer and stream in (CUSTOMERS, INVOICES):
         console.print(f"[red]error:[/red] --customer cannot be combined with --stream {stream.name}")

@@ -48,8 +48,17 @@ INVOICE_VIEW = View("invoice", (
     field("documentType"), field("billingPeriodStart"), field("billingPeriodEnd"),
     field("totalCharges", header="total"), field("paidAmount"), field("currencyCode", header="currency"),
     field("reconStatus", "recon_status", header="reconciliation"), field("reconSource", "recon_source"),
-    field("reconAt", "recon_at"), *SYNCED,
-), detail=(field("reconError", "recon_error"), field("reconRunId", "recon_run_id"), *RAW))
+    field("importState", "import_state", header="state"), field("importReason", "import_reason", header="reason"),
+    field("reconLinesTotal", "recon_lines_total", header="lines total"),
+    field("checksum", "checksum_status", header="checksum"),
+    field("checksumDifference", "checksum_difference", header="usage diff"),
+    field("checksumExplained", "checksum_explained", header="explained"), field("reconAt", "recon_at"), *SYNCED,
+), detail=(field("reconError", "recon_error"), field("reconRunId", "recon_run_id"),
+           field("importMessage", "import_message"), field("checksumExplainedBy", "checksum_explained_by"),
+           field("checksumReconTotal", "checksum_recon_total"), field("checksumUsageTotal", "checksum_usage_total"),
+           field("importErrors", "import_errors"), field("importWarnings", "import_warnings"),
+           field("acceptedAt", "accepted_at"), field("acceptedBy", "accepted_by"),
+           field("acceptedReason", "accepted_reason"), field("acceptedTolerance", "accepted_tolerance"), *RAW))
 
 RUN_VIEW = View("run", (
     field("startedAt", "started_at", header="started"), field("provider", "provider_id", header="provider"),
@@ -178,6 +187,9 @@ def register(subparsers: Any) -> None:
     invoices = _group(subparsers, "invoices", "synced invoices and their reconciliation")
     _action(invoices, "list", invoices_list, "list a provider's invoices")
     _action(invoices, "show", invoices_show, "show one invoice", item="invoice id")
+    from .invoices.cli import register_invoice_actions
+
+    register_invoice_actions(invoices)
     _register_runs(subparsers)
 
 

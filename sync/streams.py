@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 from urllib.parse import quote
@@ -17,6 +16,7 @@ from shared.jsonutil import as_bool, as_enum, as_int, as_text, get_path
 from shared.paging import PageRequest, Paginator, PagingStyle, paginator_for
 from shared.tables import escape_key, utf16_units
 
+from .invoices.money import amount_text
 from .resources import IdKind, canonical_id, checked_id, invoice_kind, is_nce
 from .writeback.end_of_term import current_action, in_extended_service_term
 
@@ -239,6 +239,8 @@ SUBSCRIPTIONS = Stream(
         col("entitlementId"),
         col("orderId"),
         col("isTrial", convert=as_bool),
+        col("productType", "productType.id"),  # e.g. OnlineServices, Azure: not only in raw (dropped when large)
+        col("scheduledNextTermInstructions"),  # compact JSON of the next term's product and quantity
         col("etag", "attributes.etag"),
         col("productType", "productType.id"),
         col("scheduledActions", convert=_json_text),
@@ -271,17 +273,6 @@ AGREEMENTS = Stream(
 )
 
 
-def _as_float(value: Any) -> float | None:
-    """Amounts as Edm.Double; numeric strings accepted, junk (and NaN/inf) dropped."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(str(value).strip().replace(",", ""))
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
-
-
 # Invoices: one partition per provider (a few dozen rows a year). The reconciliation summary
 # (recon_* columns) and the import bookkeeping (import_hash) are merged into these rows by
 # sync/invoices/; they are not part of the content hash.
@@ -297,8 +288,8 @@ INVOICES = Stream(
         col("invoiceDate"),
         col("billingPeriodStart", "billingPeriodStartDate"),
         col("billingPeriodEnd", "billingPeriodEndDate"),
-        col("totalCharges", convert=_as_float),
-        col("paidAmount", convert=_as_float),
+        col("totalCharges", convert=amount_text),  # exact decimal text (older rows: Edm.Double, read alike)
+        col("paidAmount", convert=amount_text),
         col("currencyCode"),
         col("invoiceType"),
         col("documentType", convert=as_enum),

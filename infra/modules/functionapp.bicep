@@ -29,6 +29,7 @@ param sharedCallBudget bool
 param scheduleCustomers string
 param scheduleInvoices string
 param scheduleWritebacks string
+param scheduleUnbilled string
 param webhookCertificateHosts string
 param maximumInstanceCount int
 param instanceMemoryMB int
@@ -87,6 +88,7 @@ var pcsyncSettings = [
   { name: 'PCSYNC_SCHEDULE_CUSTOMERS', value: scheduleCustomers }
   { name: 'PCSYNC_SCHEDULE_INVOICES', value: scheduleInvoices }
   { name: 'PCSYNC_SCHEDULE_WRITEBACKS', value: scheduleWritebacks }
+  { name: 'PCSYNC_SCHEDULE_UNBILLED', value: scheduleUnbilled }
   { name: 'PCSYNC_WEBHOOK_CERTIFICATE_HOSTS', value: webhookCertificateHosts }
   { name: 'PCSYNC_WEBHOOK_MAX_AGE_DAYS', value: '7' }
   // the admin page (/api/admin) takes the function key: this template sets up no App Service

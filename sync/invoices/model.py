@@ -81,6 +81,7 @@ class ImportResult(RunResult):
     rows_unchanged: int = 0
     line_count: int = 0
     summary: ReconciliationSummary | None = None
+    figures: Any = None  # sync.invoices.importer.ImportFigures of the import, once it started
 
     @property
     def source_text(self) -> str:
@@ -97,13 +98,20 @@ class ImportResult(RunResult):
                        "rows_unchanged": self.rows_unchanged, "line_count": self.line_count})
         if self.summary is not None:
             entity.update(self.summary.to_fields())
+        if self.figures is not None:
+            entity.update(self.figures.to_fields())
         return entity
+
+    @property
+    def state(self) -> str:
+        return self.figures.state.value if self.figures is not None else ""
 
     def to_json(self) -> dict[str, Any]:
         return {"provider": self.provider_id, "invoice": self.invoice_id, "outcome": RunOutcome(self.outcome).value,
                 "source": self.source_text, "rowsRead": self.rows_read, "rowsWritten": self.rows_written,
                 "rowsUnchanged": self.rows_unchanged, "rowsRemoved": self.rows_removed, "calls": self.calls,
-                "reconciliation": self.summary.to_json() if self.summary else None, "error": self.error}
+                "reconciliation": self.summary.to_json() if self.summary else None, "error": self.error,
+                **(self.figures.to_json() if self.figures is not None else {})}
 
 
 @dataclass

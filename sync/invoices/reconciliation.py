@@ -4,40 +4,33 @@
   is the invoice: Partner Center v1 (``/invoices/{id}/lineitems``: ``office`` and ``azure``
   billing with size/offset, ``onetime`` billing with seek) or the Graph v2 billed
   reconciliation export (``recon``, ``path=None``: read by the Graph client).
-* :func:`build_line_row`: one table entity per line. Common fields are flattened and parsed
-  defensively: keys in any case (camelCase from v1, PascalCase from some exports), numbers that
-  arrive as strings, enums passed through lower-cased. The raw JSON is kept when it fits.
-  Rows are written by :class:`sync.rows.RowWriter` in RowKey order (a merge-join with the
-  stored partition, :class:`sync.rows.StoredInKeyOrder`), so memory stays flat for an invoice
-  of a million lines; stored rows that upstream no longer has are marked removed.
+* each line becomes a row (:mod:`sync.invoices.lines`), written per customer partition under
+  the import's generation (:mod:`sync.invoices.store`);
 * :func:`reconcile`: line count and sum of line totals against the invoice total, within the
   provider's usage mismatch tolerance.
 
 Row keys are ``<source>-<index>`` (9 digits): the position of the line in its source's order.
 Partner Center and the export return lines in a stable order for an invoice (lines are not
 added to a billed invoice; corrections come as new adjustment invoices), so the index is a
-stable id. If the order did change, the rows at the affected indexes would simply be rewritten
-with the lines now there: the table still equals upstream and the sums stay right.
+stable id; a re-import replaces the rows either way.
 """
 from __future__ import annotations
 
 import enum
-import hashlib
-import json
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
-from typing import Any, Callable, Mapping
+from decimal import Decimal
+from typing import Any, Mapping
 from urllib.parse import quote
 
-from shared.jsonutil import as_enum, as_text, get_path, lower_keys
+from shared.jsonutil import get_path
 from shared.paging import PagingStyle
 from shared.providers import Tolerance
 
-from ..streams import INVOICES, MAX_RAW_UTF16_UNITS, Stream, utf16_units
+from ..streams import INVOICES, Stream
+from .money import plain, to_decimal
 
 LINE_ITEMS_TABLE = "invoicelineitems"
 V1_PAGE_SIZE = 2000  # documented default and maximum for reconciliation line items
-ROW_KEY_DIGITS = 9
 
 
 class ReconciliationStatus(enum.StrEnum):
@@ -94,133 +87,10 @@ def v1_sources_for(invoice: Mapping[str, Any], *, legacy: bool) -> tuple[Stream,
     return tuple(sorted(found.values(), key=lambda s: s.name))
 
 
-# --------------------------------------------------------------------------------------------
-# Defensive parsing
-# --------------------------------------------------------------------------------------------
-
-
-def to_decimal(value: Any) -> Decimal | None:
-    """Numbers, numeric strings ("1,234.50", " 12 ") and floats (by their shortest repr)."""
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, Decimal):
-        return value if value.is_finite() else None
-    if isinstance(value, int):
-        return Decimal(value)
-    text = repr(value) if isinstance(value, float) else str(value).strip().replace(",", "")
-    if not text:
-        return None
-    try:
-        number = Decimal(text)
-    except InvalidOperation:
-        return None
-    return number if number.is_finite() else None
-
-
-def _float(value: Any) -> float | None:
-    number = to_decimal(value)
-    return None if number is None else float(number)
-
-
-def _text(value: Any) -> str | None:
-    """Like :func:`~shared.jsonutil.as_text`, but blank text is no value."""
-    text = as_text(value)
-    return text if text is not None and text.strip() else None
-
-
-def _enum(value: Any) -> str | None:
-    return as_enum(_text(value))
-
-
-# table column -> (candidate keys, lower-cased, first present wins; converter)
-LINE_COLUMNS: tuple[tuple[str, tuple[str, ...], Callable[[Any], Any]], ...] = (
-    ("customerId", ("customerid",), _text),
-    ("customerName", ("customername", "customercompanyname"), _text),
-    ("customerDomain", ("customerdomainname", "domainname"), _text),
-    ("subscriptionId", ("subscriptionid",), _text),
-    ("orderId", ("orderid",), _text),
-    ("productId", ("productid", "offerid"), _text),
-    ("skuId", ("skuid", "sku"), _text),
-    ("productName", ("productname", "offername", "servicename"), _text),
-    ("skuName", ("skuname", "resourcename"), _text),
-    ("chargeType", ("chargetype",), _enum),
-    ("quantity", ("quantity", "billablequantity", "overagequantity", "consumedquantity"), _float),
-    ("unitPrice", ("unitprice", "listprice"), _float),
-    ("effectiveUnitPrice", ("effectiveunitprice", "pretaxeffectiverate"), _float),
-    ("subtotal", ("subtotal", "pretaxcharges", "amount", "billingpretaxtotal"), _float),
-    ("tax", ("taxtotal", "tax", "taxamount"), _float),
-    ("total", ("totalforcustomer", "posttaxtotal", "total"), _float),
-    ("currency", ("currency", "billingcurrency"), _text),
-    ("chargeStart", ("chargestartdate",), _text),
-    ("chargeEnd", ("chargeenddate",), _text),
-    ("invoiceNumber", ("invoicenumber",), _text),
-    ("lineItemType", ("invoicelineitemtype",), _enum),
-    ("billingProvider", ("billingprovider",), _enum),
-)
-TOTAL_KEYS = ("totalforcustomer", "posttaxtotal", "total")
-
-
-def _first(lowered: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
-    for key in keys:
-        value = lowered.get(key)
-        if value is not None and value != "":
-            return value
-    return None
-
-
 def line_partition_key(provider_id: str, invoice_id: str) -> str:
-    """Every line source of an invoice writes the invoice's one partition."""
+    """The one partition an invoice's lines had before partitions per customer (swept by the
+    next import; :func:`sync.invoices.lines.partition_for` is today's layout)."""
     return V2_RECON.partition_key(provider_id, invoice_id)
-
-
-def line_row_key(source: Stream, index: int) -> str:
-    return f"{source.name}-{index:0{ROW_KEY_DIGITS}d}"
-
-
-# Bump when the flattened columns change, so that every stored line is rewritten once.
-ROW_MAPPING_VERSION = "1"
-
-
-def line_content_hash(raw: str, *, partition_key: str, row_key: str) -> str:
-    """Every column of a line row is a function of its raw JSON and its keys (and of this
-    module's mapping, versioned), so hashing those is enough and far cheaper than hashing the
-    whole entity."""
-    digest = hashlib.sha256(f"{ROW_MAPPING_VERSION}|{partition_key}|{row_key}|".encode("utf-8"))
-    digest.update(raw.encode("utf-8", "surrogatepass"))
-    return digest.hexdigest()
-
-
-@dataclass(frozen=True)
-class LineRow:
-    entity: dict[str, Any]
-    total: Decimal
-
-
-def build_line_row(item: Mapping[str, Any], *, provider_id: str, invoice_id: str, source: Stream,
-                   index: int) -> LineRow:
-    """The ``invoicelineitems`` entity for one upstream line, and the line's total as a Decimal."""
-    lowered = lower_keys(item)
-    entity: dict[str, Any] = {
-        "PartitionKey": line_partition_key(provider_id, invoice_id),
-        "RowKey": line_row_key(source, index),
-        "provider_id": provider_id,
-        "invoice_id": invoice_id,
-        "source": source.name,
-        "line_index": index,
-    }
-    for name, keys, convert in LINE_COLUMNS:
-        value = convert(_first(lowered, keys))
-        if value is not None:
-            entity[name] = value
-    raw = json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    # a character is at most two UTF-16 units: only long texts need counting
-    if len(raw) * 2 <= MAX_RAW_UTF16_UNITS or utf16_units(raw) <= MAX_RAW_UTF16_UNITS:
-        entity["raw"] = raw
-        entity["raw_truncated"] = False
-    else:
-        entity["raw_truncated"] = True
-    entity["content_hash"] = line_content_hash(raw, partition_key=entity["PartitionKey"], row_key=entity["RowKey"])
-    return LineRow(entity, to_decimal(_first(lowered, TOTAL_KEYS)) or Decimal(0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,23 +113,17 @@ class ReconciliationSummary:
         return {
             "recon_status": self.status.value,
             "recon_line_count": self.line_count,
-            "recon_lines_total": _plain(self.lines_total),
-            "recon_invoice_total": _plain(self.invoice_total),
-            "recon_difference": _plain(self.difference),
-            "recon_allowed_difference": _plain(self.allowed_difference),
+            "recon_lines_total": plain(self.lines_total),
+            "recon_invoice_total": plain(self.invoice_total),
+            "recon_difference": plain(self.difference),
+            "recon_allowed_difference": plain(self.allowed_difference),
             "recon_tolerance": self.tolerance,
         }
 
     def to_json(self) -> dict[str, Any]:
-        return {"status": self.status.value, "lineCount": self.line_count, "linesTotal": _plain(self.lines_total),
-                "invoiceTotal": _plain(self.invoice_total), "difference": _plain(self.difference),
-                "allowedDifference": _plain(self.allowed_difference), "tolerance": self.tolerance}
-
-
-def _plain(value: Decimal) -> str:
-    """Fixed-point text without exponent ("1234.5", "0", "-0.01")."""
-    text = format(value.normalize(), "f")
-    return "0" if text in ("-0", "") else text
+        return {"status": self.status.value, "lineCount": self.line_count, "linesTotal": plain(self.lines_total),
+                "invoiceTotal": plain(self.invoice_total), "difference": plain(self.difference),
+                "allowedDifference": plain(self.allowed_difference), "tolerance": self.tolerance}
 
 
 def reconcile(*, invoice_total: Decimal, lines_total: Decimal, line_count: int,
@@ -287,7 +151,6 @@ class LineTally:
 
 
 __all__ = [
-    "LINE_ITEMS_TABLE", "LineRow", "LineTally", "ReconciliationStatus", "ReconciliationSummary",
-    "V1_AZURE", "V1_OFFICE", "V1_ONETIME", "V2_RECON", "build_line_row", "escape_path", "line_partition_key",
-    "line_row_key", "reconcile", "to_decimal", "v1_sources_for",
+    "LINE_ITEMS_TABLE", "LineTally", "ReconciliationStatus", "ReconciliationSummary", "V1_AZURE", "V1_OFFICE",
+    "V1_ONETIME", "V2_RECON", "escape_path", "line_partition_key", "reconcile", "to_decimal", "v1_sources_for",
 ]

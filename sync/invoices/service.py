@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from shared import telemetry
 from shared.clock import utc_now
 from shared.errors import ConsentRequired
-from shared.graph_billing_errors import ExportFailed, GraphBillingError
+from shared.graph_billing_errors import GraphBillingError
 from shared.jsonutil import get_path
 from shared.logging import get_logger
 from shared.partner_center import PartnerCenterClient, resource_problem
@@ -47,9 +47,9 @@ from shared.transport import CallStats
 
 from ..engine import SyncService, fan_out, for_each_active_provider, run_telemetry
 from ..resources import IdKind, InvalidId, checked_id
-from ..rows import RowWriter, StoredInKeyOrder
 from ..runs import MAX_ERROR_TEXT, RunOutcome, record_run
-from ..streams import INVOICES, Stream
+from ..streams import INVOICES, SUBSCRIPTIONS, Stream
+from .importer import V1_AZURE_USAGE, ImportState, InvoiceImport, unless_no_data, usage_source_for
 # the message names are re-exported: the blueprint and webhooks import them from here
 from .model import (
     IMPORT_INVOICE_QUEUE,
@@ -63,18 +63,8 @@ from .model import (
     parse_import_message,
     plan_import,
 )
-from .reconciliation import (
-    LINE_ITEMS_TABLE,
-    V1_PAGE_SIZE,
-    V2_RECON,
-    LineTally,
-    ReconciliationStatus,
-    build_line_row,
-    escape_path,
-    line_partition_key,
-    reconcile,
-    to_decimal,
-)
+from .reconciliation import V1_PAGE_SIZE, V2_RECON, ReconciliationStatus, escape_path, reconcile, to_decimal
+from .unitcost import update_unit_costs
 
 log = get_logger(__name__)
 
@@ -88,14 +78,22 @@ _STATUS_AFTER = {
 LineItems = Iterable[tuple[Stream, Iterator[Mapping[str, Any]]]]
 
 
+def needs_retry(row: Mapping[str, Any]) -> bool:
+    """An import in ``error`` is tried again by the invoices timer (usage files arrive days
+    after the invoice), unless an operator accepted it."""
+    return row.get("import_state") == ImportState.ERROR.value and not row.get("accepted_at")
+
+
 class InvoiceService:
     """Invoices timer and import. Built on the process's :class:`SyncService` (its Partner
     Center clients, call budgets and run records); adds one Graph billing client per provider."""
 
-    def __init__(self, sync: SyncService, *, v1_page_size: int = V1_PAGE_SIZE,
-                 now: Callable[[], datetime] = utc_now):
+    def __init__(self, sync: SyncService, *, blobs: Any = None, v1_page_size: int = V1_PAGE_SIZE,
+                 write_workers: int = 4, now: Callable[[], datetime] = utc_now):
         self.sync = sync
+        self.blobs = blobs  # the CSV reports' store (shared.blobs.BlobStore); None: not stored
         self.v1_page_size = v1_page_size
+        self.write_workers = write_workers
         self._now = now
 
     @property
@@ -115,11 +113,12 @@ class InvoiceService:
             return outcome
         table = self.tables.table(INVOICES.table)
         rows = list(table.list_entities(partition_key=INVOICES.partition_key(provider.id),
-                                        select=["PartitionKey", "RowKey", "id", "content_hash", "import_hash", "removed"]))
+                                        select=["PartitionKey", "RowKey", "id", "content_hash", "import_hash", "removed",
+                                                "import_state", "accepted_at"]))
         for row in rows:
             if row.get("removed") or not row.get("id") or not row.get("content_hash"):
                 continue
-            if row.get("import_hash") == row["content_hash"]:
+            if row.get("import_hash") == row["content_hash"] and not needs_retry(row):
                 continue
             outcome.invoice_ids.append(row["id"])
             if not enqueue:
@@ -188,31 +187,65 @@ class InvoiceService:
                 raise
             self._finish(result, stats)
             self._mark_invoice(provider.id, invoice_id, result, invoice=invoice)
+            if result.figures is not None and result.figures.state is ImportState.ACTIVE and invoice is not None:
+                update_unit_costs(self.tables, provider, invoice, result.figures.unit_costs)
             return result
 
     def _import(self, provider: ProviderConnection, invoice: Mapping[str, Any], client: PartnerCenterClient,
                 stats: CallStats, result: ImportResult, *, plan: ImportPlan) -> None:
         invoice_id = result.invoice_id
-        table = self.tables.table(LINE_ITEMS_TABLE)
-        partition = line_partition_key(provider.id, invoice_id)
-        writer = RowWriter(table, partition, StoredInKeyOrder(table, partition), stamp=self._now(),
-                           on_rejected=lambda row, reason: result.skip(row["RowKey"], reason))
-        tally = LineTally()
+        run = InvoiceImport(tables=self.tables, blobs=self.blobs, provider=provider, invoice=invoice,
+                            resync=lambda customer: self._resync_customer(provider, customer, client, result),
+                            workers=self.write_workers, on_rejected=lambda row, reason: result.skip(row["RowKey"], reason))
+        result.figures = run.figures
+        sources = self._line_items(plan, provider, invoice_id, client, stats, result)
+        if sources is None:
+            run.figures.state = ImportState.PENDING
+            return
+        self._mark_populating(provider.id, invoice_id, run.figures.generation)
         try:
-            sources = self._line_items(plan, provider, invoice_id, client, stats, result)
-            if sources is None:
-                return
-            writer.write(self._line_rows(sources, provider.id, invoice_id, tally, result))
-            writer.remove_gone()  # only after a complete read
+            result.rows_written += run.write_lines(sources)
+            usage_pending, checked = self._usage(run, plan, provider, invoice, client, stats, result)
+            run.sweep()  # only after every source was read completely
         finally:
-            result.rows_written += writer.counts.written
-            result.rows_unchanged = writer.counts.unchanged
-            result.rows_removed = writer.counts.removed
-        result.line_count = tally.count
+            result.rows_read = run.rows_read
+        result.rows_removed = run.figures.swept
+        result.line_count = run.tally.count
         invoice_total = to_decimal(get_path(invoice, "totalCharges")) or Decimal(0)
-        result.summary = reconcile(invoice_total=invoice_total, lines_total=tally.total, line_count=tally.count,
-                                   tolerance=provider.tolerance)
+        result.summary = reconcile(invoice_total=invoice_total, lines_total=run.tally.total,
+                                   line_count=run.tally.count, tolerance=provider.tolerance)
+        run.finish(usage_pending=usage_pending, checked=checked)
         result.end(RunOutcome.SUCCEEDED)
+
+    def _usage(self, run: InvoiceImport, plan: ImportPlan, provider: ProviderConnection, invoice: Mapping[str, Any],
+               client: PartnerCenterClient, stats: CallStats, result: ImportResult) -> tuple[str | None, bool]:
+        """Import the invoice's usage; (why the usage file is not there yet or None, whether the
+        usage carries amounts to check the reconciliation lines against)."""
+        invoice_id = result.invoice_id
+        source = usage_source_for(invoice, legacy=plan.legacy, v1_sources=plan.sources)
+        if source is None or (plan.api is LineApi.V1 and not plan.legacy):
+            return None, False  # pre-2024 new commerce: no Graph usage export for them
+        if source is V1_AZURE_USAGE:
+            items = client.iter_items(source.paginator(parent_id=invoice_id, page_size=self.v1_page_size))
+            result.rows_written += run.write_usage(source, items, legacy=True)
+            return None, False
+        graph = self.sync.clients.graph(provider).bind(stats=stats)
+        manifest, no_data = unless_no_data(lambda: graph.export_billed_usage(invoice_id))
+        if no_data is not None:
+            return str(no_data), True
+        result.rows_written += run.write_usage(source, graph.iter_rows(manifest), legacy=False)
+        return (None if run.figures.usage_count else "the usage export has no rows yet"), True
+
+    def _resync_customer(self, provider: ProviderConnection, customer_id: str, client: PartnerCenterClient,
+                         result: ImportResult) -> None:
+        """One targeted re-sync of a customer a line names and the store does not know."""
+        try:
+            checked = checked_id(IdKind.CUSTOMER, customer_id)
+        except InvalidId:
+            return
+        log.info("invoice %s names customer %s, unknown here: re-syncing it once", result.invoice_id, checked,
+                 extra={"provider_id": provider.id, "invoice_id": result.invoice_id})
+        self.sync.sync_customer(provider, checked, correlation_id=result.correlation_id, streams=(SUBSCRIPTIONS,))
 
     def _line_items(self, plan: ImportPlan, provider: ProviderConnection, invoice_id: str,
                     client: PartnerCenterClient, stats: CallStats, result: ImportResult) -> LineItems | None:
@@ -222,11 +255,8 @@ class InvoiceService:
             return self._v1_items(plan.sources, invoice_id, client)
         where = {"provider_id": provider.id, "invoice_id": invoice_id}
         graph = self.sync.clients.graph(provider).bind(stats=stats)
-        try:
-            manifest = graph.export_billed_reconciliation(invoice_id)
-        except ExportFailed as exc:
-            if not exc.no_data:
-                raise
+        manifest, exc = unless_no_data(lambda: graph.export_billed_reconciliation(invoice_id))
+        if exc is not None:
             if not plan.fallback:
                 result.source = LineApi.V2
                 result.end(RunOutcome.UNAVAILABLE, error=str(exc))  # no exception: nothing to redeliver
@@ -242,16 +272,6 @@ class InvoiceService:
     def _v1_items(self, sources: Iterable[Stream], invoice_id: str, client: PartnerCenterClient) -> LineItems:
         return ((source, client.iter_items(source.paginator(parent_id=invoice_id, page_size=self.v1_page_size)))
                 for source in sorted(sources, key=lambda s: s.name))
-
-    @staticmethod
-    def _line_rows(sources: LineItems, provider_id: str, invoice_id: str, tally: LineTally,
-                   result: ImportResult) -> Iterator[dict[str, Any]]:
-        for source, items in sources:
-            for index, item in enumerate(items):
-                line = build_line_row(item, provider_id=provider_id, invoice_id=invoice_id, source=source, index=index)
-                result.rows_read += 1
-                tally.add(source, line.total)
-                yield line.entity
 
     # -- records -------------------------------------------------------------------------------
 
@@ -271,15 +291,24 @@ class InvoiceService:
             extra={"provider_id": result.provider_id, "invoice_id": result.invoice_id, "run_id": result.run_id},
         )
 
+    def _mark_populating(self, provider_id: str, invoice_id: str, generation: str) -> None:
+        table = self.tables.table(INVOICES.table)
+        key = {"PartitionKey": INVOICES.partition_key(provider_id), "RowKey": escape_key(invoice_id)}
+        if table.find_entity(key["PartitionKey"], key["RowKey"]) is not None:
+            table.upsert_entity({**key, "import_state": ImportState.POPULATING.value,
+                                 "import_populating_generation": generation})
+
     def _mark_invoice(self, provider_id: str, invoice_id: str, result: ImportResult, *,
                       invoice: Mapping[str, Any] | None = None) -> None:
         """Merge the outcome into the invoice row. After a success the row is refreshed from the
-        invoice just read and ``import_hash`` set to its hash; otherwise ``import_hash`` is
-        cleared so that the next invoices timer enqueues the invoice again."""
+        invoice just read, the import's state and checksum merged and ``import_generation`` names
+        the rows now live; otherwise ``import_hash`` is cleared so that the next invoices timer
+        enqueues the invoice again."""
         table = self.tables.table(INVOICES.table)
         key = {"PartitionKey": INVOICES.partition_key(provider_id), "RowKey": escape_key(invoice_id)}
         common = {"recon_run_id": result.run_id, "recon_at": result.finished_at or utc_now(),
                   "recon_source": result.source_text}
+        figures = result.figures
         try:
             if result.outcome == RunOutcome.SUCCEEDED and result.summary is not None and invoice is not None:
                 row = INVOICES.build_row(invoice, provider_id=provider_id)
@@ -287,12 +316,17 @@ class InvoiceService:
                     return
                 row.update({**key, **common, **result.summary.to_fields()})
                 row.update({"recon_error": "", "import_hash": row["content_hash"], "removed": False})
+                if figures is not None:
+                    row.update({**figures.to_fields(), "import_generation": figures.generation})
                 table.upsert_entity(row, replace=False)
                 return
             if table.find_entity(key["PartitionKey"], key["RowKey"]) is None:
                 return  # never create a row for an invoice the stream has not seen
             status = _STATUS_AFTER.get(RunOutcome(result.outcome), ReconciliationStatus.FAILED)
-            table.upsert_entity({**key, **common, "recon_status": status.value,
+            state = ImportState.PENDING if status is ReconciliationStatus.PENDING else ImportState.ERROR
+            table.upsert_entity({**key, **common, "recon_status": status.value, "import_state": state.value,
+                                 "import_reason": "" if state is ImportState.PENDING else "failed",
+                                 "import_message": (result.error or "")[:MAX_ERROR_TEXT],
                                  "recon_error": (result.error or "")[:MAX_ERROR_TEXT], "import_hash": ""})
         except Exception:  # noqa: BLE001 - bookkeeping must not hide the import's outcome
             log.exception("could not update invoice row %s/%s", provider_id, invoice_id)

@@ -9,7 +9,7 @@ from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
 from devservices import register_and_consent
-from sync.invoices.reconciliation import line_partition_key
+from sync.invoices.store import live_rows
 
 PROVIDER_ID = "fn-invoices"
 
@@ -56,13 +56,15 @@ def test_timer_lists_invoices_and_fans_out_then_queue_imports_one(registered_fun
     queue_fn = registered_functions["import_invoice_queue"].get_user_function()
     message = next(m for m in messages if m["invoice"].startswith("G"))
     queue_fn(QueueMessage(id="m1", body=json.dumps(message).encode(), dequeue_count=1))
-    lines = list(runtime.tables.table("invoicelineitems").list_entities(
-        partition_key=line_partition_key(PROVIDER_ID, message["invoice"])))
-    assert len(lines) == truth[message["invoice"]]["lineItemCounts"]["onetime_billing"]
     row = runtime.tables.table("invoices").find_entity(PROVIDER_ID, message["invoice"])
-    assert row["recon_status"] == "reconciled" and row["recon_source"] == "v2"
+    lines = list(live_rows(runtime.tables.table("invoicelineitems"), PROVIDER_ID, message["invoice"],
+                           row["import_generation"]))
+    assert len(lines) == truth[message["invoice"]]["lineItemCounts"]["onetime_billing"]
+    assert row["recon_status"] == "reconciled" and row["recon_source"] == "v2" and row["import_state"] == "active"
     runs = list(runtime.tables.table("syncruns").list_entities(partition_key=PROVIDER_ID))
-    assert sorted(r["stream"] for r in runs) == ["invoicelineitems", "invoices", "invoices"]
+    # the customers were never synced here: the import re-synced each one's subscriptions once
+    assert sorted(r["stream"] for r in runs if r["stream"] != "subscriptions") == \
+        ["invoicelineitems", "invoices", "invoices"]
 
 
 @pytest.mark.parametrize("body", [b"not json", b'{"provider": "fn-invoices"}', b'{"provider": "x", "invoice": "a/b"}'])
@@ -78,3 +80,20 @@ def test_import_for_an_unknown_provider_is_dropped(registered_functions, runtime
     queue_fn = registered_functions["import_invoice_queue"].get_user_function()
     queue_fn(QueueMessage(id="m", body=b'{"provider": "nobody", "invoice": "G1"}', dequeue_count=1))
     assert list(runtime.tables.table("syncruns").list_entities()) == []
+
+
+def test_accept_and_report_routes_answer_json_errors_and_csv(runtime, registered_functions):
+    """Before any import: a 404 for a report and for an acceptance; a bad body is a 400."""
+    import azure.functions as func
+
+    report = registered_functions["invoices_report"].get_user_function()
+    missing = report(func.HttpRequest("GET", "/api/invoices/p1/G1/mismatches.csv", body=b"",
+                                      route_params={"provider": "p1", "invoice": "G1", "report": "mismatches.csv"}))
+    assert missing.status_code == 404 and b"not synced" in missing.get_body()
+    bad = report(func.HttpRequest("GET", "/api/invoices/p1/G1/secrets.csv", body=b"",
+                                  route_params={"provider": "p1", "invoice": "G1", "report": "secrets.csv"}))
+    assert bad.status_code == 400
+    accept = registered_functions["invoices_accept"].get_user_function()
+    refused = accept(func.HttpRequest("POST", "/api/invoices/p1/G1/accept", body=b'{"tolerance": "x"}',
+                                      route_params={"provider": "p1", "invoice": "G1"}))
+    assert refused.status_code == 400 and b"tolerance" in refused.get_body()

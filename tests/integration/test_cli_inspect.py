@@ -25,7 +25,11 @@ SUBSCRIPTION_KEYS = {"id", "customer", "offerId", "offerName", "friendlyName", "
                      "cancellationAllowedUntilDate", "removed", "removedAt", "updatedAt"}
 INVOICE_KEYS = {"id", "invoiceDate", "kind", "documentType", "billingPeriodStart", "billingPeriodEnd", "totalCharges",
                 "paidAmount", "currencyCode", "reconStatus", "reconSource", "reconAt", "removed", "removedAt",
-                "updatedAt"}
+                "updatedAt", "importState", "importReason", "reconLinesTotal", "checksum", "checksumDifference",
+                "checksumExplained"}
+INVOICE_DETAIL_KEYS = {"reconError", "reconRunId", "raw", "importMessage", "checksumExplainedBy", "checksumReconTotal",
+                       "checksumUsageTotal", "importErrors", "importWarnings", "acceptedAt", "acceptedBy",
+                       "acceptedReason", "acceptedTolerance"}
 RUN_KEYS = {"startedAt", "provider", "stream", "customer", "outcome", "rowsRead", "rowsWritten", "rowsRemoved",
             "rowsSkipped", "calls", "throttled429", "retries", "durationS", "finishedAt", "runId", "correlationId",
             "error"}
@@ -171,7 +175,7 @@ def test_invoices_list_and_show(pcsync, synced):
     assert code == 0 and all(invoice_id in out for invoice_id in truth) and "reconciliation" in out
     code, out, _ = pcsync("invoices", "show", truth[0], "--provider", PROVIDER_ID, "--json")
     shown = json.loads(out)
-    assert code == 0 and set(shown) == INVOICE_KEYS | {"reconError", "reconRunId", "raw"} and shown["id"] == truth[0]
+    assert code == 0 and set(shown) == INVOICE_KEYS | INVOICE_DETAIL_KEYS and shown["id"] == truth[0]
     code, out, err = pcsync("invoices", "show", "G999999999", "--provider", PROVIDER_ID)
     assert code == 2 and out == "" and err == f"error: invoice G999999999 of provider {PROVIDER_ID} not found\n"
 

@@ -18,6 +18,9 @@ def test_demo_runs_consent_verify_and_sync_and_summarises_on_its_last_line():
     assert summary["synced"]["customers"] == 8 and summary["synced"]["subscriptions"] > 0
     assert summary["invoice"]["reconciliation"] == "reconciled" and summary["invoice"]["source"] == "v2"
     assert summary["synced"]["invoicelineitems"] == summary["invoice"]["lines"] > 0
+    checksum = summary["checksum"]
+    assert checksum["status"] in ("passed", "within_tolerance") and checksum["explained"] == checksum["difference"]
+    assert summary["unbilled"]["current"] > 0 and summary["unbilled"]["previous"] > 0
     assert summary["writeback"] == {"state": "succeeded"}
     assert summary["endOfTerm"] == {"state": "succeeded", "action": "cancel"}
     assert summary["preview"]["allowed"] is False and "cancellation window" in summary["preview"]["reason"]

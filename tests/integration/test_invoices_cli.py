@@ -39,6 +39,13 @@ def test_sync_invoices_then_import_one(pcsync, simulator):
     g = next(i for i in truth if i.startswith("G"))
     code, out, err = pcsync("import-invoice", "--provider", PROVIDER_ID, "--invoice", g)
     result = json.loads(out)
-    assert code == 0 and result["rowsWritten"] == 0 and result["reconciliation"]["status"] == "reconciled"
+    assert code == 0 and result["reconciliation"]["status"] == "reconciled" and result["state"] == "active"
+    assert result["rowsWritten"] == result["rowsRemoved"] > 0  # a re-import replaces the previous one whole
+    assert result["checksum"]["status"] in ("passed", "within_tolerance") and result["usageLines"] > 0
+    code, out, err = pcsync("invoices", "csv", g, "mismatches", "--provider", PROVIDER_ID)
+    assert code == 0 and out.startswith("subscription,customer,meter,recon_total,usage_total,difference"), err
+    code, out, err = pcsync("invoices", "list", "--provider", PROVIDER_ID, "--json")
+    listed = {i["id"]: i for i in json.loads(out)}
+    assert listed[g]["importState"] == "active" and listed[g]["checksum"] in ("passed", "within_tolerance")
     code, out, _ = pcsync("import-invoice", "--provider", PROVIDER_ID, "--invoice", "G404404404")
     assert code == 2 and json.loads(out)["outcome"] == "rejected"

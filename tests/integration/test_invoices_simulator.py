@@ -17,7 +17,7 @@ from shared.tables import escape_key
 from shared.transport import RetryPolicy
 from sync.invoices.service import IMPORT_INVOICE_QUEUE
 from sync.runs import RunOutcome
-from sync.invoices.reconciliation import line_partition_key
+from sync.invoices.store import live_rows
 from tests.support import simulator_runtime
 
 PROVIDER_ID = "inv-partner"
@@ -67,16 +67,17 @@ def billed_count(truth_invoice) -> int:
     return sum(counts.get(k, 0) for k in ("office_billing", "azure_billing", "onetime_billing"))
 
 
-def stored_lines(runtime, invoice_id):
-    return [r for r in runtime.tables.table("invoicelineitems").list_entities(
-        partition_key=line_partition_key(PROVIDER_ID, invoice_id)) if not r.get("removed")]
+def stored_lines(runtime, invoice_id, table="invoicelineitems"):
+    """The rows of the invoice's complete import (its generation's partitions)."""
+    row = runtime.tables.table("invoices").find_entity(escape_key(PROVIDER_ID), invoice_id) or {}
+    return list(live_rows(runtime.tables.table(table), PROVIDER_ID, invoice_id, row.get("import_generation")))
 
 
 def assert_lines_match_truth(runtime, truth_invoice):
     lines = stored_lines(runtime, truth_invoice["id"])
     assert len(lines) == billed_count(truth_invoice)
-    total = sum((Decimal(repr(r["total"])) for r in lines), Decimal(0))
-    assert total == Decimal(repr(truth_invoice["totalCharges"]))
+    total = sum((Decimal(r["total"]) for r in lines), Decimal(0))  # exact decimal text
+    assert total == Decimal(str(truth_invoice["totalCharges"]))
 
 
 def test_timer_stores_invoices_equal_to_truth_and_enqueues_each_once(rt, sim, provider, svc):
@@ -87,7 +88,7 @@ def test_timer_stores_invoices_equal_to_truth_and_enqueues_each_once(rt, sim, pr
     assert set(rows) == set(truth)
     for invoice_id, item in truth.items():
         row = rows[invoice_id]
-        assert row["totalCharges"] == item["totalCharges"] and row["invoiceType"] == item["invoiceType"]
+        assert Decimal(row["totalCharges"]) == Decimal(str(item["totalCharges"])) and row["invoiceType"] == item["invoiceType"]
         assert row["kind"] == invoice_id[0] and row["billingPeriodStart"] == item["billingPeriodStartDate"]
         assert row["currencyCode"] == item["currencyCode"] and row["import_hash"] == row["content_hash"]
     messages = queued(rt)
@@ -103,7 +104,7 @@ def test_timer_stores_invoices_equal_to_truth_and_enqueues_each_once(rt, sim, pr
     assert third.invoice_ids == [added["id"]] and third.invoices_enqueued == 1
 
 
-def test_import_d_and_g_invoices_reconcile_and_reimport_writes_nothing(rt, sim, provider, svc):
+def test_import_d_and_g_invoices_reconcile_and_reimport_replaces(rt, sim, provider, svc):
     svc.sync_provider_invoices(provider, enqueue=False)
     truth = {i["id"]: i for i in sim.control.invoices()}
     legacy = next(i for i in truth.values() if i["id"].startswith("D"))
@@ -111,14 +112,18 @@ def test_import_d_and_g_invoices_reconcile_and_reimport_writes_nothing(rt, sim, 
     for item, source in ((legacy, "v1"), (modern, "v2")):
         result = svc.import_invoice(provider, item["id"])
         assert (result.outcome, result.source) == ("succeeded", source), result.error
-        assert result.rows_written == billed_count(item) == result.summary.line_count
+        usage = result.figures.usage_count
+        assert result.rows_written == billed_count(item) + usage and billed_count(item) == result.summary.line_count
         assert result.summary.status == "reconciled" and result.summary.difference == 0
         assert_lines_match_truth(rt, item)
+        assert len(stored_lines(rt, item["id"], "invoiceusage")) == usage > 0
         row = rt.tables.table("invoices").find_entity(escape_key(PROVIDER_ID), item["id"])
         assert row["recon_status"] == "reconciled" and row["recon_line_count"] == billed_count(item)
-        assert Decimal(row["recon_invoice_total"]) == Decimal(repr(item["totalCharges"]))
-        again = svc.import_invoice(provider, item["id"])
-        assert (again.outcome, again.rows_written, again.rows_unchanged) == ("succeeded", 0, billed_count(item))
+        assert Decimal(row["recon_invoice_total"]) == Decimal(str(item["totalCharges"]))
+        again = svc.import_invoice(provider, item["id"])  # replaces: a new generation, the old one swept
+        assert (again.outcome, again.rows_written, again.rows_removed) == \
+            ("succeeded", billed_count(item) + usage, billed_count(item) + usage)
+        assert_lines_match_truth(rt, item)
     runs = [r for r in rt.tables.table("syncruns").list_entities(partition_key=escape_key(PROVIDER_ID))
             if r["stream"] == "invoicelineitems"]
     assert len(runs) == 4 and {r["outcome"] for r in runs} == {"succeeded"}
@@ -126,7 +131,7 @@ def test_import_d_and_g_invoices_reconcile_and_reimport_writes_nothing(rt, sim, 
     # v1 (forced) for the G invoice reads the same lines through onetime seek paging
     forced = svc.import_invoice(provider, modern["id"], source="v1")
     assert forced.summary.status == "reconciled" and forced.summary.line_count == billed_count(modern)
-    assert forced.rows_removed == billed_count(modern)  # the v2 rows it replaces are marked removed
+    assert forced.rows_removed >= billed_count(modern)  # the v2 import's rows it replaces are swept
     assert_lines_match_truth(rt, modern)
 
 

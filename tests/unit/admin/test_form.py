@@ -15,7 +15,10 @@ def test_every_editable_field_once_in_the_models_order():
     assert [f.key for f in fields] == list(EDITABLE_FIELDS)
     assert {f.key for f in fields if f.required} == set(REQUIRED_FIELDS)
     by_key = {f.key: f for f in fields}
-    assert by_key["costManagement"].kind is Kind.CHECKBOX and by_key["costManagement"].default is False
+    # issue 10's enums became selects without a change to the form
+    assert by_key["costManagement"].kind is Kind.SELECT and by_key["costManagement"].default == "do not update"
+    assert ("from the provider invoice", "from the provider invoice") in by_key["costManagement"].choices
+    assert by_key["azureSpecialization"].kind is Kind.SELECT and by_key["azureSpecialization"].default == "none"
     assert by_key["azureSpecializations"].kind is Kind.MULTI
     assert ("kubernetes", "Kubernetes on Microsoft Azure") in by_key["azureSpecializations"].choices
     assert by_key["billingStartDay"].kind is Kind.NUMBER

@@ -39,6 +39,6 @@ def _import_app_in_empty_environment() -> dict:
 
 def test_importing_the_app_registers_every_function_and_loads_no_sdk():
     outcome = _import_app_in_empty_environment()
-    # all of them (13 today): the blueprints register while their services stay unloaded
+    # all of them (18 today): the blueprints register while their services stay unloaded
     assert outcome["functions"] == len(EXPECTED_FUNCTIONS)
     assert outcome["loaded"] == []

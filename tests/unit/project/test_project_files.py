@@ -53,6 +53,8 @@ EXPECTED_FUNCTIONS = {
     # the admin page (admin/functions.py) and its reads (sync/functions.py)
     "admin_api", "admin_consent_start", "admin_page", "admin_static", "alerts_list", "invoices_list",
     "provider_health",
+    # issue 10: the invoice side
+    "invoices_accept", "invoices_report", "sync_unbilled_timer", "budgets_list", "budgets_put",
 }
 
 

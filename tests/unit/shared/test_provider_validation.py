@@ -31,7 +31,7 @@ def test_full_provider_normalises_values():
     assert values["billing_start_day"] == 15
     assert values["usage_mismatch_tolerance"] == "0.5%"
     assert values["azure_specializations"] == ("kubernetes", "analytics")
-    assert values["enabled"] is False and values["cost_management"] is True
+    assert values["enabled"] is False and values["cost_management"] == "from the provider invoice"  # true migrates
 
 
 def test_pascal_and_snake_case_field_names_are_accepted():

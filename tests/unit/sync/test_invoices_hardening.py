@@ -6,7 +6,7 @@ import pytest
 
 from sync.runs import RunOutcome
 from tests.fakes.partner_center import response
-from tests.unit.sync.test_invoices_reconciliation import PROVIDER, FakeBilling, invoice_service, onetime_lines
+from tests.unit.sync.test_invoices_reconciliation import PROVIDER, FakeBilling, invoice_lines, invoice_service, onetime_lines
 
 
 def imported(lines=5):
@@ -18,7 +18,7 @@ def imported(lines=5):
 
 
 def live_lines(tables):
-    return [r for r in tables.table("invoicelineitems").partition("p1|G1").values() if not r.get("removed")]
+    return list(invoice_lines(tables, "G1").values())
 
 
 def answer(billing, when, broken):

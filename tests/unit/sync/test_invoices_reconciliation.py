@@ -13,20 +13,20 @@ from shared.providers import ProviderConnection, Tolerance
 from shared.transport import RetryPolicy
 from sync.engine import InvalidMessage
 from sync.invoices.service import IMPORT_INVOICE_QUEUE, InvoiceService, parse_import_message, plan_import
+from sync.invoices.lines import RECON_COLUMNS, build_row, recon_total
 from sync.invoices.reconciliation import (
     V1_AZURE,
     V1_OFFICE,
     V1_ONETIME,
     V2_RECON,
     ReconciliationStatus,
-    build_line_row,
-    line_partition_key,
     reconcile,
     to_decimal,
 )
 from sync.rows import RowWriter, StoredInKeyOrder, StoredOrderError
 from sync.runs import RunOutcome
 from sync.streams import INVOICES
+from tests.fakes.billing import RangeTables
 from tests.fakes.partner_center import FakeQueues, FakeTable, FakeTokenSource, NoSleep, response
 from test_sync_engine import RepositoryTable, RepositoryTables, service
 
@@ -38,8 +38,16 @@ def sample(name):
     return json.loads((SAMPLES / name).read_text(encoding="utf-8"))
 
 
-def row_for(item, source=V1_ONETIME, index=0):
-    return build_line_row(item, provider_id="p1", invoice_id="G1", source=source, index=index)
+def row_for(item, source=V1_ONETIME, index=0, invoice_id="G1"):
+    return build_row(item, RECON_COLUMNS, provider_id="p1", invoice_id=invoice_id, source=source.name, index=index,
+                     generation="g1")
+
+
+def same(stored, expected):
+    """A stored column against a sample value: amounts are exact decimal text now."""
+    if isinstance(expected, float):
+        return to_decimal(stored) == to_decimal(expected)
+    return stored == expected
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,16 +83,15 @@ def row_for(item, source=V1_ONETIME, index=0):
 ])
 def test_sample_line_items_map_to_rows(name, source, expected):
     items = sample(name)["items"]
-    rows = [build_line_row(item, provider_id="p1", invoice_id="D1", source=source, index=i) for i, item in
-            enumerate(items)]
+    rows = [row_for(item, source, i, invoice_id="D1") for i, item in enumerate(items)]
     entity = rows[0].entity
     for column, value in expected.items():
-        assert entity.get(column) == value, column
-    assert entity["PartitionKey"] == "p1|D1" and entity["RowKey"] == f"{source.name}-000000000"
+        assert same(entity.get(column), value), column
+    customer = str(items[0].get("customerId") or "-").lower()
+    assert entity["PartitionKey"] == f"p1|D1|g1|{customer}" and entity["RowKey"] == f"{source.name}-000000000"
     assert rows[1].entity["RowKey"] == f"{source.name}-000000001" if len(rows) > 1 else True
     assert json.loads(entity["raw"]) == items[0] and entity["raw_truncated"] is False
-    assert len(entity["content_hash"]) == 64
-    assert rows[0].total == (to_decimal(expected["total"]) if "total" in expected else rows[0].total)
+    assert recon_total(rows[0]) == (to_decimal(expected["total"]) if "total" in expected else recon_total(rows[0]))
 
 
 def test_pascal_case_and_string_numbers_and_unknown_enums():
@@ -95,28 +102,22 @@ def test_pascal_case_and_string_numbers_and_unknown_enums():
     row = row_for(item)
     entity = row.entity
     assert (entity["customerId"], entity["customerName"], entity["productId"], entity["skuId"]) == ("c1", "Contoso", "P1", "0001")
-    assert entity["chargeType"] == "somethingnew"
+    assert entity["chargeType"] == "somethingnew" and entity["chargeTypeOriginal"] == "SomethingNew"
     assert (entity["quantity"], entity["unitPrice"], entity["subtotal"], entity["tax"], entity["total"]) == \
-        (3.0, 1000.1, 3000.3, 300.03, 3300.33)
-    assert row.total == Decimal("3300.33") and entity["currency"] == "EUR"
+        ("3", "1000.1", "3000.3", "300.03", "3300.33")
+    assert recon_total(row) == Decimal("3300.33") and entity["currency"] == "EUR"
 
 
 def test_junk_values_do_not_break_a_row():
     row = row_for({"quantity": "n/a", "totalForCustomer": None, "unitPrice": True, "subtotal": "NaN",
                    "chargeType": "", "customerId": ""})
     assert {"quantity", "total", "unitPrice", "subtotal", "chargeType", "customerId"}.isdisjoint(row.entity)
-    assert row.total == 0
+    assert recon_total(row) == 0
 
 
 def test_huge_raw_is_dropped_but_columns_kept():
     row = row_for({"customerId": "c1", "tags": "x" * 40_000, "totalForCustomer": 1})
     assert "raw" not in row.entity and row.entity["raw_truncated"] is True and row.entity["customerId"] == "c1"
-
-
-def test_same_line_same_hash_changed_line_new_hash():
-    item = sample("invoice-lineitems-onetime-billing.json")["items"][0]
-    assert row_for(item).entity["content_hash"] == row_for(dict(item)).entity["content_hash"]
-    assert row_for(item).entity["content_hash"] != row_for({**item, "quantity": 2}).entity["content_hash"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,7 +147,7 @@ def test_reconcile_absolute_and_percentage(tolerance, lines, invoice, status, al
 
 def test_sums_are_exact_decimals():
     rows = [row_for({"totalForCustomer": 0.1}, index=i) for i in range(10)]
-    assert sum((r.total for r in rows), Decimal(0)) == Decimal("1.0")
+    assert sum((recon_total(r) for r in rows), Decimal(0)) == Decimal("1.0")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,7 +178,8 @@ def test_invoice_stream_rows_from_the_list_sample():
     for item in sample("invoices-list.json")["items"]:
         row = INVOICES.build_row(item, provider_id="p1")
         assert row["kind"] == item["id"][0] and row["RowKey"] == item["id"]
-        assert row["totalCharges"] == float(item["totalCharges"]) and row["currencyCode"] == item["currencyCode"]
+        assert to_decimal(row["totalCharges"]) == to_decimal(item["totalCharges"]) and isinstance(row["totalCharges"], str)
+        assert row["currencyCode"] == item["currencyCode"]
         assert row["invoiceDate"] == item["invoiceDate"] and row["documentType"] == item["documentType"]
         assert "billingPeriodStart" not in row  # the list sample has no billing period
     g = sample("invoices-list.json")["items"][1]
@@ -219,9 +221,15 @@ def line_writer(table, partition="p1|G1"):
     return RowWriter(table, partition, StoredInKeyOrder(table, partition), stamp=NOW)
 
 
+def keyed(item, source=V1_ONETIME, index=0):
+    """An entity in key order with a content hash, as the merge-join writer expects."""
+    return {"PartitionKey": "p1|G1", "RowKey": f"{source.name}-{index:09d}", **item,
+            "content_hash": json.dumps(item, sort_keys=True)}
+
+
 def write(table, items, source=V1_ONETIME):
-    writer = line_writer(table, line_partition_key("p1", "G1"))
-    writer.write(row_for(item, source, i).entity for i, item in enumerate(items))
+    writer = line_writer(table, "p1|G1")
+    writer.write(keyed(item, source, i) for i, item in enumerate(items))
     writer.remove_gone()
     return writer.counts
 
@@ -239,7 +247,7 @@ def test_writer_writes_changes_only_and_marks_lines_gone_upstream():
     third = write(table, changed)
     assert (third.written, third.unchanged, third.removed) == (1, 199, 50)
     rows = table.partition("p1|G1")
-    assert rows["onetime-000000007"]["total"] == 99.0
+    assert rows["onetime-000000007"]["totalForCustomer"] == 99
     assert rows["onetime-000000249"]["removed"] is True and rows["onetime-000000249"]["customerId"] == "c249"
     back = write(table, items)  # lines that come back lose their tombstone
     assert (back.written, back.removed) == (51, 0)
@@ -256,13 +264,13 @@ def test_writer_switching_source_replaces_the_old_rows():
 def test_writer_refuses_out_of_order_input_and_detects_unsorted_storage():
     table = OrderedTable("t")
     with pytest.raises(ValueError):
-        line_writer(table).write([row_for({"a": 1}, index=2).entity, row_for({"a": 1}, index=1).entity])
+        line_writer(table).write([keyed({"a": 1}, index=2), keyed({"a": 1}, index=1)])
     assert list(table.partition("p1|G1")) == ["onetime-000000002"]  # what was read before the error is written
     unsorted = FakeTable("u")  # the plain fake keeps insertion order
     for rk in ("b", "a"):
         unsorted.upsert_entity({"PartitionKey": "p1|G1", "RowKey": rk})
     with pytest.raises(StoredOrderError):
-        line_writer(unsorted).write([row_for({"a": 1}).entity])
+        line_writer(unsorted).write([keyed({"a": 1})])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,6 +294,9 @@ class FakeBilling:
         self.invoices = {}
         self.lines = {}
         self.export_code = None  # e.g. "5000"
+        self.usage = {}  # invoice id -> billed daily-rated usage rows
+        self.usage_code = None  # the usage export's failure code, e.g. "5000"
+        self.export_kind = "recon"
         self.sent = []
 
     def add(self, invoice_id, lines, *, period="2026-10-01T00:00:00Z", total=None):
@@ -311,8 +322,11 @@ class FakeBilling:
             return response(200, {"items": list(self.invoices.values())})
         if path.startswith("/v1/invoices/") and path.endswith("/lineitems"):
             invoice_id = path.split("/")[3]
-            lines = [l for l in self.lines[invoice_id] if l.get("billingProvider", "one_time").replace("_", "") ==
-                     query["provider"].replace("_", "")]
+            if query.get("invoicelineitemtype") == "usagelineitems":
+                lines = self.usage.get(invoice_id, [])
+            else:
+                lines = [l for l in self.lines[invoice_id] if l.get("billingProvider", "one_time").replace("_", "") ==
+                         query["provider"].replace("_", "")]
             size, offset = int(query["size"]), int(query.get("offset") or headers.get("MS-ContinuationToken") or 0)
             page = {"items": lines[offset:offset + size]}
             if offset + size < len(lines):
@@ -329,18 +343,22 @@ class FakeBilling:
             return response(200, invoice) if invoice else response(404, {"code": 1000, "description": "Not found"})
         if path.endswith("/billed/export"):
             self.export_invoice = payload["invoiceId"]
+            self.export_kind = "usage" if "/usage/" in path else "recon"
             return response(202, headers={"Location": "https://graph.test/v1.0/reports/partners/billing/operations/1"})
         if path.endswith("/operations/1"):
-            if self.export_code:
-                return response(200, {"status": "failed", "error": {"code": self.export_code, "message": "No data"}})
+            code = self.usage_code if self.export_kind == "usage" else self.export_code
+            if code:
+                return response(200, {"status": "failed", "error": {"code": code, "message": "No data"}})
             return response(200, {"status": "succeeded", "resourceLocation@odata.navigationLink":
                                   "https://graph.test/v1.0/reports/partners/billing/manifests/1"})
         if path.endswith("/manifests/1"):
             return response(200, {"rootDirectory": "https://blob.test/r", "sasToken": "sig=1",
                                   "blobs": [{"name": "part-0.json.gz"}]})
         if path == "/r/part-0.json.gz":
+            rows = self.usage.get(self.export_invoice, []) if self.export_kind == "usage" else \
+                self.lines[self.export_invoice]
             body = "\n".join(json_dumps({k[0].upper() + k[1:]: str(v) for k, v in l.items()})  # PascalCase, strings
-                             for l in self.lines[self.export_invoice])
+                             for l in rows)
             r = response(200, raw=gzip.compress(body.encode()))
             r._content_consumed = True
             return r
@@ -359,10 +377,18 @@ def json_loads(data):
 
 
 def invoice_service(billing, tables=None, queues=None, provider=PROVIDER):
-    tables = tables or OrderedTables()
+    tables = tables or RangeTables()
     sync = service(billing, tables, providers=(provider,), tokens=Tokens(), queues=queues or FakeQueues(),
                    graph_options={"session": billing, "sleep": NoSleep(), "retry": RetryPolicy(max_attempts=2)})
     return InvoiceService(sync, v1_page_size=7, now=lambda: NOW), tables
+
+
+def invoice_lines(tables, invoice_id, table="invoicelineitems"):
+    """The invoice's live rows by RowKey, over the per-customer partitions of its complete import."""
+    from sync.invoices.store import live_rows
+
+    row = tables.table("invoices").find_entity("p1", invoice_id) or {}
+    return {r["RowKey"]: r for r in live_rows(tables.table(table), "p1", invoice_id, row.get("import_generation"))}
 
 
 def onetime_lines(n, base=1):
@@ -399,15 +425,18 @@ def test_import_v2_and_v1_reconcile_and_reimport_writes_nothing():
     d = svc.import_invoice(PROVIDER, "D1")
     assert (d.outcome, d.source, d.rows_written, d.summary.status) == ("succeeded", "v1", 11, ReconciliationStatus.RECONCILED)
     assert d.summary.lines_total == Decimal("19.0")
-    lines = tables.table("invoicelineitems").partition("p1|D1")
+    lines = invoice_lines(tables, "D1")
     assert sorted(lines)[:2] == ["azure-000000000", "office-000000000"] and len(lines) == 11
-    g_lines = tables.table("invoicelineitems").partition("p1|G1")
-    assert g_lines["recon-000000003"]["customerId"] == "c3" and g_lines["recon-000000003"]["total"] == 1.03
+    g_lines = invoice_lines(tables, "G1")
+    assert g_lines["recon-000000003"]["customerId"] == "c3" and g_lines["recon-000000003"]["total"] == "1.03"
+    assert g_lines["recon-000000003"]["PartitionKey"].startswith("p1|G1|")
+    assert g_lines["recon-000000003"]["PartitionKey"].endswith("|c3")
     invoice_row = tables.table("invoices").find_entity("p1", "G1")
     assert invoice_row["recon_status"] == "reconciled" and invoice_row["import_hash"] == invoice_row["content_hash"]
     assert invoice_row["recon_line_count"] == 20 and invoice_row["recon_source"] == "v2"
-    again = svc.import_invoice(PROVIDER, "G1")
-    assert (again.rows_written, again.rows_unchanged, again.summary.status) == (0, 20, ReconciliationStatus.RECONCILED)
+    again = svc.import_invoice(PROVIDER, "G1")  # a re-import replaces: same rows, a new generation
+    assert (again.rows_written, again.rows_removed, again.summary.status) == (20, 20, ReconciliationStatus.RECONCILED)
+    assert len(invoice_lines(tables, "G1")) == 20
     runs = tables.table("syncruns").partition("p1")
     imports = [r for r in runs.values() if r["stream"] == "invoicelineitems"]
     assert len(imports) == 3 and {r["invoice_id"] for r in imports} == {"G1", "D1"}

@@ -1,0 +1,64 @@
+"""Blob storage adapter (azure-storage-blob): pcsync's own files, e.g. an invoice import's CSV
+reports. The same account as the tables and queues (a connection string, or the blob service
+URI with the app's credential); Azurite's blob endpoint locally."""
+from __future__ import annotations
+
+from typing import IO, TYPE_CHECKING, Any
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import BlobServiceClient, ContentSettings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from azure.core.credentials import TokenCredential
+
+
+class BlobStore:
+    def __init__(self, service: BlobServiceClient):
+        self._service = service
+        self._ready: set[str] = set()
+
+    @classmethod
+    def from_connection_string(cls, connection_string: str, **client_options: Any) -> "BlobStore":
+        return cls(BlobServiceClient.from_connection_string(connection_string, **client_options))
+
+    @classmethod
+    def from_endpoint(cls, endpoint: str, credential: "TokenCredential", **client_options: Any) -> "BlobStore":
+        return cls(BlobServiceClient(account_url=endpoint, credential=credential, **client_options))
+
+    def _container(self, name: str) -> Any:
+        container = self._service.get_container_client(name)
+        if name not in self._ready:
+            try:
+                container.create_container()
+            except ResourceExistsError:
+                pass
+            self._ready.add(name)
+        return container
+
+    def put(self, container: str, name: str, data: IO[bytes] | bytes, *, content_type: str = "text/csv") -> None:
+        """Create or replace one blob."""
+        self._container(container).upload_blob(
+            name, data, overwrite=True, content_settings=ContentSettings(content_type=content_type))
+
+    def get(self, container: str, name: str) -> bytes | None:
+        """The blob's bytes, or None when it does not exist."""
+        try:
+            return self._container(container).download_blob(name).readall()
+        except ResourceNotFoundError:
+            return None
+
+
+class MemoryBlobs:
+    """In-process blobs with the same interface (tests, benchmarks without storage)."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[tuple[str, str], bytes] = {}
+
+    def put(self, container: str, name: str, data: IO[bytes] | bytes, *, content_type: str = "text/csv") -> None:
+        self.blobs[(container, name)] = data if isinstance(data, bytes) else data.read()
+
+    def get(self, container: str, name: str) -> bytes | None:
+        return self.blobs.get((container, name))
+
+
+__all__ = ["BlobStore", "MemoryBlobs"]
