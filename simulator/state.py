@@ -6,6 +6,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from simulator.audit_log import AuditLog
 from simulator.clock import SimulatorClock
 from simulator.config import SimulatorConfig
 from simulator.data import Agreement, Customer, Invoice, Subscription, World, WorldFactory
@@ -79,6 +80,7 @@ class SimulatorState:
         self.export_operations: dict[str, dict] = {}
         self.export_manifests: dict[str, dict] = {}
         self.calls: dict[str, CallCounter] = {}
+        self.audit = AuditLog()  # the activity log (simulator/audit.py)
 
     # ---- lookups (callers hold no lock; these take it) ----------------------------------
     def customer(self, customer_id: str) -> Customer | None:
