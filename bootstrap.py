@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only
     from shared.queues import QueuePublisher
     from shared.secrets import SecretStore
     from shared.tables import TableStore
+    from sync.delta import DeltaService
     from sync.engine import SyncService
     from sync.invoices.service import InvoiceService
     from sync.webhooks.registration import WebhookRegistrations
@@ -351,6 +352,13 @@ class Services:
         from sync.engine import SyncService
 
         return SyncService(tables=self.tables, providers=self.providers, queues=self.queues, clients=self.clients)
+
+    @_Once
+    def delta(self) -> "DeltaService":
+        """Delta sync over the activity log, the full sweep and its drift report (over ``sync``)."""
+        from sync.delta import DeltaService
+
+        return DeltaService(self.sync)
 
     @_Once
     def invoices(self) -> "InvoiceService":

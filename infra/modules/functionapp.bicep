@@ -27,6 +27,7 @@ param callsPerMinute int
 param customerCallsPerMinute string
 param sharedCallBudget bool
 param scheduleCustomers string
+param scheduleDelta string
 param scheduleInvoices string
 param webhookCertificateHosts string
 param maximumInstanceCount int
@@ -84,6 +85,7 @@ var pcsyncSettings = [
   { name: 'PCSYNC_CUSTOMER_CALLS_PER_MINUTE', value: customerCallsPerMinute }
   { name: 'PCSYNC_SHARED_BUDGET', value: sharedCallBudget ? 'true' : 'false' }
   { name: 'PCSYNC_SCHEDULE_CUSTOMERS', value: scheduleCustomers }
+  { name: 'PCSYNC_SCHEDULE_DELTA', value: scheduleDelta }
   { name: 'PCSYNC_SCHEDULE_INVOICES', value: scheduleInvoices }
   { name: 'PCSYNC_WEBHOOK_CERTIFICATE_HOSTS', value: webhookCertificateHosts }
   { name: 'PCSYNC_WEBHOOK_MAX_AGE_DAYS', value: '7' }
