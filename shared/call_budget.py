@@ -17,8 +17,9 @@ minute's budget at the end of one minute and another at the start of the next. A
 only while the current slice and the ``slices`` slices before it (a span that covers every 60-second
 interval touching the current slice) hold fewer than ``limit`` calls, so no 60-second interval
 ever sees more than ``limit`` leased calls. Under a steady full load that is ``slices/(slices+1)``
-of the limit (the default 20 slices of 3 s: 95%, and the wait after a burst is at most one slice
-longer than a sliding minute); a burst after a quiet minute still gets the whole limit at once.
+of the limit (the default 60 slices of 1 s: 98.4%, so a budget at 95% of Partner Center's limit
+paces at 93.4% of it, and the wait after a burst is at most one slice longer than a sliding
+minute); a burst after a quiet minute still gets the whole limit at once.
 
 Rules that keep it safe:
 
@@ -166,7 +167,7 @@ class SharedCallBudget:
         limit: int,
         local: CallBudget | None = None,
         window: float = 60.0,
-        slices: int = 20,
+        slices: int = 60,
         block: int = DEFAULT_LEASE_BLOCK,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
