@@ -236,8 +236,9 @@ class DeltaService:
         if sweep_id is None:
             return work(self.sync)
         recorder = DriftRecorder()
-        sync = SyncService(tables=DriftTables(self.sync.tables, recorder), providers=self.sync.providers,
-                           queues=self.sync.queues, clients=self.sync.clients)
+        # the same kind of engine (the CLI's keeps going after a crashed run), over observed tables
+        sync = type(self.sync)(tables=DriftTables(self.sync.tables, recorder), providers=self.sync.providers,
+                               queues=self.sync.queues, clients=self.sync.clients)
         try:
             return work(sync)
         finally:
