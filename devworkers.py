@@ -113,7 +113,7 @@ class QueueWorkers:
                                             cwd=ROOT, stdout=subprocess.PIPE, text=True) for _ in range(processes)]
         self.reports: list[dict[str, Any]] = []
 
-    def wait_idle(self, timeout: float = 7200, poll: float = 0.25) -> float:
+    def wait_idle(self, timeout: float = 7200, poll: float = 0.5) -> float:
         """Until every sync-customer message was handled; returns the time it happened (time.time())."""
         from sync.names import SYNC_CUSTOMER_QUEUE
 

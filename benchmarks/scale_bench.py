@@ -40,6 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--latency-ms", type=float, default=30.0)
     parser.add_argument("--rate", type=int, help="the simulator's calls/minute (default 500; quick 3,000)")
+    parser.add_argument("--customers", type=int, help="a size between quick and full (5 subscriptions each)")
     return parser.parse_args(argv)
 
 
@@ -72,18 +73,27 @@ def store_matches(runtime, sim) -> tuple[bool, set[str]]:
 
 
 def make_changes(sim, customers: list[str]) -> dict[str, list[str]]:
-    """1 % traced (half audit, half webhook), and the traceless ones on other customers."""
+    """1 % traced (half audit, half webhook), and the traceless ones, each on its own customer."""
+    from simulator.testing import ControlError
+
     traced = max(2, len(customers) // 100)
     traceless = max(2, len(customers) // 500)
-    picked = customers[::max(1, len(customers) // (traced + traceless))][:traced + traceless]
+    wanted = [("subscription_quantity", "audit" if i % 2 == 0 else "webhook") for i in range(traced)]
+    wanted += [("renewal" if i % 2 == 0 else "est_conversion", "none") for i in range(traceless)]
+    candidates = iter(customers[::max(1, len(customers) // (2 * len(wanted)))] + customers)
     done: dict[str, list[str]] = {"audit": [], "webhook": [], "none": []}
-    for i, customer in enumerate(picked[:traced]):
-        trace = "audit" if i % 2 == 0 else "webhook"
-        sim.control.upstream_change("subscription_quantity", customer, trace=trace)
-        done[trace].append(customer)
-    for i, customer in enumerate(picked[traced:]):
-        sim.control.upstream_change("renewal" if i % 2 == 0 else "est_conversion", customer)
-        done["none"].append(customer)
+    used: set[str] = set()
+    for kind, trace in wanted:
+        for customer in candidates:
+            if customer in used:
+                continue
+            try:
+                sim.control.upstream_change(kind, customer, trace=trace)
+            except ControlError:  # no subscription that can take this change: the next customer
+                continue
+            used.add(customer)
+            done[trace].append(customer)
+            break
     return done
 
 
@@ -93,7 +103,7 @@ def run(args: argparse.Namespace) -> dict:
     from devworkers import QueueWorkers, webhook_endpoint
     from simulator.testing import start_simulator_process
 
-    customers, per_customer = (500, 5) if args.quick else (10_000, 5)
+    customers, per_customer = (args.customers or (500 if args.quick else 10_000)), 5
     rate = args.rate or (3_000 if args.quick else 500)
     budget = str(int(rate * BUDGET_SHARE))
     sim = start_simulator_process(customers=customers, subscriptions_per_customer=per_customer, nce_fraction=0.5,

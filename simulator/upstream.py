@@ -39,6 +39,7 @@ KINDS = {
     "est_conversion": ("subscription", "update_subscription", "est_conversion"),
 }
 EST_SUFFIX = " (Extended Service Term)"
+FAR_FUTURE = dt.datetime(9000, 1, 1, tzinfo=dt.timezone.utc)  # usage-based subscriptions have no term end
 
 
 def _error(status: int, message: str) -> HttpError:
@@ -135,8 +136,9 @@ class Upstream:
         subs = self.state.subscriptions.get(customer_id, {})
         if subscription_id:
             sub = subs.get(str(subscription_id).lower())
-        else:  # the customer's first active subscription (a license-based one for EST)
-            active = [s for s in subs.values() if s.status == "active"]
+        else:  # the customer's first active subscription with a term end (a license-based one for EST)
+            any_term = kind not in ("renewal", "est_conversion")
+            active = [s for s in subs.values() if s.status == "active" and (any_term or s.commitment_end < FAR_FUTURE)]
             sub = next((s for s in active if kind != "est_conversion" or (s.nce and s.billing_type == "license")),
                        active[0] if active else None)
         if sub is None:
