@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only
     from shared.queues import QueuePublisher
     from shared.secrets import SecretStore
     from shared.tables import TableStore
+    from sync.delta import DeltaService
     from sync.engine import SyncService
     from sync.invoices.accept import InvoiceActions
     from sync.invoices.budgets import BudgetService
@@ -267,7 +268,7 @@ class Services:
         from shared.blobs import BlobStore
 
         table_uri = self.settings.storage.table_service_uri
-        return self._storage_client(BlobStore, table_uri.replace(".table.", ".blob.", 1), "from_endpoint")
+        return self._storage_client(BlobStore, table_uri.replace(".table.", ".blob.", 1))
 
     @_Once
     def queues(self) -> "QueuePublisher":
@@ -372,6 +373,13 @@ class Services:
         from sync.engine import SyncService
 
         return SyncService(tables=self.tables, providers=self.providers, queues=self.queues, clients=self.clients)
+
+    @_Once
+    def delta(self) -> "DeltaService":
+        """Delta sync over the activity log, the full sweep and its drift report (over ``sync``)."""
+        from sync.delta import DeltaService
+
+        return DeltaService(self.sync)
 
     @_Once
     def invoices(self) -> "InvoiceService":

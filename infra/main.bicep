@@ -43,8 +43,11 @@ param customerCallsPerMinute string = ''
 @description('Share the call budget between instances through table callbudget (PCSYNC_SHARED_BUDGET).')
 param sharedCallBudget bool = true
 
-@description('NCRONTAB schedule of the customers sync (PCSYNC_SCHEDULE_CUSTOMERS), UTC.')
-param scheduleCustomers string = '0 0 */4 * * *'
+@description('NCRONTAB schedule of the nightly full sweep (PCSYNC_SCHEDULE_CUSTOMERS), UTC.')
+param scheduleCustomers string = '0 0 2 * * *'
+
+@description('NCRONTAB schedule of the activity-log delta sync (PCSYNC_SCHEDULE_DELTA), UTC.')
+param scheduleDelta string = '0 */15 * * * *'
 
 @description('NCRONTAB schedule of the invoices sync (PCSYNC_SCHEDULE_INVOICES), UTC.')
 param scheduleInvoices string = '0 0 6 * * *'
@@ -198,6 +201,7 @@ module functionApp 'modules/functionapp.bicep' = {
     customerCallsPerMinute: customerCallsPerMinute
     sharedCallBudget: sharedCallBudget
     scheduleCustomers: scheduleCustomers
+    scheduleDelta: scheduleDelta
     scheduleInvoices: scheduleInvoices
     scheduleWritebacks: scheduleWritebacks
     scheduleUnbilled: scheduleUnbilled

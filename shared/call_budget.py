@@ -17,8 +17,9 @@ minute's budget at the end of one minute and another at the start of the next. A
 only while the current slice and the ``slices`` slices before it (a span that covers every 60-second
 interval touching the current slice) hold fewer than ``limit`` calls, so no 60-second interval
 ever sees more than ``limit`` leased calls. Under a steady full load that is ``slices/(slices+1)``
-of the limit (the default 20 slices of 3 s: 95%, and the wait after a burst is at most one slice
-longer than a sliding minute); a burst after a quiet minute still gets the whole limit at once.
+of the limit (the default 60 slices of 1 s: 98.4%, so a budget at 95% of Partner Center's limit
+paces at 93.4% of it, and the wait after a burst is at most one slice longer than a sliding
+minute); a burst after a quiet minute still gets the whole limit at once.
 
 Rules that keep it safe:
 
@@ -26,8 +27,10 @@ Rules that keep it safe:
   lease); a 412/409 means another process got there first, so it re-reads and tries again: the
   processes together never lease more than the limit;
 * leased calls may be spent only in the slice they were leased in; what is left at the slice's end
-  is lost (the safe side: counted, never sent); leases start small and double while a slice's
-  leases run out (up to ``block``), so a process sending a call now and then loses little;
+  is given back to that slice's row with the process's next lease (same read, one more
+  etag-conditional write), so the span counts what was sent and the processes together can pace at
+  the budget itself; if giving back fails the calls stay counted (the safe side); leases start
+  small and double while a slice's leases run out (up to ``block``);
 * when the limit is reached the caller waits for the slice in which enough old calls have left the
   span (injectable ``clock``/``sleep``);
 * a storage failure never stops a sync: the budget falls back to the in-process one, logs one
@@ -166,7 +169,7 @@ class SharedCallBudget:
         limit: int,
         local: CallBudget | None = None,
         window: float = 60.0,
-        slices: int = 20,
+        slices: int = 60,
         block: int = DEFAULT_LEASE_BLOCK,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
@@ -199,6 +202,7 @@ class SharedCallBudget:
         self._lock = threading.Lock()
         self._lease_slice: int | None = None
         self._lease_left = 0
+        self._unsent: tuple[int, int] | None = None  # (slice, calls) leased there and never sent
         self._lease_size = 0
         self._taken_slice: int | None = None
         self._taken = 0  # calls this process took in _taken_slice
@@ -209,6 +213,7 @@ class SharedCallBudget:
         self.leases = 0
         self.leased_calls = 0
         self.conflicts = 0
+        self.returned_calls = 0
         self.storage_failures = 0
         self.shared_wait_s = 0.0
 
@@ -268,6 +273,8 @@ class SharedCallBudget:
                     if now < self._degraded_until:
                         break  # storage is down: the in-process budget alone applies
                     self._degraded_until = None  # try the table again
+                if self._lease_left > 0 and self._lease_slice is not None:  # the slice ended with calls left
+                    self._unsent, self._lease_left = (self._lease_slice, self._lease_left), 0
                 try:
                     granted, wait = self._lease(current, now, self._next_lease_size(current))
                 except _Conflict:
@@ -276,7 +283,8 @@ class SharedCallBudget:
                     self._fail(exc, now)
                     break
                 if granted and self._slice_of(self._clock()) != current:
-                    continue  # the storage round trip outlived the slice: that lease is lost (safe side)
+                    self._unsent = (current, granted)  # the round trip outlived the slice: given back next time
+                    continue
                 if granted:
                     if self._warned:
                         log.info("shared call budget for %s reachable again", self.scope)
@@ -333,9 +341,13 @@ class SharedCallBudget:
         mine: Any = None
         for row in rows:
             index = self._slice_of_key(row["RowKey"])
+            if self._unsent is not None and index == self._unsent[0]:
+                row = self._give_back(table, row, self._unsent[1])
             counts[index] = counts.get(index, 0) + int(row.get("granted") or 0)
             if index == current:
                 mine = row
+        if self._unsent is not None and self._unsent[0] < first:
+            self._unsent = None  # its slice left the span: nothing to give back any more
         room = self.limit - sum(counts.values())  # rows from clocks ahead of ours count too (safe side)
         if room <= 0:
             return 0, self._wait_for_room(counts, current, now)
@@ -363,6 +375,23 @@ class SharedCallBudget:
         self.leases += 1
         self.leased_calls += take
         return take, None
+
+    def _give_back(self, table: Any, row: Any, unsent: int) -> Any:
+        """Calls leased in an earlier slice and never sent leave its row's count (they never
+        reached Partner Center), so the span's room is what was really sent; a 412 means another
+        process wrote the row first (re-read: raises _Conflict). Returns the row as it stands."""
+        entity = {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], "starts_at": row.get("starts_at"),
+                  "granted": max(0, int(row.get("granted") or 0) - unsent)}
+        try:
+            table.update_entity(entity, mode=UpdateMode.REPLACE, etag=row.metadata["etag"],
+                                match_condition=MatchConditions.IfNotModified, **self._options)
+        except (ResourceModifiedError, HttpResponseError) as exc:
+            if isinstance(exc, ResourceModifiedError) or exc.status_code in (409, 412):
+                raise _Conflict() from exc
+            raise
+        self._unsent = None
+        self.returned_calls += unsent
+        return entity
 
     def _wait_for_room(self, counts: dict[int, int], current: int, now: float) -> float:
         """Seconds until the first slice whose span has room for one call."""

@@ -17,10 +17,11 @@ DEFAULT_PARTNER_CENTER_URL = "https://api.partnercenter.microsoft.com"
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 DEFAULT_GRAPH_URL = "https://graph.microsoft.com"
 
-# Streams that have a timer; the schedule setting is PCSYNC_SCHEDULE_<NAME upper-cased>. The
+# Streams that have a timer ("delta": the activity-log delta sync; "customers": the full sweep);
+# the schedule setting is PCSYNC_SCHEDULE_<NAME upper-cased>. The
 # Functions host reads these itself (the timer bindings say %PCSYNC_SCHEDULE_CUSTOMERS%), so the
 # values live in app settings and local.settings.json.sample, not here.
-SCHEDULED_STREAMS = ("customers", "invoices", "unbilled")
+SCHEDULED_STREAMS = ("customers", "delta", "invoices", "unbilled")
 # Hosts allowed to serve the Partner Center webhook signing certificate (x-ms-certificate-url).
 DEFAULT_WEBHOOK_CERTIFICATE_HOSTS = ("3psostorageacct.blob.core.windows.net",)
 

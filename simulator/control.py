@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 
 from simulator.billing_control import BillingControl
+from simulator.audit import audit
 from simulator.clock import iso, parse_iso
 from simulator.config import FAULT_KNOBS
 from simulator.data import GRAPH_BILLING_PERMISSION
@@ -123,6 +124,7 @@ class Control:
                 customer.id = customer.id.upper()
             self.state.customers[customer.id.lower()] = customer
             self.state.subscriptions[customer.id.lower()] = {}
+            audit(self.state, customer.id, "customer", "add_customer", render_customer(customer))
             return json_response(201, render_customer(customer))
 
     @route("DELETE", "/customers/{customer_id}")
@@ -133,6 +135,7 @@ class Control:
                 raise _error(404, f"unknown customer {customer_id}")
             self.state.subscriptions.pop(customer_id, None)
             self.state.agreements.pop(customer_id, None)
+            audit(self.state, customer_id, "customer", "delete_customer")
         return Response(204)
 
     @route("POST", "/customers/{customer_id}/subscriptions")
@@ -159,6 +162,7 @@ class Control:
             except ValueError as exc:
                 raise _error(400, str(exc))
             self.state.subscriptions[customer_id][sub.id.lower()] = sub
+            audit(self.state, customer_id, "order", "create_order", None, SubscriptionId=sub.id)
             return json_response(201, {**render_subscription(sub, self.state.clock.now()), "customerId": customer_id})
 
     @staticmethod
@@ -192,6 +196,7 @@ class Control:
             if "cancellationAllowedUntilDate" in body:
                 sub.cancellation_allowed_until = self._parse_time(body["cancellationAllowedUntilDate"])
             sub.version += 1
+            audit(self.state, sub.customer_id, "subscription", "update_subscription", None, SubscriptionId=sub.id)
             return json_response(200, render_subscription(sub, self.state.clock.now()))
 
     @route("DELETE", "/subscriptions/{customer_id}/{subscription_id}")
@@ -200,6 +205,8 @@ class Control:
             subs = self.state.subscriptions.get(req.params["customer_id"].lower(), {})
             if subs.pop(req.params["subscription_id"].lower(), None) is None:
                 raise _error(404, "unknown subscription")
+            audit(self.state, req.params["customer_id"], "subscription", "delete_subscription", None,
+                  SubscriptionId=req.params["subscription_id"].lower())
         return Response(204)
 
     @route("POST", "/invoices")

@@ -5,6 +5,7 @@ import datetime as dt
 import json
 from urllib.parse import quote
 
+from simulator.audit import audit
 from simulator.clock import iso, parse_iso
 from simulator.data import MCA_LINK, MCA_TEMPLATE_ID, Agreement, Customer, Subscription
 from simulator import attestation, lifecycle
@@ -283,7 +284,10 @@ class PartnerCenter:
         with self.state.lock:
             now = self.state.clock.now()
             self.state.advance_lifecycle([sub])
+            version = sub.version
             apply_subscription_patch(sub, body, if_match, now, self.state.config)
+            if sub.version != version:  # the activity log has what changed, not the no-op PATCHes
+                audit(self.state, sub.customer_id, "subscription", "update_subscription", None, SubscriptionId=sub.id)
             location = f"/customers/{sub.customer_id}/subscriptions/{sub.id}"
             rendered = render_subscription(sub, now)
         if self.faults.answer_write_with_202():
@@ -329,6 +333,7 @@ class PartnerCenter:
                          agreement.email, agreement.phone):
                     raise fail(400, 600061, "An agreement with the same details already exists for this customer.")
             existing.append(agreement)
+            audit(self.state, customer.id, "agreement", "create_customer_agreement", render_agreement(agreement))
         response = render_agreement(agreement, with_user=True)
         response.pop("agreementLink", None)
         return json_response(201, response)

@@ -33,6 +33,7 @@ from simulator.partner_center import PartnerCenter
 from simulator.pc_common import PartnerCenterAuth, api_fault
 from simulator.state import SimulatorState
 from simulator.throttle import Throttle
+from simulator.upstream import Upstream
 from simulator.tokens import TokenIssuer
 from simulator.web import (
     MAX_BODY_BYTES,
@@ -44,6 +45,7 @@ from simulator.web import (
     html_response,
     json_response,
 )
+from simulator.audit import AuditRecords
 from simulator.webhooks import Webhooks
 
 log = logging.getLogger("simulator")
@@ -78,7 +80,9 @@ class Simulator:
         Control(self.state, self.entra, self.faults, self.throttle, self.webhooks, keys.webhook_cert_pem,
                 self.info(), billing).register(self.router)
         Control2026(self.state).register(self.router)
+        Upstream(self.state, self.webhooks, base_url).register(self.router)
         PartnerCenter(self.state, pc_auth, self.faults).register(self.router)
+        AuditRecords(self.state, pc_auth).register(self.router)
         Invoices(self.state, pc_auth).register(self.router)
         MfaReports(self.state, pc_auth).register(self.router)
         self.webhooks.register(self.router)

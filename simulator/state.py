@@ -7,6 +7,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from simulator.billing_plan import BillingPlan
+from simulator.audit_log import AuditLog
 from simulator.clock import SimulatorClock
 from simulator.config import SimulatorConfig
 from simulator.data import Agreement, Customer, Invoice, Subscription, World, WorldFactory
@@ -88,6 +89,7 @@ class SimulatorState:
         self.non_mfa_principals: dict[tuple[str, str], dict] = {}  # (user oid, app id) -> count, last, upn
         self.attestations: dict = {}  # id -> simulator.attestation.Attestation
         self.lifecycle_events: list[dict] = []  # renewals, EST entries, expiries (GET /_sim/truth/lifecycle)
+        self.audit = AuditLog()  # the activity log (simulator/audit.py)
 
     # ---- lookups (callers hold no lock; these take it) ----------------------------------
     def customer(self, customer_id: str) -> Customer | None:

@@ -131,6 +131,19 @@ class SimulatorControl:
             raise ControlError(response.status_code, response.text)
         return json.loads(response.text, parse_float=Decimal)
 
+    # upstream changes with a chosen trace (simulator/upstream.py) and the activity log
+    def upstream_change(self, kind: str, customer_id: str, *, trace: str | None = None, **fields) -> dict:
+        """kind: subscription_quantity, subscription_suspend, customer_profile, agreement, renewal,
+        est_conversion; trace: audit, webhook or none (default: audit, none for Microsoft-side kinds)."""
+        return self.request("POST", "/upstream/changes",
+                            {"kind": kind, "customerId": customer_id, **_given(trace=trace), **fields})
+
+    def upstream_changes(self) -> list[dict]:
+        return self.request("GET", "/upstream/changes")["items"]
+
+    def audit_records(self) -> list[dict]:
+        return self.request("GET", "/truth/auditrecords")["items"]
+
     # clock, calls, faults
     def now(self) -> str:
         return self.request("GET", "/clock")["now"]

@@ -12,6 +12,7 @@ import traceback
 from collections import defaultdict
 from typing import Any
 
+from .delta_cli import MODES, outcome_line, sync_mode
 from .engine import SyncService
 from .resources import canonical_id
 from .runs import RunOutcome, RunResult
@@ -33,6 +34,9 @@ def register(subparsers: Any) -> None:
                      help="only this stream (default: customers, then each customer's subscriptions and agreements)")
     cmd.add_argument("--customer", help="only this customer's subscriptions and agreements")
     cmd.add_argument("--workers", type=int, default=4, help=f"customers synced in parallel, 1..{MAX_WORKERS} (default 4)")
+    cmd.add_argument("--mode", choices=MODES,
+                     help="delta: the activity log since the cursor, only what changed; full: the nightly sweep "
+                          "(catch-up, every customer, the drift report)")
     cmd.set_defaults(handler=sync_command)
     invoices_cli.register(subparsers)
 
@@ -46,6 +50,9 @@ def sync_command(args: argparse.Namespace, services: Any) -> int:
 
         return sync_unbilled(console, services, args.provider)
     stream = get_stream(args.stream) if args.stream else None
+    if getattr(args, "mode", None) and (stream or args.customer):
+        console.print("[red]error:[/red] --mode cannot be combined with --stream or --customer")
+        return 2
     if args.customer and stream in (CUSTOMERS, INVOICES):
         console.print(f"[red]error:[/red] --customer cannot be combined with --stream {stream.name}")
         return 2
@@ -61,8 +68,17 @@ def sync_command(args: argparse.Namespace, services: Any) -> int:
     # one pooled connection per worker, plus room for the customers stream
     service = KeepGoingSyncService.over(services.derive(client_options={"pool_size": workers + 2}))
     provider = services.providers.get_provider(args.provider)
+    if getattr(args, "mode", None):
+        outcome = sync_mode(service, provider, args.mode, workers)
+        code = _reported(console, outcome.runs, args)
+        console.print(outcome_line(outcome), highlight=False, soft_wrap=True)
+        return code
     streams = (stream,) if stream else ((*CUSTOMER_STREAMS,) if customer_id else None)
     results = _sync_with_progress(console, service, provider, streams, customer_id, workers)
+    return _reported(console, results, args)
+
+
+def _reported(console: Any, results: list[RunResult], args: argparse.Namespace) -> int:
     code = report(console, results)
     if getattr(args, "debug", False):
         print_tracebacks(results)
@@ -122,7 +138,7 @@ def report(console: Any, results: list[RunResult]) -> int:
     from rich.table import Table
 
     rows: dict[str, dict[str, Any]] = defaultdict(lambda: defaultdict(int))
-    failures = [r for r in results if r.outcome != RunOutcome.SUCCEEDED]
+    failures = [r for r in results if r.outcome not in (RunOutcome.SUCCEEDED, RunOutcome.SKIPPED)]
     for r in results:
         row = rows[r.stream]
         row["runs"] += 1

@@ -46,7 +46,7 @@ from .names import SYNC_CUSTOMER_QUEUE
 from .resources import GUID_PATTERN, InvalidId, canonical_id
 from .rows import RowWriter, StoredByKey, live_row_keys, tombstone_rows
 # SYNC_RUNS_TABLE and summarize are re-exported: callers of the engine (demo, tests) import them from here
-from .runs import SYNC_RUNS_TABLE, RunOutcome, RunResult, Tables, TimerOutcome, record_run, summarize
+from .runs import SYNC_RUNS_TABLE, RunOutcome, RunResult, SyncMode, Tables, TimerOutcome, record_run, summarize
 from .streams import CUSTOMER_STREAMS, CUSTOMERS, Stream
 
 log = get_logger(__name__)
@@ -229,23 +229,26 @@ class SyncService:
         customer_id: str | None = None,
         correlation_id: str | None = None,
         client: PartnerCenterClient | None = None,
+        mode: SyncMode | None = None,
+        work: Callable[..., RunResult] = sync_stream,
     ) -> RunResult:
-        """Run one stream for a provider (and customer), recording it in ``syncruns``.
+        """Run one stream for a provider (and customer), recording it in ``syncruns``; ``work``
+        reads and writes it (default: the whole collection, :func:`sync_stream`).
 
         Never raises for Partner Center or consent failures: they become the run's outcome
         (``result.exception`` keeps the error for callers that decide on retries).
         """
         correlation_id = correlation_id or str(uuid.uuid4())
         customer_id = canonical_id(customer_id) if customer_id is not None else None
-        result = RunResult(provider.id, stream.name, customer_id, correlation_id)
+        result = RunResult(provider.id, stream.name, customer_id, correlation_id, mode=mode)
         with telemetry.span("pcsync.sync.run", provider=provider.id, stream=stream.name, customer=customer_id,
                             run_id=result.run_id, correlation_id=correlation_id):
             stats = CallStats()
             record_run(self.tables, result)  # "running": a run killed mid-way still leaves its row
             try:
                 bound = (client or self.clients.partner_center(provider)).bind(correlation_id=correlation_id, stats=stats)
-                sync_stream(stream, client=bound, tables=self.tables, provider_id=provider.id,
-                            customer_id=customer_id, result=result)
+                work(stream, client=bound, tables=self.tables, provider_id=provider.id,
+                     customer_id=customer_id, result=result)
                 result.end(RunOutcome.SUCCEEDED)
             except ConsentRequired as exc:
                 self.consent_lost(provider, result, exc, f"{stream.name} sync of {_scope(provider.id, customer_id)}")
@@ -311,12 +314,13 @@ class SyncService:
         correlation_id: str | None = None,
         streams: Iterable[Stream] = CUSTOMER_STREAMS,
         client: PartnerCenterClient | None = None,
+        mode: SyncMode | None = None,
     ) -> list[RunResult]:
         """Subscriptions and agreements of one customer; stops at consent failure."""
         results = []
         for stream in streams:
             result = self.run_stream(stream, provider, customer_id=customer_id,
-                                     correlation_id=correlation_id, client=client)
+                                     correlation_id=correlation_id, client=client, mode=mode)
             results.append(result)
             if result.outcome == RunOutcome.CONSENT_REQUIRED:
                 break

@@ -1,6 +1,6 @@
-"""Blueprint of the inbound sync: the customers timer (the full sweep) and the sync-customer queue
-it fans out to, and the admin page's reads of runs and invoices. Schedules come from app settings
-(PCSYNC_SCHEDULE_<STREAM>)."""
+"""Blueprint of the inbound sync: the customers timer (the nightly full sweep), the delta timer
+(the activity log since the cursor) and the sync-customer queue both fan out to, and the admin
+page's reads of runs and invoices. Schedules come from app settings (PCSYNC_SCHEDULE_<STREAM>)."""
 from __future__ import annotations
 
 import azure.functions as func
@@ -20,26 +20,41 @@ bp = func.Blueprint()
 @bp.function_name("sync_customers_timer")
 @bp.timer_trigger(arg_name="timer", schedule="%PCSYNC_SCHEDULE_CUSTOMERS%", run_on_startup=False, use_monitor=True)
 def sync_customers_timer(timer: func.TimerRequest) -> None:
-    """Customers of every enabled, consented provider; then one sync-customer message each."""
+    """The full sweep of every enabled, consented provider: the delta catches up, the customers
+    are read, then one sync-customer message each (their rows still changed are the drift report)."""
     from bootstrap import get_services
 
     if timer.past_due:
         log.warning("customers timer is running late (past_due)")
-    for outcome in get_services().sync.sync_all_providers():
-        log.info("customers sync for %s: %s, %d customer message(s) queued", outcome.provider_id,
-                 outcome.outcome, outcome.customers_enqueued, extra={"provider_id": outcome.provider_id})
+    for outcome in get_services().delta.sweep_all_providers():
+        log.info("full sweep for %s: %s, %d customer message(s) queued", outcome.provider_id,
+                 outcome.outcome, outcome.enqueued, extra={"provider_id": outcome.provider_id})
+
+
+@bp.function_name("sync_delta_timer")
+@bp.timer_trigger(arg_name="timer", schedule="%PCSYNC_SCHEDULE_DELTA%", run_on_startup=False, use_monitor=True)
+def sync_delta_timer(timer: func.TimerRequest) -> None:
+    """The activity log of every enabled, consented provider since its cursor; one targeted
+    sync-customer message per customer it names (a full sweep when there is no usable cursor)."""
+    from bootstrap import get_services
+
+    for outcome in get_services().delta.delta_all_providers():
+        log.info("%s sync for %s: %s, %d record(s), %d customer message(s) queued, cursor %s", outcome.mode,
+                 outcome.provider_id, outcome.outcome, outcome.records, outcome.enqueued, outcome.cursor,
+                 extra={"provider_id": outcome.provider_id})
 
 
 @bp.function_name("sync_customer_queue")
 @bp.queue_trigger(arg_name="msg", queue_name=SYNC_CUSTOMER_QUEUE, connection=STORAGE_SETTING)
 def sync_customer_queue(msg: func.QueueMessage) -> None:
-    """Subscriptions and agreements of one customer. A malformed message is logged and dropped
-    (retrying cannot fix it); transient Partner Center failures raise so the runtime redelivers."""
+    """One customer's targeted work (the sweep's: subscriptions and agreements). A malformed message
+    is logged and dropped (retrying cannot fix it); transient Partner Center failures raise so the
+    runtime redelivers."""
     from bootstrap import get_services
 
-    from .engine import parse_customer_message
+    from .targeted import parse_targeted_message
 
-    consume(msg, lambda body: get_services().sync.handle_customer_message(parse_customer_message(body)),
+    consume(msg, lambda body: get_services().delta.handle_message(parse_targeted_message(body)),
             what="sync-customer")
 
 

@@ -51,6 +51,14 @@ class RunOutcome(enum.StrEnum):
     UNAVAILABLE = "unavailable"  # Graph has no line data yet (5000) and no v1 fallback applies
 
 
+class SyncMode(enum.StrEnum):
+    """Which kind of sync a run belongs to, as stored in ``syncruns.mode`` (empty: a run outside
+    both, e.g. ``pcsync sync --stream``)."""
+
+    DELTA = "delta"  # the activity log since the cursor, and webhook events: only what changed
+    FULL = "full"  # every customer's rows (the nightly sweep); it writes the drift report
+
+
 class Tables(Protocol):
     def table(self, name: str) -> Any: ...
 
@@ -77,6 +85,9 @@ class RunResult:
     error: str | None = None
     exception: BaseException | None = field(default=None, repr=False)
     skipped: list[dict[str, str]] = field(default_factory=list)  # the first skipped rows and why
+    mode: SyncMode | None = None
+    cursor: str | None = None  # a delta's activity-log position after the run (ISO)
+    calls_saved: int | None = None  # a delta's calls below what a full sweep costs
 
     @property
     def duration_s(self) -> float:
@@ -130,6 +141,9 @@ class RunResult:
             "retries": self.retries,
             "error": (self.error or "")[:MAX_ERROR_TEXT],
         }
+        for name in ("mode", "cursor", "calls_saved"):
+            if getattr(self, name) is not None:
+                entity[name] = getattr(self, name)
         if self.skipped:
             entity["skipped"] = json.dumps(self.skipped, ensure_ascii=False)[:8 * MAX_ERROR_TEXT]
         if self.finished_at is not None:
@@ -188,5 +202,5 @@ def summarize(results: Iterable[RunResult]) -> dict[str, Any]:
     return totals
 
 
-__all__ = ["FUNCTION_TIMEOUT", "MAX_ERROR_TEXT", "RETRYABLE_ERRORS", "RunOutcome", "RunResult", "SYNC_RUNS_TABLE",
+__all__ = ["FUNCTION_TIMEOUT", "MAX_ERROR_TEXT", "RETRYABLE_ERRORS", "RunOutcome", "RunResult", "SYNC_RUNS_TABLE", "SyncMode",
            "TimerOutcome", "list_runs", "record_run", "run_outcome", "summarize"]

@@ -27,6 +27,7 @@ param callsPerMinute int
 param customerCallsPerMinute string
 param sharedCallBudget bool
 param scheduleCustomers string
+param scheduleDelta string
 param scheduleInvoices string
 param scheduleWritebacks string
 param scheduleUnbilled string
@@ -86,6 +87,7 @@ var pcsyncSettings = [
   { name: 'PCSYNC_CUSTOMER_CALLS_PER_MINUTE', value: customerCallsPerMinute }
   { name: 'PCSYNC_SHARED_BUDGET', value: sharedCallBudget ? 'true' : 'false' }
   { name: 'PCSYNC_SCHEDULE_CUSTOMERS', value: scheduleCustomers }
+  { name: 'PCSYNC_SCHEDULE_DELTA', value: scheduleDelta }
   { name: 'PCSYNC_SCHEDULE_INVOICES', value: scheduleInvoices }
   { name: 'PCSYNC_SCHEDULE_WRITEBACKS', value: scheduleWritebacks }
   { name: 'PCSYNC_SCHEDULE_UNBILLED', value: scheduleUnbilled }

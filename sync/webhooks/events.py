@@ -14,9 +14,12 @@ from urllib.parse import urlsplit
 
 from shared.jsonutil import JsonRejected, lower_keys, parse_json_text
 
-from ..engine import SYNC_CUSTOMER_QUEUE, CustomerMessage, InvalidMessage, parse_customer_message
+from ..activity import Resource
+from ..engine import SYNC_CUSTOMER_QUEUE, InvalidMessage
 from ..invoices.service import IMPORT_INVOICE_QUEUE, ImportMessage, parse_import_message
 from ..resources import canonical_id
+from ..runs import SyncMode
+from ..targeted import TargetedMessage, parse_targeted_message
 from .errors import MalformedEvent, PayloadTooLarge
 
 MAX_WEBHOOK_BODY_BYTES = 64 * 1024
@@ -121,7 +124,10 @@ def _resource_path(resource_uri: str) -> str:
 def _subscription_work(provider_id: str, match: re.Match[str], correlation_id: str) -> Work:
     # one partition per customer whatever case the URI spells its id in
     customer_id = canonical_id(match.group(1))
-    message = parse_customer_message(CustomerMessage(provider_id, customer_id, correlation_id).to_json())
+    # the delta's targeted work: that customer's subscriptions (the event names one of them)
+    message = parse_targeted_message(TargetedMessage(provider_id, customer_id, correlation_id,
+                                                     frozenset({Resource.SUBSCRIPTIONS}), SyncMode.DELTA,
+                                                     source="webhook").to_json())
     return Work(WebhookOutcome.ENQUEUED, f"subscription {match.group(2)} changed", SYNC_CUSTOMER_QUEUE,
                 message.to_json(), customer_id=customer_id)
 

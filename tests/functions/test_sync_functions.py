@@ -35,6 +35,28 @@ def test_bindings(registered_functions):
     assert timer["runOnStartup"] is False
     queue = json.loads(registered_functions["sync_customer_queue"].get_function_json())["bindings"][0]
     assert (queue["type"], queue["queueName"], queue["connection"]) == ("queueTrigger", "sync-customer", "PCSYNC_STORAGE")
+    delta = json.loads(registered_functions["sync_delta_timer"].get_function_json())["bindings"][0]
+    assert delta["type"] == "timerTrigger" and delta["schedule"] == "%PCSYNC_SCHEDULE_DELTA%"
+
+
+def test_delta_timer_sweeps_first_then_queues_only_what_the_activity_log_names(registered_functions, consented,
+                                                                               simulator):
+    runtime = consented
+    delta_timer = registered_functions["sync_delta_timer"].get_user_function()
+    delta_timer(TimerRequest(past_due=False))  # no cursor yet: a full sweep
+    assert {(m["mode"], m["source"]) for m in queued_messages(runtime)} == {("full", "sweep")}
+    customer = simulator.control.customers()[1]["id"]
+    simulator.control.upstream_change("customer_profile", customer)
+    delta_timer(TimerRequest(past_due=False))
+    runs = [r for r in runtime.tables.table("syncruns").list_entities(partition_key=PROVIDER_ID)
+            if r["stream"] == "auditrecords"]
+    assert [(r["mode"], r["outcome"]) for r in runs] == [("delta", "succeeded")]
+    targeted = [m for m in queued_messages(runtime) if m.get("mode") == "delta"]
+    assert [(m["customer"], m["resources"], m["source"]) for m in targeted] == [(customer, ["customer"], "audit")]
+    queue_fn = registered_functions["sync_customer_queue"].get_user_function()
+    queue_fn(QueueMessage(id="d1", body=json.dumps(targeted[0]).encode(), dequeue_count=1))
+    row = runtime.tables.table("customers").get_entity(escape_key(PROVIDER_ID), escape_key(customer))
+    assert row["companyName"].endswith("Renamed")
 
 
 def test_timer_syncs_customers_and_fans_out_then_queue_syncs_a_customer(registered_functions, consented, simulator, caplog):

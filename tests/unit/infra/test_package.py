@@ -69,7 +69,7 @@ def test_the_app_is_in_the_package(package):
 
 
 def test_what_only_development_needs_is_not(package):
-    for name in ("devservices.py", "demo.py", "local.settings.json", "local.settings.json.sample",
+    for name in ("devservices.py", "devworkers.py", "demo.py", "local.settings.json", "local.settings.json.sample",
                  "pyproject.toml", "Makefile", "package.json", "azure.yaml"):
         assert name not in package, name
     for folder in ("tests", "simulator", "devhost", "benchmarks", "node_modules", ".venv", ".git", "infra", ".ci",

@@ -47,7 +47,7 @@ def test_host_json_uses_bundle_v4_and_explicit_queue_settings():
 # every function the app registers: a new one is added here on purpose, not by accident
 EXPECTED_FUNCTIONS = {
     "consent_callback", "consent_link", "import_invoice_queue", "partner_center_webhook", "provider_item",
-    "providers_list", "sync_customer_queue", "sync_customers_timer", "sync_invoices_timer", "verify_connectivity",
+    "providers_list", "sync_customer_queue", "sync_customers_timer", "sync_delta_timer", "sync_invoices_timer", "verify_connectivity",
     "writebacks_dismiss", "writebacks_get", "writebacks_list", "writebacks_queue", "writebacks_retry",
     "writebacks_submit", "writebacks_timer",
     # the admin page (admin/functions.py) and its reads (sync/functions.py)

@@ -134,15 +134,27 @@ def test_a_quiet_span_gives_the_whole_limit_and_steady_load_is_spread_over_slice
     assert len(sent) >= 140 * 5 * 6 / 7 * 0.9
 
 
-def test_unused_leased_calls_are_lost_at_the_end_of_their_slice():
+def test_unused_leased_calls_are_given_back_with_the_next_lease():
     table, clock = FakeBudgetTable(), FakeClock()
     budget = make_budget(table, clock)
     for _ in range(4):  # leases of 1, 2 and 4 calls
         budget.acquire()
-    clock.now += 10  # next slice: the 3 calls left of the last lease cannot be spent any more
-    budget.acquire()  # and this slice starts with what the last one used
-    assert table.granted() == {"000000001000000": 7, "000000001010000": 4}
-    assert budget.leases == 4
+    clock.now += 10  # next slice: the 3 calls left of the last lease cannot be spent any more ...
+    budget.acquire()  # ... so they leave the old slice's count; this slice starts with what the last one used
+    assert table.granted() == {"000000001000000": 4, "000000001010000": 4}
+    assert (budget.leases, budget.returned_calls) == (4, 3)
+
+
+def test_a_failed_give_back_leaves_the_calls_counted():
+    table, clock = FakeBudgetTable(), FakeClock()
+    budget = make_budget(table, clock)
+    for _ in range(4):
+        budget.acquire()
+    clock.now += 10
+    table.fail = ServiceRequestError("connection refused")
+    budget.acquire()  # storage down: the in-process budget goes on, nothing is given back
+    table.fail = None
+    assert table.granted() == {"000000001000000": 7} and budget.returned_calls == 0
 
 
 def test_a_process_sending_now_and_then_leases_little():

@@ -66,11 +66,12 @@ def test_oversized_body():
 # ---- mapping -------------------------------------------------------------------------------
 
 
-def test_subscription_updated_becomes_a_sync_customer_message():
+def test_subscription_updated_becomes_the_deltas_targeted_work():
     uri = f"http://api.partnercenter.microsoft.com/webhooks/v1/customers/{CUSTOMER}/subscriptions/{SUBSCRIPTION}"
     work = map_event("p1", event("subscription-updated", uri), correlation_id="c-1")
     assert work.queue == "sync-customer" and work.outcome == "enqueued"
-    assert work.message == {"provider": "p1", "customer": CUSTOMER, "correlationId": "c-1"}
+    assert work.message == {"provider": "p1", "customer": CUSTOMER, "correlationId": "c-1",
+                            "resources": ["subscriptions"], "mode": "delta", "source": "webhook"}
 
 
 def test_invoice_ready_becomes_an_import_invoice_message():
@@ -153,7 +154,9 @@ def test_receive_enqueues_and_records(service, pki):
     receipt = service.receive("p1", headers=signed_headers(pki[1].key, body), body=body)
     assert receipt.to_json()["outcome"] == "enqueued" and receipt.queue == "sync-customer"
     assert service.queues.sent["sync-customer"] == [{"provider": "p1", "customer": CUSTOMER,
-                                                    "correlationId": receipt.correlation_id}]
+                                                    "correlationId": receipt.correlation_id,
+                                                    "resources": ["subscriptions"], "mode": "delta",
+                                                    "source": "webhook"}]
     [row] = rows(service)
     assert row["PartitionKey"] == "p1" and row["event_name"] == "subscription-updated"
     assert (row["outcome"], row["status"], row["queue"]) == ("enqueued", 200, "sync-customer")
