@@ -168,3 +168,26 @@ def test_alerts_name_a_consent_about_to_expire(call, runtime):
     assert "5 days" in items[0]["message"]
     response, body = call("alerts_list", request("GET", "alerts", params={"provider": "fresh"}))
     assert json.loads(body)["items"] == []
+
+
+def test_alerts_list_the_rows_features_store_in_table_alerts(call, runtime):
+    from sync.writeback.alerts import AlertKind, Alerts
+
+    runtime.providers.put_provider("contoso", VALID)
+    detected = datetime(2026, 11, 30, 8, 0, tzinfo=timezone.utc)
+    alerts = Alerts(runtime.tables, lambda: detected)
+    alerts.raise_alert("contoso", AlertKind.EST_WITHOUT_CHOICE, "cust-1", "sub-1", "in Extended Service Term without EST chosen")
+    alerts.raise_alert("contoso", AlertKind.END_OF_TERM_DRIFT, "cust-1", "sub-2", "cancel was chosen; renews")
+    alerts.clear("contoso", AlertKind.END_OF_TERM_DRIFT, "cust-1", "sub-2")
+    response, body = call("alerts_list", request("GET", "alerts", params={"provider": "contoso"}))
+    items = json.loads(body)["items"]
+    assert response.status_code == 200 and len(items) == 1  # the cleared one is gone
+    assert {k: items[0][k] for k in ("kind", "severity", "provider", "customer", "subscription", "since")} == {
+        "kind": "est_without_choice", "severity": "critical", "provider": "contoso", "customer": "cust-1",
+        "subscription": "sub-1", "since": "2026-11-30T08:00:00Z"}
+    assert "Extended Service Term" in items[0]["message"] and "cancel" in items[0]["fix"]
+    # the same alert raised again keeps the time it was first detected
+    Alerts(runtime.tables, lambda: detected + timedelta(days=1)).raise_alert(
+        "contoso", AlertKind.EST_WITHOUT_CHOICE, "cust-1", "sub-1", "still in EST")
+    _, body = call("alerts_list", request("GET", "alerts"))
+    assert [(a["subscription"], a["since"]) for a in json.loads(body)["items"]] == [("sub-1", "2026-11-30T08:00:00Z")]
