@@ -61,7 +61,7 @@ def test_every_other_http_route_needs_the_function_key(registered_functions):
 
 # -- function key mode (the default) --------------------------------------------------------------
 
-@pytest.mark.parametrize("name,route,route_params", [("admin_page", "admin", {}),
+@pytest.mark.parametrize("name,route,route_params", [("admin_page", "admin", {}), ("admin_shell", "admin/shell", {}),
                                                      ("admin_static", "admin/static/admin.js", {"name": "admin.js"}),
                                                      ("admin_api", "admin/api/providers", {"path": "providers"})])
 @pytest.mark.parametrize("header", ["X-MS-CLIENT-PRINCIPAL", "x-ms-client-principal", "X-MS-CLIENT-PRINCIPAL-NAME"])
@@ -72,6 +72,13 @@ def test_a_forged_principal_is_refused_without_app_service_authentication(call, 
     response, body = call(name, request("GET", route, route_params=route_params, headers=forged))
     assert response.status_code == 401 and "contoso" not in body
     assert "App Service Authentication is not in front" in body
+
+
+def test_the_page_without_credentials_is_refused_with_the_key_prompt(call, runtime):
+    runtime.providers.put_provider("contoso", VALID)
+    response, body = call("admin_page", request("GET", "admin"))
+    assert response.status_code == 401 and 'id="function-key"' in body
+    assert "contoso" not in body and 'id="app"' not in body
 
 
 def test_the_gateway_is_off_with_the_function_key(call, runtime):
