@@ -196,3 +196,16 @@ def test_malformed_settings_let_nobody_in_and_name_no_value(call, runtime, monke
     response, body = call(name, request("GET", route, route_params=route_params, headers=forged))
     assert response.status_code == 500 and "trust-everyone" not in body and "AccountKey" not in body
     assert "app settings cannot be used" in body
+
+
+def test_the_gateway_serves_the_write_back_log_and_its_retry_and_dismiss(call, app_service):
+    admin = {"X-MS-CLIENT-PRINCIPAL": principal("pcsync.Admin"), **SAME_ORIGIN_PUT}
+    response, text = call("admin_api", request("GET", "admin/api/writebacks", route_params={"path": "writebacks"},
+                                               headers=admin, params={"provider": "contoso", "state": "blocked"}))
+    listing = json.loads(text)
+    assert response.status_code == 200 and listing["items"] == [] and listing["next"] is None
+    assert listing["states"]["blocked"] == ["dismiss"]
+    for action in ("retry", "dismiss"):
+        response, text = call("admin_api", _gateway("POST", f"writebacks/no-such-key/{action}", headers=admin))
+        # the write-back handler answered (an unknown key), not the gateway's "not served"
+        assert response.status_code == 404 and "not served" not in text and "no-such-key" in text
