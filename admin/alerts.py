@@ -9,7 +9,7 @@ that stores its alerts there is listed without a change here.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from shared.alerts import Alert, AlertRows, Severity
 from shared.clock import parse_iso, to_iso, utc_now

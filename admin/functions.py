@@ -56,7 +56,8 @@ def provider_item(req: func.HttpRequest) -> func.HttpResponse:
 # -- the admin page (admin/page.py, admin/security.py) ------------------------------------------
 # Anonymous at the host: a browser navigation cannot send the function key (and the key never goes
 # in a URL), and behind App Service Authentication the admin has none. Each handler checks who
-# is calling itself (admin/security.py); the page's data only ever comes from the JSON API.
+# is calling itself (admin/security.py); the page's data only ever comes from the JSON API. With
+# the function key the page is the key prompt (401) and its markup a function-key route.
 
 
 def _html(body: str, status: int = 200) -> func.HttpResponse:
