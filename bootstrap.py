@@ -348,10 +348,14 @@ class Services:
 
     @_Once
     def alerts(self) -> "AlertService":
-        """The admin page's alerts; a feature adds its own by adding a source here."""
-        from admin.alerts import AlertService, consent_alerts
+        """The admin page's alerts: the computed ones (consent) and the rows features store in
+        table ``alerts`` (shared/alerts.py); a computed kind is added as a source here."""
+        from admin.alerts import AlertService, consent_alerts, stored_alerts
+        from shared.alerts import AlertRows
+        from shared.clock import utc_now
 
-        return AlertService(self.providers, [consent_alerts(**self._clock_option())])
+        rows = AlertRows(self.tables, self._clock or utc_now)
+        return AlertService(self.providers, [consent_alerts(**self._clock_option()), stored_alerts(rows)])
 
     @_Once
     def consent(self) -> "ConsentService":

@@ -171,8 +171,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {second['calls']} calls, {second['rows_written']} rows written")
         summary["resync_writes"] = second["rows_written"]
         install_services(None)
-    print(json.dumps(summary, separators=(",", ":")))
+    print(try_the_admin_page())
+    print(json.dumps(summary, separators=(",", ":")))  # the last line: tests and scripts read it
     return 0
+
+
+def try_the_admin_page() -> str:
+    """The demo's closing hint (before the summary line): where the admin page runs locally."""
+    from devhost.cli import DEFAULT_PORT
+    from devhost.serve import admin_url
+
+    return (f"Try the admin page: make serve, then open {admin_url(DEFAULT_PORT)} "
+            "(the function key is Values.PCSYNC_LOCAL_FUNCTION_KEY in local.settings.json)")
 
 
 if __name__ == "__main__":

@@ -1,40 +1,21 @@
 """Alerts for the admin page (``GET /api/alerts``): rows from a list of sources.
 
 A source is a callable ``(provider) -> iterable of Alert``; the composition root hands the
-service its sources, so a feature adds its alerts (subscriptions that entered extended service
-term, usage thresholds) by adding a source there, and the page lists them without change.
+service its sources. Two kinds exist: alerts computed here when asked (the consent about to
+expire), and the rows features store in table ``alerts`` (shared/alerts.py: the write-back's
+``est_without_choice`` and ``end_of_term_drift``), read by :func:`stored_alerts`. A feature
+that stores its alerts there is listed without a change here.
 """
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
+from shared.alerts import Alert, AlertRows, Severity
 from shared.clock import parse_iso, to_iso, utc_now
 from shared.providers import ProviderConnection, ProviderRepository
 
 from .doctor import CONSENT_WARNING_DAYS
-
-class Severity(enum.StrEnum):
-    WARNING = "warning"
-    CRITICAL = "critical"
-
-
-@dataclass(frozen=True)
-class Alert:
-    kind: str  # stable, e.g. "consent_expiring"
-    severity: Severity
-    provider: str
-    message: str
-    subject: str | None = None  # the row it is about (a subscription id, ...)
-    since: str | None = None
-    fix: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "severity": str(self.severity), "provider": self.provider,
-                "subject": self.subject, "message": self.message, "since": self.since, "fix": self.fix}
-
 
 AlertSource = Callable[[ProviderConnection], Iterable[Alert]]
 
@@ -66,6 +47,13 @@ def consent_alerts(clock: Callable[[], datetime] = utc_now) -> AlertSource:
     return source
 
 
+def stored_alerts(rows: AlertRows) -> AlertSource:
+    """The provider's open rows of table ``alerts``, whichever feature raised them."""
+    def source(provider: ProviderConnection) -> Iterable[Alert]:
+        return rows.open_alerts(provider.id)
+    return source
+
+
 class AlertService:
     def __init__(self, providers: ProviderRepository, sources: Sequence[AlertSource]):
         self._providers = providers
@@ -78,7 +66,8 @@ class AlertService:
         for provider in providers:
             for source in self._sources:
                 alerts.extend(source(provider))
-        return sorted(alerts, key=lambda a: (a.severity != Severity.CRITICAL, a.provider, a.kind))
+        return sorted(alerts, key=lambda a: (a.severity != Severity.CRITICAL, a.provider, a.kind, a.customer or "",
+                                             a.subscription or ""))
 
 
-__all__ = ["Alert", "AlertService", "AlertSource", "Severity", "consent_alerts", "days_left"]
+__all__ = ["Alert", "AlertService", "AlertSource", "Severity", "consent_alerts", "days_left", "stored_alerts"]

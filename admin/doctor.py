@@ -18,12 +18,11 @@ from shared.clock import parse_iso, to_iso
 from shared.providers import ConsentStatus, ProviderConnection
 from shared.settings import (
     HOST_STORAGE_SETTING,
-    SCHEDULED_STREAMS,
+    SCHEDULE_SETTINGS,
     STORAGE_IDENTITY_SETTINGS,
     STORAGE_SETTING,
     Settings,
     SettingsError,
-    schedule_setting_name,
 )
 from shared.token_health import describe
 
@@ -125,8 +124,7 @@ def required_settings(settings: Settings, environ: Mapping[str, str], *, now: da
     checks.append(_client_id_check(settings.client_id))
     checks.append(_credential_name_check(settings))
     checks.append(redirect_uri_check(settings.redirect_uri))
-    for stream in SCHEDULED_STREAMS:
-        name = schedule_setting_name(stream)
+    for name in SCHEDULE_SETTINGS:
         checks.append(schedule_check(name, (environ.get(name) or "").strip(), now=now))
     return checks
 

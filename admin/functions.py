@@ -56,7 +56,8 @@ def provider_item(req: func.HttpRequest) -> func.HttpResponse:
 # -- the admin page (admin/page.py, admin/security.py) ------------------------------------------
 # Anonymous at the host: a browser navigation cannot send the function key (and the key never goes
 # in a URL), and behind App Service Authentication the admin has none. Each handler checks who
-# is calling itself (admin/security.py); the page's data only ever comes from the JSON API.
+# is calling itself (admin/security.py); the page's data only ever comes from the JSON API. With
+# the function key the page is the key prompt (401) and its markup a function-key route.
 
 
 def _html(body: str, status: int = 200) -> func.HttpResponse:
@@ -95,13 +96,29 @@ def _admit(req: func.HttpRequest, *, as_json: bool) -> tuple[Any, Any] | func.Ht
 @bp.function_name("admin_page")
 @bp.route(route="admin", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def admin_page(req: func.HttpRequest) -> func.HttpResponse:
+    """Behind App Service Authentication: the page, for a signed-in admin with the role. With the
+    function key: 401 and the key prompt only (a navigation cannot carry the key, and this
+    handler cannot check one); the prompt's script fetches the rest from ``admin/shell``."""
     from .page import render_admin_page
 
     admitted = _admit(req, as_json=False)
     if isinstance(admitted, func.HttpResponse):
         return admitted
     settings, principal = admitted
-    return _html(render_admin_page(settings.admin_auth, user=principal.name if principal else None))
+    page = render_admin_page(settings.admin_auth, user=principal.name if principal else None)
+    return _html(page, 200 if principal else 401)
+
+
+@bp.function_name("admin_shell")
+@bp.route(route="admin/shell", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def admin_shell(req: func.HttpRequest) -> func.HttpResponse:
+    """The page's markup, for the key prompt's script (the host checked the function key)."""
+    from .page import render_admin_shell
+
+    admitted = _admit(req, as_json=False)
+    if isinstance(admitted, func.HttpResponse):
+        return admitted
+    return _html(render_admin_shell())
 
 
 @bp.function_name("admin_static")

@@ -1,6 +1,8 @@
 """The admin page: server-rendered HTML (Jinja2 templates in admin/templates, autoescaped) and its
 local assets (admin/static). The page itself holds no data and no secret: every value it shows
-comes from the JSON API, fetched with the admin's credentials after it loads.
+comes from the JSON API, fetched with the admin's credentials after it loads. With the function
+key, ``GET /api/admin`` is only the key prompt (401); the page's markup comes from
+``GET /api/admin/shell``, a function-key route, once the admin typed the key.
 """
 from __future__ import annotations
 
@@ -64,13 +66,23 @@ def render(template: str, **context: Any) -> str:
     return _env.get_template(template).render(**context)
 
 
+def _app_context() -> dict[str, Any]:
+    steps = [{"step": n, "title": t} for n, t in SETUP_STEPS]
+    return {"fields": provider_form_fields(), "setup": {"steps": steps, "redo": REDO_STEP}}
+
+
 def render_admin_page(mode: AdminAuth, *, user: str | None = None) -> str:
     """The page; ``mode`` says how it calls the API (the function key header, or the gateway
-    behind App Service Authentication)."""
+    behind App Service Authentication). With the function key it is the key prompt alone: its
+    script fetches the page's markup (:func:`render_admin_shell`) with the key."""
     api = GATEWAY_PATH if mode is AdminAuth.APP_SERVICE else DIRECT_API_PATH
-    steps = [{"step": n, "title": t} for n, t in SETUP_STEPS]
-    return render("admin.html", mode=str(mode), api_base=api, user=user, fields=provider_form_fields(),
-                  setup={"steps": steps, "redo": REDO_STEP})
+    app = _app_context() if mode is AdminAuth.APP_SERVICE else {}
+    return render("admin.html", mode=str(mode), api_base=api, user=user, **app)
+
+
+def render_admin_shell() -> str:
+    """The page's markup and scripts (GET /api/admin/shell, function key mode)."""
+    return render("app.html", **_app_context())
 
 
 def render_message_page(title: str, message: str) -> str:
@@ -88,4 +100,4 @@ def asset(name: str) -> Asset:
 
 
 __all__ = ["Asset", "AssetNotFound", "REDO_STEP", "SETUP_STEPS", "asset", "render", "render_admin_page",
-           "render_message_page"]
+           "render_admin_shell", "render_message_page"]

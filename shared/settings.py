@@ -93,6 +93,12 @@ def schedule_setting_name(stream: str) -> str:
     return f"PCSYNC_SCHEDULE_{stream.upper()}"
 
 
+# Every timer whose NCRONTAB schedule is an app setting (what `pcsync doctor` checks): the streams'
+# timers and the write-backs timer (due scheduled write-backs, re-checks, alerts).
+WRITEBACKS_TIMER = "writebacks"
+SCHEDULE_SETTINGS = tuple(schedule_setting_name(timer) for timer in (*SCHEDULED_STREAMS, WRITEBACKS_TIMER))
+
+
 @dataclass(frozen=True)
 class StorageSettings:
     """Where our tables and queues live: a connection string, or (identity-based) the table and

@@ -7,7 +7,6 @@ const METRICS = [
   ["failures", "failed runs"], ["durationS", "run seconds"],
 ];
 const CSV_KINDS = ["mismatches", "errors", "warnings"];
-const RETRYABLE = new Set(["failed", "rejected", "conflict", "unconfirmed", "blocked"]);
 
 function svg(tag, attributes, ...children) {
   const node = document.createElementNS(SVG_NS, tag);
@@ -22,6 +21,9 @@ function svg(tag, attributes, ...children) {
 const Health = {
   provider: null,
   writebackToken: null,
+  // state -> the operator actions it allows ("retry", "dismiss"), as the list route sends it: the
+  // write-back service's own rules, so the buttons and the state filter follow them
+  writebackStates: {},
 
   async show(providerId) {
     this.provider = providerId;
@@ -32,7 +34,9 @@ const Health = {
 
   async chart() {
     const box = byId("health-chart");
+    const asked = this.provider;
     const result = await Api.call("GET", `providers/${encodeURIComponent(this.provider)}/health?days=30`);
+    if (asked !== this.provider) return; // another provider was opened meanwhile
     if (!result.ok) { box.replaceChildren(el("p", { className: "problem", text: errorText(result) })); return; }
     const days = result.body.days || [];
     box.replaceChildren(drawChart(days));
@@ -42,17 +46,24 @@ const Health = {
   },
 
   async alerts() {
+    const asked = this.provider;
     const result = await Api.call("GET", `alerts?provider=${encodeURIComponent(this.provider)}`);
+    if (asked !== this.provider) return; // another provider was opened meanwhile
     const items = result.ok ? result.body.items || [] : [];
-    fill(byId("alerts"), items.map((a) => el("li", { className: "alert " + a.severity, "data-kind": a.kind },
-      el("strong", { text: a.severity }), ` ${a.kind}: ${a.message}`, a.subject ? ` (${a.subject})` : "",
-      a.fix ? el("div", { className: "muted", text: a.fix }) : null)));
+    fill(byId("alerts").tBodies[0], items.map((a) => el("tr", { className: "alert " + a.severity, "data-kind": a.kind },
+      el("td", { className: "severity", text: a.severity }), el("td", { className: "kind", text: a.kind }),
+      el("td", { className: "mono", text: a.customer || "" }), el("td", { className: "mono", text: a.subscription || "" }),
+      el("td", { className: "message", text: a.message }), el("td", { text: shortDate(a.since) }),
+      el("td", { className: "muted", text: a.fix || "" }))));
+    show(byId("alerts"), items.length > 0);
     show(byId("alerts-empty"), items.length === 0);
     if (!result.ok) byId("alerts-empty").textContent = errorText(result);
   },
 
   async invoices() {
+    const asked = this.provider;
     const result = await Api.call("GET", `invoices?provider=${encodeURIComponent(this.provider)}`);
+    if (asked !== this.provider) return; // another provider was opened meanwhile
     const items = result.ok ? result.body.items || [] : [];
     fill(byId("invoices").tBodies[0], items.map((invoice) => this.invoiceRow(invoice)));
     show(byId("invoices-empty"), items.length === 0);
@@ -84,22 +95,19 @@ const Health = {
       const value = form.elements[name].value.trim();
       if (value) query.set(name, value);
     }
-    if (this.writebackToken) query.set("pageToken", this.writebackToken);
+    if (this.writebackToken) query.set("next", this.writebackToken);
     return query;
   },
 
   async writebacks(more) {
     if (!more) this.writebackToken = null;
+    const asked = this.provider;
     const result = await Api.call("GET", `writebacks?${this.filters()}`);
+    if (asked !== this.provider) return; // another provider was opened meanwhile
     const tbody = byId("writebacks").tBodies[0];
     const status = byId("writebacks-status");
-    if (result.status === 404 || result.status === 405) {
-      fill(tbody, []);
-      status.textContent = "The write-back log is not available from this app yet.";
-      show(byId("writebacks-more"), false);
-      return;
-    }
     if (!result.ok) { status.textContent = errorText(result); return; }
+    this.stateFilter(result.body.states || {});
     const rows = (result.body.items || []).map((item) => this.writebackRow(item));
     if (more) tbody.append(...rows); else fill(tbody, rows);
     status.textContent = tbody.rows.length ? "" : "No write-backs match.";
@@ -107,22 +115,35 @@ const Health = {
     show(byId("writebacks-more"), Boolean(this.writebackToken));
   },
 
+  // The state filter's choices: every state the server named (the chosen one kept).
+  stateFilter(states) {
+    this.writebackStates = states;
+    const select = byId("writeback-state");
+    const chosen = select.value;
+    const names = Object.keys(states);
+    if (names.join() === [...select.options].slice(1).map((o) => o.value).join()) return;
+    select.replaceChildren(el("option", { value: "", text: "any" }),
+      ...names.map((name) => el("option", { value: name, text: name, selected: name === chosen })));
+  },
+
   writebackRow(item) {
-    const actions = RETRYABLE.has(item.state) ? [
-      el("button", { type: "button", className: "retry", text: "Retry", onclick: () => this.writebackAction(item, "retry") }),
-      el("button", { type: "button", className: "dismiss", text: "Dismiss", onclick: () => this.writebackAction(item, "dismiss") }),
-    ] : [];
+    const allowed = this.writebackStates[item.state] || [];
+    const actions = ["retry", "dismiss"].filter((action) => allowed.includes(action)).map((action) => el("button", {
+      type: "button", className: action, text: action === "retry" ? "Retry" : "Dismiss",
+      onclick: () => this.writebackAction(item, action),
+    }));
     return el("tr", { "data-key": item.key, className: "state-" + item.state },
       el("td", { className: "mono", text: item.key }), el("td", { text: item.customer }), el("td", { text: item.subscription }),
       el("td", { text: item.operation }), el("td", { className: "state", text: item.state }),
-      el("td", { text: [item.blockedBy, item.error].filter(Boolean).join(" — ") }),
+      el("td", { className: "why" }, item.blockedBy ? el("span", { className: "blocked-by mono", text: item.blockedBy }) : null,
+        item.blockedBy && item.error ? " — " : "", item.error || ""),
       el("td", { text: shortDate(item.updatedAt || item.submittedAt) }), el("td", {}, ...actions));
   },
 
   async writebackAction(item, action) {
     const result = await Api.call("POST", `writebacks/${encodeURIComponent(item.key)}/${action}`);
+    if (result.ok) await this.writebacks(false); // then the outcome, which the refresh would clear
     byId("writebacks-status").textContent = result.ok ? `${action}: ${item.key} done.` : `${action}: ${errorText(result)}`;
-    if (result.ok) this.writebacks(false);
   },
 };
 

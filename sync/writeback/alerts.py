@@ -1,5 +1,6 @@
 """What the end-of-term write-backs leave behind for operators: the chosen action per
-subscription (table ``endofterm``) and alert rows (table ``alerts``, which the admin page shows).
+subscription (table ``endofterm``) and alert rows (table ``alerts``, shared/alerts.py, which the
+admin page lists with its own).
 
 Alerts kept here, one row per (kind, customer, subscription), raised and cleared by the
 write-backs timer from the synced ``subscriptions`` rows (so they follow the next sync):
@@ -15,6 +16,7 @@ import json
 from datetime import datetime
 from typing import Any, Callable, Iterator, Mapping
 
+from shared.alerts import ALERTS_TABLE, AlertRows, Severity
 from shared.tables import escape_key
 
 from ..queries import Query
@@ -22,7 +24,7 @@ from ..streams import SUBSCRIPTIONS
 from .end_of_term import EndOfTerm, drift
 
 CHOICES_TABLE = "endofterm"
-ALERTS_TABLE = "alerts"
+SOURCE = "writeback"  # the rows of table ``alerts`` this module owns
 
 
 class AlertKind(enum.StrEnum):
@@ -75,32 +77,33 @@ def row_as_subscription(row: Mapping[str, Any]) -> dict[str, Any]:
             "offerId": row.get("offerId"), "productType": {"id": row.get("productType")}}
 
 
-class Alerts:
-    def __init__(self, tables: Any, clock: Callable[[], datetime]):
-        self.tables = tables
-        self.clock = clock
+# What each kind means for the operator (stored with the row: the admin page shows it).
+SEVERITY = {AlertKind.EST_WITHOUT_CHOICE: Severity.CRITICAL, AlertKind.END_OF_TERM_DRIFT: Severity.WARNING}
+FIX = {
+    # in EST Partner Center takes no change but a cancellation
+    AlertKind.EST_WITHOUT_CHOICE: "ask the customer; cancel it (write-back subscription.cancel) unless they want "
+                                  "the paid extension",
+    AlertKind.END_OF_TERM_DRIFT: "set the end-of-term action again (write-back subscription.endOfTerm) and check "
+                                 "it after Partner Center's settling time",
+}
 
-    def _key(self, kind: AlertKind, customer_id: str, subscription_id: str) -> str:
-        return escape_key(f"{kind.value}|{customer_id}|{subscription_id}")
+
+class Alerts:
+    """The write-back's alert rows in table ``alerts`` (shared/alerts.py, ``source=writeback``)."""
+
+    def __init__(self, tables: Any, clock: Callable[[], datetime]):
+        self.rows = AlertRows(tables, clock)
 
     def raise_alert(self, provider_id: str, kind: AlertKind, customer_id: str, subscription_id: str,
                     message: str) -> None:
-        table = self.tables.table(ALERTS_TABLE)
-        key = self._key(kind, customer_id, subscription_id)
-        existing = table.find_entity(escape_key(provider_id), key)
-        now = self.clock()
-        detected = existing.get("detected_at") if existing and not existing.get("cleared") else now
-        table.upsert_entity({"PartitionKey": escape_key(provider_id), "RowKey": key, "provider_id": provider_id,
-                             "kind": kind.value, "customer_id": customer_id, "subscription_id": subscription_id,
-                             "message": message[:4000], "detected_at": detected, "updated_at": now,
-                             "cleared": False, "source": "writeback"}, replace=True)
+        self.rows.raise_alert(provider_id, kind.value, customer_id, subscription_id, message, source=SOURCE,
+                              severity=SEVERITY[kind], fix=FIX[kind])
 
     def clear(self, provider_id: str, kind: AlertKind, customer_id: str, subscription_id: str) -> None:
-        table = self.tables.table(ALERTS_TABLE)
-        key = self._key(kind, customer_id, subscription_id)
-        existing = table.find_entity(escape_key(provider_id), key)
-        if existing and not existing.get("cleared"):
-            table.upsert_entity({**existing, "cleared": True, "cleared_at": self.clock()}, replace=True)
+        self.rows.clear(provider_id, kind.value, customer_id, subscription_id)
+
+    def open_rows(self, provider_id: str) -> Iterator[dict[str, Any]]:
+        return self.rows.open_rows(provider_id, source=SOURCE)
 
 
 def end_of_term_findings(tables: Any, provider_id: str, clock: Callable[[], datetime]) -> list[dict[str, Any]]:
@@ -133,11 +136,9 @@ def sweep(tables: Any, provider_id: str, clock: Callable[[], datetime]) -> list[
     for finding in findings:
         alerts.raise_alert(provider_id, AlertKind(finding["kind"]), finding["customer"], finding["subscription"],
                            finding["message"])
-    table = tables.table(ALERTS_TABLE)
-    query = Query().partition(escape_key(provider_id)).equal("source", "writeback").equal("cleared", False)
-    for entity in table.client.query_entities(query.text, parameters=query.parameters):
-        found = (entity.get("kind"), entity.get("customer_id"), entity.get("subscription_id"))
-        if found not in raised and entity.get("kind") in {k.value for k in AlertKind}:
+    for row in list(alerts.open_rows(provider_id)):
+        found = (row.get("kind"), row.get("customer_id"), row.get("subscription_id"))
+        if found not in raised and found[0] in {k.value for k in AlertKind}:
             alerts.clear(provider_id, AlertKind(found[0]), str(found[1]), str(found[2]))
     return findings
 

@@ -58,6 +58,11 @@ BLOCKING_STATES = frozenset({WritebackState.FAILED, WritebackState.REJECTED, Wri
 RETRYABLE_STATES = frozenset({WritebackState.FAILED, WritebackState.REJECTED, WritebackState.UNCONFIRMED,
                               WritebackState.CONFLICT})
 DISMISSABLE_STATES = RETRYABLE_STATES | {WritebackState.SCHEDULED, WritebackState.BLOCKED, WritebackState.WAITING}
+# What an operator may do in each state, in WritebackState order: the list route sends this map
+# (``states``) and the admin page builds its state filter and its Retry/Dismiss buttons from it.
+OPERATOR_ACTIONS = {state.value: [action for action, allowed in (("retry", RETRYABLE_STATES),
+                                                                 ("dismiss", DISMISSABLE_STATES)) if state in allowed]
+                    for state in WritebackState}
 # States in which a delivery holds the record (its claim lasts the service's lease from ``updated_at``).
 CLAIMED_STATES = frozenset({WritebackState.APPLYING, WritebackState.PENDING_CONFIRMATION})
 
@@ -249,4 +254,5 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True) if value is not None else ""
 
 
-__all__ = ["BLOCKING_STATES", "CLAIMED_STATES", "DISMISSABLE_STATES", "EnqueueState", "FINAL_STATES", "RETRYABLE_STATES", "LocalUpdate", "WritebackRecord", "WritebackState"]
+__all__ = ["BLOCKING_STATES", "CLAIMED_STATES", "DISMISSABLE_STATES", "EnqueueState", "FINAL_STATES", "OPERATOR_ACTIONS",
+           "RETRYABLE_STATES", "LocalUpdate", "WritebackRecord", "WritebackState"]

@@ -66,7 +66,8 @@ from .log import INVALID_PARTITION, WritebackLog
 from .mirror import LocalMirror
 from .preview import preview
 from .queries import DEFAULT_LIMIT, WritebackFilter, writeback_page
-from .record import DISMISSABLE_STATES, RETRYABLE_STATES, EnqueueState, WritebackRecord, WritebackState
+from .record import (DISMISSABLE_STATES, OPERATOR_ACTIONS, RETRYABLE_STATES, EnqueueState, WritebackRecord,
+                     WritebackState)
 from .request import WritebackRequest, parse_request
 from .rules import provider_refusal
 from .subscription_apply import subscription_path
@@ -298,9 +299,11 @@ class WritebackService:
 
     def list_records(self, provider_id: str, where: WritebackFilter, *, limit: int = DEFAULT_LIMIT,
                      token: str | None = None) -> dict[str, Any]:
-        """The list route's page: ``{"items": [record JSON], "next": token or None}``."""
+        """The list route's page: ``{"items": [record JSON], "next": token or None, "states":
+        {state: the operator actions it allows}}``."""
         records, next_token = writeback_page(self.tables, provider_id, where, limit=limit, token=token)
-        return {"items": [record.to_json() for record in records], "next": next_token}
+        return {"items": [record.to_json() for record in records], "next": next_token,
+                "states": OPERATOR_ACTIONS}
 
     def _reject_invalid(self, message_id: str, exc: ValidationFailed, data: Any) -> WritebackRecord:
         """An invalid message, recorded with the provider and key it names (when it names them

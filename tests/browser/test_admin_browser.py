@@ -1,9 +1,6 @@
 """The admin page in headless Chromium against `pcsync serve --simulator`: every set-up step as a
-partner's engineer does it, with a screenshot of each step under test-output/browser/<test>/.
-
-Not here yet: retrying a blocked write-back. The write-back log's list, retry and dismiss routes
-are built on another branch; until they are registered the page shows the section as not
-available (checked in the health test)."""
+partner's engineer does it, and retrying (or dismissing) the write-back that blocks later ones,
+with a screenshot of each step under test-output/browser/<test>/."""
 from __future__ import annotations
 
 import base64
@@ -11,6 +8,8 @@ import json
 import pathlib
 import subprocess
 import sys
+import time
+from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -205,10 +204,121 @@ def test_a_sync_shows_in_the_health_chart(context, serve, shots, consented):
     assert sum(int(calls.nth(i).get_attribute("data-value")) for i in (28, 29)) > 0
     last = page.text_content(f"tr[data-provider='{consented}'] .last-runs")
     assert "customers: succeeded" in last and "invoices: succeeded" in last
-    # the write-back log's routes come from another branch: until then the section says so
     page.wait_for_selector("#writebacks-status:not(:empty)")
-    status = page.text_content("#writebacks-status")
-    assert "not available" in status or "No write-backs" in status
+    assert "No write-backs" in page.text_content("#writebacks-status")
+
+
+def submit_writeback(serve, body, state):
+    """POST /api/writebacks, then wait until the host's queue trigger has brought it to ``state``."""
+    response = serve.request("POST", "/api/writebacks", json=body)
+    assert response.status_code == 202, response.text
+    return wait_for_state(serve, body["idempotencyKey"], state)
+
+
+def wait_for_state(serve, key, state, timeout=90):
+    deadline = time.monotonic() + timeout
+    while True:
+        record = serve.get(f"/api/writebacks/{key}").json()
+        if record["state"] == state or time.monotonic() > deadline:
+            assert record["state"] == state, record
+            return record
+        time.sleep(0.5)
+
+
+def refused_then_blocked(serve, provider_id, tag):
+    """A seat reduction after the cancellation window (refused by the rules: ``rejected``) and a
+    rename of the same subscription submitted after it, which waits behind it (``blocked``)."""
+    control = serve.simulator.control
+    customer = control.customers()[0]["id"]
+    sub = control.add_subscription(customer, nce=True, software=False, status="active", days_ago=40, quantity=8,
+                                   end_of_term="renew", ends_in_days=200)
+    reduce = {"idempotencyKey": f"browser-reduce-{tag}", "provider": provider_id, "customer": customer,
+              "operation": "subscription.quantity", "subscription": sub["id"], "quantity": 6}
+    rename = {"idempotencyKey": f"browser-rename-{tag}", "provider": provider_id, "customer": customer,
+              "operation": "subscription.friendlyName", "subscription": sub["id"], "friendlyName": f"Renamed {tag}"}
+    assert "cancellation window" in submit_writeback(serve, reduce, "rejected")["reason"]
+    assert submit_writeback(serve, rename, "blocked")["blockedBy"] == reduce["idempotencyKey"]
+    return customer, sub["id"], reduce["idempotencyKey"], rename["idempotencyKey"]
+
+
+def refresh_until(page, selector, timeout=60):
+    """Press Filter (the log's refresh) until ``selector`` shows."""
+    deadline = time.monotonic() + timeout
+    while page.locator(selector).count() == 0:
+        assert time.monotonic() < deadline, f"{selector} did not show"
+        page.click("#writeback-filters button[type=submit]")
+        page.wait_for_timeout(700)
+
+
+def press(page, action, blocker, follower, *, then):
+    """Retry or Dismiss on the blocker's row; the follower then succeeds, the blocker ends ``then``."""
+    page.click(f"#writebacks tr[data-key='{blocker}'] button.{action}")
+    page.wait_for_selector(f"#writebacks-status:has-text('{action}: {blocker} done')")
+    refresh_until(page, f"#writebacks tr[data-key='{follower}'].state-succeeded")
+    assert page.locator(f"#writebacks tr[data-key='{blocker}'] .state").text_content() == then
+
+
+def test_a_failed_write_back_blocks_the_next_until_retried_or_dismissed(context, serve, shots, consented):
+    control = serve.simulator.control
+    customer, sid, blocker, follower = refused_then_blocked(serve, consented, "retry")
+    page = open_admin(context, serve)
+    open_provider(page, consented)
+    page.wait_for_selector(f"#writebacks tr[data-key='{follower}']")
+    shots(page, "a refused write-back and the one it blocks")
+    blocked = page.locator(f"#writebacks tr[data-key='{follower}']")
+    assert blocked.locator(".state").text_content() == "blocked"
+    assert blocked.locator(".blocked-by").text_content() == blocker  # names its blocker
+    # the buttons follow the service's rules: a blocked one can be dismissed, not retried
+    assert blocked.locator("button.retry").count() == 0 and blocked.locator("button.dismiss").count() == 1
+    refused = page.locator(f"#writebacks tr[data-key='{blocker}']")
+    assert refused.locator(".state").text_content() == "rejected" and refused.locator("button.retry").count() == 1
+    options = page.eval_on_selector_all("#writeback-state option", "nodes => nodes.map(n => n.value)")
+    assert {"", "blocked", "failed", "dismissed", "scheduled", "waiting", "rejected"} <= set(options)
+    page.select_option("#writeback-state", "blocked")
+    page.click("#writeback-filters button[type=submit]")
+    page.wait_for_selector(f"#writebacks tr[data-key='{blocker}']", state="detached")
+    shots(page, "filtered to blocked")
+    page.select_option("#writeback-state", "")
+    page.click("#writeback-filters button[type=submit]")
+    page.wait_for_selector(f"#writebacks tr[data-key='{blocker}']")
+
+    # the cancellation window opens again upstream; Retry applies the reduction, then the rename
+    reopened = datetime.now(timezone.utc) + timedelta(days=3)
+    control.update_subscription(customer, sid, cancellationAllowedUntilDate=reopened.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    press(page, "retry", blocker, follower, then="succeeded")
+    shots(page, "retried: both succeeded")
+    truth = next(s for s in control.subscriptions(customer) if s["id"] == sid)
+    assert truth["quantity"] == 6 and truth["friendlyName"] == "Renamed retry"
+
+    # Dismiss on the refused one instead: the follower goes on without it
+    customer, sid, blocker, follower = refused_then_blocked(serve, consented, "dismiss")
+    page.click("#writeback-filters button[type=submit]")
+    page.wait_for_selector(f"#writebacks tr[data-key='{follower}'].state-blocked")
+    press(page, "dismiss", blocker, follower, then="dismissed")
+    shots(page, "dismissed: the follower succeeded")
+    truth = next(s for s in control.subscriptions(customer) if s["id"] == sid)
+    assert truth["quantity"] == 8 and truth["friendlyName"] == "Renamed dismiss"
+
+
+def test_a_subscription_in_est_nobody_chose_is_an_alert_on_the_page(context, serve, shots, consented):
+    control = serve.simulator.control
+    customer = control.customers()[0]["id"]
+    sub = control.add_subscription(customer, nce=True, software=False, status="active", days_ago=400, quantity=3,
+                                   end_of_term="none", extended_service_term=True)  # Microsoft's backfill
+    assert sub["isExtendedServiceTerm"] is True
+    run = subprocess.run([sys.executable, "-m", "cli", "--settings", str(serve.settings_path), "sync",
+                          "--provider", consented, "--customer", customer], capture_output=True, text=True,
+                         timeout=240, cwd=ROOT)
+    assert run.returncode == 0, run.stdout + run.stderr
+    serve.services().writeback.run_timer()  # the write-backs timer's work, over the playground's storage
+    page = open_admin(context, serve)
+    open_provider(page, consented)
+    row = page.locator(f"#alerts tr[data-kind='est_without_choice']:has-text('{sub['id']}')")
+    row.wait_for()
+    shots(page, "the EST alert")
+    assert row.locator(".severity").text_content() == "critical"
+    assert customer in row.text_content() and "Extended Service Term" in row.locator(".message").text_content()
+    assert "UTC" in row.text_content()  # when it was detected
 
 
 @pytest.fixture(scope="module")
@@ -232,14 +342,17 @@ def _principal(*roles):
 
 def test_behind_app_service_authentication_the_page_works_through_the_gateway(browser, app_service_serve, shots):
     serve = app_service_serve
-    outsider = browser.new_context(extra_http_headers={"X-MS-CLIENT-PRINCIPAL": _principal("pcsync.Reader")})
-    try:
-        page = outsider.new_page()
-        answer = page.goto(serve.admin_url)
-        assert answer.status == 403 and page.locator("#app").count() == 0
-        shots(page, "a user without the role")
-    finally:
-        outsider.close()
+    # nobody signed in: 401; signed in without the app role: 403 (App Service Authentication's headers)
+    for headers, status, step in (({}, 401, "nobody signed in"),
+                                  ({"X-MS-CLIENT-PRINCIPAL": _principal("pcsync.Reader")}, 403, "a user without the role")):
+        refused = browser.new_context(extra_http_headers=headers)
+        try:
+            page = refused.new_page()
+            answer = page.goto(serve.admin_url)
+            assert answer.status == status and page.locator("#app").count() == 0
+            shots(page, step)
+        finally:
+            refused.close()
     admin = browser.new_context(extra_http_headers={"X-MS-CLIENT-PRINCIPAL": _principal("pcsync.Admin")})
     try:
         page = admin.new_page()

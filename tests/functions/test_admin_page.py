@@ -17,29 +17,41 @@ def call(registered_functions):
     return function_caller(registered_functions)
 
 
-def test_page_renders_every_provider_field_from_the_model(call, runtime):
+def test_without_credentials_the_page_is_401_and_the_key_prompt_only(call, runtime):
+    runtime.providers.put_provider("contoso", VALID)
+    response, body = call("admin_page", request("GET", "admin"))
+    assert response.status_code == 401 and response.mimetype == "text/html"
+    assert 'id="function-key"' in body and 'data-auth="function_key"' in body and 'data-api="/api/"' in body
+    assert 'id="app"' not in body and "setup-steps" not in body and 'id="provider-form"' not in body
+    assert "contoso" not in body.lower() and "providers.js" not in body and "signin.js" in body
+    assert "<script>" not in body and "onclick" not in body  # no inline script: CSP script-src 'self'
+
+
+def test_the_shell_renders_every_provider_field_from_the_model(call, runtime):
     from admin.form import provider_form_fields
 
-    response, body = call("admin_page", request("GET", "admin"))
+    response, body = call("admin_shell", request("GET", "admin/shell"))
     assert response.status_code == 200 and response.mimetype == "text/html"
     for field in provider_form_fields():
         assert f'id="field-{field.key}"' in body and f'id="problem-{field.key}"' in body
     assert body.count('class="required"') == 1 + 4  # the id and the four required fields
     assert body.count('class="recommended"') == 3
-    assert 'data-auth="function_key"' in body and 'data-api="/api/"' in body
-    assert "<script>" not in body and "onclick" not in body  # no inline script: CSP script-src 'self'
+    assert 'id="setup-steps"' in body and body.index("providers.js") < body.index("health.js") < body.index("admin.js")
+    assert "<script>" not in body and "onclick" not in body and 'id="function-key"' not in body
 
 
-def test_page_holds_no_data_and_no_secret(call, runtime):
+@pytest.mark.parametrize("name,route", [("admin_page", "admin"), ("admin_shell", "admin/shell")])
+def test_page_holds_no_data_and_no_secret(call, runtime, name, route):
     runtime.providers.put_provider("contoso", VALID)
-    _, body = call("admin_page", request("GET", "admin"))
+    _, body = call(name, request("GET", route))
     assert "contoso" not in body.lower() and TENANT not in body
     assert "AccountKey" in runtime.settings.storage.connection_string
     assert "AccountKey" not in body and runtime.settings.storage.connection_string not in body
 
 
 @pytest.mark.parametrize("name,content_type", [("admin.js", "text/javascript"), ("admin.css", "text/css"),
-                                               ("api.js", "text/javascript"), ("health.js", "text/javascript")])
+                                               ("api.js", "text/javascript"), ("health.js", "text/javascript"),
+                                               ("signin.js", "text/javascript")])
 def test_assets_are_served_with_their_type(call, runtime, name, content_type):
     response, body = call("admin_static", request("GET", f"admin/static/{name}", route_params={"name": name}))
     assert response.status_code == 200 and response.headers["Content-Type"].startswith(content_type)
@@ -168,3 +180,26 @@ def test_alerts_name_a_consent_about_to_expire(call, runtime):
     assert "5 days" in items[0]["message"]
     response, body = call("alerts_list", request("GET", "alerts", params={"provider": "fresh"}))
     assert json.loads(body)["items"] == []
+
+
+def test_alerts_list_the_rows_features_store_in_table_alerts(call, runtime):
+    from sync.writeback.alerts import AlertKind, Alerts
+
+    runtime.providers.put_provider("contoso", VALID)
+    detected = datetime(2026, 11, 30, 8, 0, tzinfo=timezone.utc)
+    alerts = Alerts(runtime.tables, lambda: detected)
+    alerts.raise_alert("contoso", AlertKind.EST_WITHOUT_CHOICE, "cust-1", "sub-1", "in Extended Service Term without EST chosen")
+    alerts.raise_alert("contoso", AlertKind.END_OF_TERM_DRIFT, "cust-1", "sub-2", "cancel was chosen; renews")
+    alerts.clear("contoso", AlertKind.END_OF_TERM_DRIFT, "cust-1", "sub-2")
+    response, body = call("alerts_list", request("GET", "alerts", params={"provider": "contoso"}))
+    items = json.loads(body)["items"]
+    assert response.status_code == 200 and len(items) == 1  # the cleared one is gone
+    assert {k: items[0][k] for k in ("kind", "severity", "provider", "customer", "subscription", "since")} == {
+        "kind": "est_without_choice", "severity": "critical", "provider": "contoso", "customer": "cust-1",
+        "subscription": "sub-1", "since": "2026-11-30T08:00:00Z"}
+    assert "Extended Service Term" in items[0]["message"] and "cancel" in items[0]["fix"]
+    # the same alert raised again keeps the time it was first detected
+    Alerts(runtime.tables, lambda: detected + timedelta(days=1)).raise_alert(
+        "contoso", AlertKind.EST_WITHOUT_CHOICE, "cust-1", "sub-1", "still in EST")
+    _, body = call("alerts_list", request("GET", "alerts"))
+    assert [(a["subscription"], a["since"]) for a in json.loads(body)["items"]] == [("sub-1", "2026-11-30T08:00:00Z")]

@@ -61,7 +61,7 @@ def test_every_other_http_route_needs_the_function_key(registered_functions):
 
 # -- function key mode (the default) --------------------------------------------------------------
 
-@pytest.mark.parametrize("name,route,route_params", [("admin_page", "admin", {}),
+@pytest.mark.parametrize("name,route,route_params", [("admin_page", "admin", {}), ("admin_shell", "admin/shell", {}),
                                                      ("admin_static", "admin/static/admin.js", {"name": "admin.js"}),
                                                      ("admin_api", "admin/api/providers", {"path": "providers"})])
 @pytest.mark.parametrize("header", ["X-MS-CLIENT-PRINCIPAL", "x-ms-client-principal", "X-MS-CLIENT-PRINCIPAL-NAME"])
@@ -72,6 +72,13 @@ def test_a_forged_principal_is_refused_without_app_service_authentication(call, 
     response, body = call(name, request("GET", route, route_params=route_params, headers=forged))
     assert response.status_code == 401 and "contoso" not in body
     assert "App Service Authentication is not in front" in body
+
+
+def test_the_page_without_credentials_is_refused_with_the_key_prompt(call, runtime):
+    runtime.providers.put_provider("contoso", VALID)
+    response, body = call("admin_page", request("GET", "admin"))
+    assert response.status_code == 401 and 'id="function-key"' in body
+    assert "contoso" not in body and 'id="app"' not in body
 
 
 def test_the_gateway_is_off_with_the_function_key(call, runtime):
@@ -189,3 +196,16 @@ def test_malformed_settings_let_nobody_in_and_name_no_value(call, runtime, monke
     response, body = call(name, request("GET", route, route_params=route_params, headers=forged))
     assert response.status_code == 500 and "trust-everyone" not in body and "AccountKey" not in body
     assert "app settings cannot be used" in body
+
+
+def test_the_gateway_serves_the_write_back_log_and_its_retry_and_dismiss(call, app_service):
+    admin = {"X-MS-CLIENT-PRINCIPAL": principal("pcsync.Admin"), **SAME_ORIGIN_PUT}
+    response, text = call("admin_api", request("GET", "admin/api/writebacks", route_params={"path": "writebacks"},
+                                               headers=admin, params={"provider": "contoso", "state": "blocked"}))
+    listing = json.loads(text)
+    assert response.status_code == 200 and listing["items"] == [] and listing["next"] is None
+    assert listing["states"]["blocked"] == ["dismiss"]
+    for action in ("retry", "dismiss"):
+        response, text = call("admin_api", _gateway("POST", f"writebacks/no-such-key/{action}", headers=admin))
+        # the write-back handler answered (an unknown key), not the gateway's "not served"
+        assert response.status_code == 404 and "not served" not in text and "no-such-key" in text

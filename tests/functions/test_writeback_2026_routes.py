@@ -8,6 +8,8 @@ import json
 import azure.functions as func
 import pytest
 
+from sync.writeback.record import WritebackState
+
 from tests.functions.test_writeback_functions import PROVIDER_ID, consented, deliver, functions, post  # noqa: F401
 
 CONTRACT = {"key", "provider", "customer", "subscription", "operation", "state", "blockedBy", "error",
@@ -53,6 +55,10 @@ def test_preview_list_retry_and_dismiss(functions, consented, simulator):
     status, page = call(functions, "writebacks_list", params={"provider": PROVIDER_ID,
                                                               "subscription": body["subscription"]})
     assert status == 200 and page["next"] is None and CONTRACT <= set(page["items"][0])
+    # what an operator may do per state, as retry and dismiss below decide it (the admin page reads it)
+    assert list(page["states"]) == [s.value for s in WritebackState]
+    assert page["states"]["rejected"] == ["retry", "dismiss"] and page["states"]["blocked"] == ["dismiss"]
+    assert page["states"]["succeeded"] == [] and page["states"]["applying"] == []
     states = {item["key"]: (item["state"], item["blockedBy"]) for item in page["items"]}
     assert states == {"route-1": ("rejected", None), "route-2": ("blocked", "route-1")}
     assert call(functions, "writebacks_list", params={"provider": PROVIDER_ID, "state": "blocked"})[1]["items"][0][

@@ -22,7 +22,8 @@ from devservices import (
 
 PROVIDER_ID = "doctor"
 SCHEDULES = {"PCSYNC_SCHEDULE_CUSTOMERS": "0 0 */4 * * *", "PCSYNC_SCHEDULE_DELTA": "0 */15 * * * *",
-             "PCSYNC_SCHEDULE_INVOICES": "0 0 6 * * *", "PCSYNC_SCHEDULE_UNBILLED": "0 30 6 * * *"}
+             "PCSYNC_SCHEDULE_INVOICES": "0 0 6 * * *", "PCSYNC_SCHEDULE_UNBILLED": "0 30 6 * * *",
+             "PCSYNC_SCHEDULE_WRITEBACKS": "0 */15 * * * *"}
 LINE = re.compile(r"^\[(ok|FAIL|info)\] [^:]+: .+$")
 
 

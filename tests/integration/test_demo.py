@@ -11,7 +11,9 @@ def test_demo_runs_consent_verify_and_sync_and_summarises_on_its_last_line():
     result = subprocess.run([sys.executable, "demo.py", "--customers", "8"], cwd=ROOT, capture_output=True,
                             text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    lines = result.stdout.strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert lines[-2].startswith("Try the admin page: make serve, then open http://localhost:7071/api/admin")
     assert summary["provider"] == "microsoft-us"
     assert summary["consent"] == {"status": "active"}
     assert summary["verify"]["failed"] == 0 and summary["verify"]["passed"] >= 6

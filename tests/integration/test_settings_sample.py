@@ -9,10 +9,9 @@ import re
 
 from shared.settings import (
     HOST_AND_SDK_SETTINGS,
-    SCHEDULED_STREAMS,
+    SCHEDULE_SETTINGS,
     STORAGE_IDENTITY_SETTINGS,
     Settings,
-    schedule_setting_name,
 )
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -21,7 +20,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 def settings_named_in_code() -> set[str]:
     text = (ROOT / "shared" / "settings.py").read_text()
     names = set(re.findall(r'"((?:PCSYNC|AZURE)_[A-Za-z0-9_]+)"', text)) | {"AzureWebJobsStorage"}
-    names |= {schedule_setting_name(s) for s in SCHEDULED_STREAMS}
+    names |= set(SCHEDULE_SETTINGS)
     return names
 
 

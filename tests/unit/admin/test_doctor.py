@@ -14,6 +14,7 @@ from admin.doctor import (
     next_occurrences,
     read_settings,
     redirect_uri_check,
+    required_settings,
     schedule_check,
     storage_failure,
 )
@@ -54,6 +55,31 @@ def test_a_schedule_check_names_the_setting_and_the_fix():
                            "2026-03-01T16:00:00Z, 2026-03-01T20:00:00Z")
     missing = schedule_check("PCSYNC_SCHEDULE_INVOICES", "", now=NOW)
     assert missing.failed and "%PCSYNC_SCHEDULE_INVOICES%" in missing.fix
+
+
+def test_every_timer_schedule_is_checked_the_write_backs_timer_too():
+    settings, _ = read_settings(STORAGE)
+    environ = {"PCSYNC_SCHEDULE_CUSTOMERS": "0 0 */4 * * *", "PCSYNC_SCHEDULE_INVOICES": "0 0 6 * * *"}
+    checks = {c.name: c for c in required_settings(settings, environ, now=NOW)}
+    assert {name for name in checks if name.startswith("schedule ")} == {
+        "schedule PCSYNC_SCHEDULE_CUSTOMERS", "schedule PCSYNC_SCHEDULE_DELTA", "schedule PCSYNC_SCHEDULE_INVOICES",
+        "schedule PCSYNC_SCHEDULE_UNBILLED", "schedule PCSYNC_SCHEDULE_WRITEBACKS"}
+    assert checks["schedule PCSYNC_SCHEDULE_WRITEBACKS"].failed
+    assert "%PCSYNC_SCHEDULE_WRITEBACKS%" in checks["schedule PCSYNC_SCHEDULE_WRITEBACKS"].fix
+    environ["PCSYNC_SCHEDULE_WRITEBACKS"] = "0 */15 * * * *"
+    writebacks = {c.name: c for c in required_settings(settings, environ, now=NOW)}["schedule PCSYNC_SCHEDULE_WRITEBACKS"]
+    assert writebacks.line() == ("[ok] schedule PCSYNC_SCHEDULE_WRITEBACKS: '0 */15 * * * *', next 2026-03-01T10:45:00Z, "
+                                 "2026-03-01T11:00:00Z, 2026-03-01T11:15:00Z")
+
+
+def test_the_doctor_knows_every_timer_binding_s_schedule_setting(registered_functions):
+    import re
+
+    from shared.settings import SCHEDULE_SETTINGS
+
+    bound = {name for function in registered_functions.values()
+             for name in re.findall(r"%(PCSYNC_SCHEDULE_[A-Z0-9_]+)%", function.get_function_json())}
+    assert bound == set(SCHEDULE_SETTINGS)
 
 
 @pytest.mark.parametrize("uri, passed", [

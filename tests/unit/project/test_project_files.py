@@ -51,7 +51,7 @@ EXPECTED_FUNCTIONS = {
     "writebacks_dismiss", "writebacks_get", "writebacks_list", "writebacks_queue", "writebacks_retry",
     "writebacks_submit", "writebacks_timer",
     # the admin page (admin/functions.py) and its reads (sync/functions.py)
-    "admin_api", "admin_consent_start", "admin_page", "admin_static", "alerts_list", "invoices_list",
+    "admin_api", "admin_consent_start", "admin_page", "admin_shell", "admin_static", "alerts_list", "invoices_list",
     "provider_health",
     # issue 10: the invoice side
     "invoices_accept", "invoices_report", "sync_unbilled_timer", "budgets_list", "budgets_put",
