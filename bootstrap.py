@@ -355,7 +355,8 @@ class Services:
         from shared.clock import utc_now
 
         rows = AlertRows(self.tables, self._clock or utc_now)
-        return AlertService(self.providers, [consent_alerts(**self._clock_option()), stored_alerts(rows)])
+        return AlertService(self.providers, [consent_alerts(**self._clock_option()), stored_alerts(rows),
+                                             self.budgets.threshold_alerts])
 
     @_Once
     def consent(self) -> "ConsentService":

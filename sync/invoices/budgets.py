@@ -16,6 +16,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Callable, Iterator, Mapping
 
+from shared.alerts import Alert, Severity
 from shared.clock import to_iso, utc_now
 from shared.errors import NotFound, ValidationFailed
 from shared.logging import get_logger
@@ -118,6 +119,23 @@ class BudgetService:
     def alerts(self, provider_id: str) -> list[dict[str, Any]]:
         rows = self.tables.table(ALERTS_TABLE).list_entities(partition_key=escape_key(provider_id))
         return [{k: v for k, v in row.items() if k not in ("PartitionKey", "RowKey")} for row in rows]
+
+    def threshold_alerts(self, provider: Any) -> Iterator[Alert]:
+        """The admin page's alert source: the crossings recorded for the newest period (a month
+        whose consumption crossed a budget stays listed until the next month's first check)."""
+        rows = self.alerts(provider.id)
+        newest = max((str(row.get("period") or "") for row in rows), default="")
+        for row in rows:
+            if str(row.get("period") or "") != newest:
+                continue
+            scope, target = str(row.get("scope") or ""), str(row.get("target") or "")
+            yield Alert("usage_threshold", Severity.WARNING, provider.id,
+                        f"unbilled consumption {row.get('consumption')} of {scope} {target} crossed "
+                        f"{row.get('threshold_percent')}% of its budget {row.get('budget')} in {newest}",
+                        customer=target if scope == BudgetScope.CUSTOMER.value else None,
+                        subscription=target if scope == BudgetScope.SUBSCRIPTION.value else None,
+                        since=row.get("crossed_at"),
+                        fix="review the consumption with the customer, or change the budget (pcsync budgets set)")
 
     def check(self, provider_id: str, period: str, consumption: Mapping[tuple[str, str], Decimal]) -> int:
         """Record each budget crossed by ``consumption`` ((customer, subscription) -> amount) once

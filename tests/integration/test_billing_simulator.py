@@ -166,6 +166,9 @@ def test_unbilled_current_and_previous_with_a_budget_alert_once(rt, sim, provide
     consumed = any(r.get("customer_key") == customer for r in rt.tables.table("unbilledusage").list_entities())
     crossed = [a for a in rt.budgets.alerts(PROVIDER_ID) if a["target"] == customer]
     assert len(crossed) == (1 if consumed else 0) and again.alerts == 0  # recorded once per period
+    # the admin page's alerts list the crossing (GET /api/alerts)
+    listed = [a for a in rt.alerts.list_alerts(PROVIDER_ID) if a.kind == "usage_threshold"]
+    assert [(a.customer, a.subscription) for a in listed] == [(customer, None)] * len(crossed)
 
 
 def test_legacy_invoice_usage_gets_billing_periods_from_the_start_day(rt, sim, provider):
