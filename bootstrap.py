@@ -267,7 +267,7 @@ class Services:
         from shared.blobs import BlobStore
 
         table_uri = self.settings.storage.table_service_uri
-        return self._storage_client(BlobStore, table_uri.replace(".table.", ".blob.", 1), "from_endpoint")
+        return self._storage_client(BlobStore, table_uri.replace(".table.", ".blob.", 1))
 
     @_Once
     def queues(self) -> "QueuePublisher":

@@ -3,27 +3,23 @@ reports. The same account as the tables and queues (a connection string, or the 
 URI with the app's credential); Azurite's blob endpoint locally."""
 from __future__ import annotations
 
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContentSettings
 
-if TYPE_CHECKING:  # pragma: no cover
-    from azure.core.credentials import TokenCredential
+from .storage import StorageAdapter
 
 
-class BlobStore:
+class BlobStore(StorageAdapter):
+    """Built like the table store and the queue publisher (``from_connection_string`` or
+    ``from_service_url``)."""
+
+    service_client = BlobServiceClient
+
     def __init__(self, service: BlobServiceClient):
-        self._service = service
+        super().__init__(service)
         self._ready: set[str] = set()
-
-    @classmethod
-    def from_connection_string(cls, connection_string: str, **client_options: Any) -> "BlobStore":
-        return cls(BlobServiceClient.from_connection_string(connection_string, **client_options))
-
-    @classmethod
-    def from_endpoint(cls, endpoint: str, credential: "TokenCredential", **client_options: Any) -> "BlobStore":
-        return cls(BlobServiceClient(account_url=endpoint, credential=credential, **client_options))
 
     def _container(self, name: str) -> Any:
         container = self._service.get_container_client(name)
