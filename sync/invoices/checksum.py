@@ -8,8 +8,8 @@ the Azure plan product) is compared with the sum of the usage lines' ``BillingPr
 The difference (reconciliation minus usage) is explained where the lines allow it, per cause:
 
 * ``one_file``: reservations, savings plans and marketplace items appear in the reconciliation
-  file only (a ``ReservationOrderId``, or named in ``ChargeType``/``ProductName``/``SkuName``/
-  ``BenefitType``/``ProductCategory``, e.g. SaaS); usage of a meter the reconciliation file has
+  file only (a ``ReservationOrderId``; ``ProductCategory`` SaaS or a ``PublisherName`` other than
+  Microsoft; or named in ``ChargeType``/``ProductName``/``SkuName``/``BenefitType``); usage of a meter the reconciliation file has
   no line for appears in the usage file only;
 * ``credits``: credits and adjustments (``CreditReasonCode``, or a credit/refund/adjustment
   ``ChargeType``), on either side;
@@ -186,8 +186,17 @@ def _is_credit(line: Line) -> bool:
     return bool(line.entity.get("creditReasonCode")) or bool(_CREDIT.search(line.entity.get("chargeTypeOriginal") or ""))
 
 
+def _is_marketplace(line: Line) -> bool:
+    """A marketplace (third-party) item: ``ProductCategory`` SaaS, or a publisher other than
+    Microsoft (Microsoft's own lines name "Microsoft Corporation" or no publisher)."""
+    publisher = str(line.entity.get("publisherName") or "").strip().lower()
+    return str(line.entity.get("productCategory") or "").strip().lower() == "saas" or \
+        bool(publisher) and not publisher.startswith("microsoft")
+
+
 def _is_one_file(line: Line) -> bool:
-    return bool(line.entity.get("reservationOrderId")) or \
+    """Reservations and savings plans (a ``ReservationOrderId``, or named), marketplace items."""
+    return bool(line.entity.get("reservationOrderId")) or _is_marketplace(line) or \
         any(_ONE_FILE.search(str(line.entity.get(c) or "")) for c in _ONE_FILE_COLUMNS)
 
 

@@ -180,6 +180,14 @@ def test_one_file_lines_credits_and_taxes_are_explained():
     assert cause == "one_file 300; credits -2; taxes 0.1"
 
 
+@pytest.mark.parametrize("marks", [{"productCategory": "SaaS"}, {"publisherName": "Contoso ISV Ltd"}])
+def test_marketplace_lines_are_one_file(marks):
+    lines = [recon(C1, "s1", "10"), recon(C1, "s1", "25", meter="0002", productName="Contoso Backup", **marks),
+             recon(C1, "s1", "0", meter="m3", publisherName="Microsoft Corporation")]
+    svc, _, _, _, provider = importer(lines, [usage(C1, "s1", "10")])
+    assert svc.import_invoice(provider, "G1").figures.checksum.overall.causes == {"one_file": Decimal("25")}
+
+
 def test_usage_without_a_reconciliation_line_is_one_file():
     svc, _, _, _, provider = importer([recon(C1, "s1", "10")], [usage(C1, "s1", "10"), usage(C1, "s1", "4", meter="m9")])
     checksum = svc.import_invoice(provider, "G1").figures.checksum
