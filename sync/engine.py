@@ -74,7 +74,8 @@ def sync_stream(
     writer = RowWriter(table, partition, stored, stamp=now(),
                        on_rejected=lambda row, reason: result.skip(row.get("id") or row["RowKey"], reason))
     items = client.iter_items(stream.paginator(parent_id=customer_id),
-                              customer_id=customer_id if stream.per_customer else None)
+                              customer_id=customer_id if stream.per_customer else None,
+                              exact_numbers=stream.exact_numbers)
 
     def rows() -> Iterator[dict[str, Any]]:
         for item in items:

@@ -45,7 +45,7 @@ V2_USAGE = Stream(name="usage", table=USAGE_TABLE, path=None, paging=PagingStyle
 V1_AZURE_USAGE = Stream(name="azureusage", table=USAGE_TABLE, path="/invoices/{parent_id}/lineitems",
                         paging=PagingStyle.OFFSET,
                         params={"provider": "azure", "invoicelineitemtype": "usagelineitems"},
-                        parent=INVOICES.name, page_size=2000, columns=())
+                        parent=INVOICES.name, page_size=2000, columns=(), exact_numbers=True)
 
 
 class ImportState(enum.StrEnum):

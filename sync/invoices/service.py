@@ -168,8 +168,8 @@ class InvoiceService:
                 checked = checked_id(IdKind.INVOICE, invoice_id)  # before it goes into a path
                 bound = (client or self.sync.clients.partner_center(provider)).bind(correlation_id=correlation_id, stats=stats)
                 # an answer that is not this invoice (an error envelope, another resource) fails the import
-                invoice = bound.get_json(f"/invoices/{escape_path(checked)}",
-                                         expect=resource_problem("Invoice", checked))
+                invoice = bound.get_json(f"/invoices/{escape_path(checked)}", expect=resource_problem("Invoice", checked),
+                                         exact_numbers=INVOICES.exact_numbers)
                 self._import(provider, invoice, bound, stats, result, plan=plan_import(invoice, source=source))
             except ConsentRequired as exc:
                 self.sync.consent_lost(provider, result, exc, f"import of invoice {invoice_id}")
@@ -226,7 +226,8 @@ class InvoiceService:
         if source is None or (plan.api is LineApi.V1 and not plan.legacy):
             return None, False  # pre-2024 new commerce: no Graph usage export for them
         if source is V1_AZURE_USAGE:
-            items = client.iter_items(source.paginator(parent_id=invoice_id, page_size=self.v1_page_size))
+            items = client.iter_items(source.paginator(parent_id=invoice_id, page_size=self.v1_page_size),
+                                      exact_numbers=source.exact_numbers)
             result.rows_written += run.write_usage(source, items, legacy=True)
             return None, False
         graph = self.sync.clients.graph(provider).bind(stats=stats)
@@ -270,7 +271,8 @@ class InvoiceService:
         return [(V2_RECON, graph.iter_rows(manifest))]
 
     def _v1_items(self, sources: Iterable[Stream], invoice_id: str, client: PartnerCenterClient) -> LineItems:
-        return ((source, client.iter_items(source.paginator(parent_id=invoice_id, page_size=self.v1_page_size)))
+        return ((source, client.iter_items(source.paginator(parent_id=invoice_id, page_size=self.v1_page_size),
+                                           exact_numbers=source.exact_numbers))
                 for source in sorted(sources, key=lambda s: s.name))
 
     # -- records -------------------------------------------------------------------------------
