@@ -40,6 +40,20 @@ def col(name: str, path: str | None = None, convert: Callable[[Any], Any] = as_t
 
 
 @dataclass(frozen=True)
+class CarriedColumns:
+    """``columns`` of the row with the same PartitionKey and RowKey in ``table``."""
+
+    table: str
+    columns: tuple[str, ...]
+
+
+# Cost management "from the provider invoice" (sync/invoices/unitcost.py) keeps each
+# subscription's cost here; the subscription sync writes it into the rows it replaces.
+SUBSCRIPTION_COSTS = CarriedColumns("subscriptioncosts", ("unitCost", "costCurrency", "unitCostInvoice",
+                                                          "unitCostInvoiceDate"))
+
+
+@dataclass(frozen=True)
 class Derived:
     """A column computed from the whole item (e.g. ``isNce``)."""
 
@@ -109,6 +123,9 @@ class Stream:
     # money (invoices, their line items): the bodies' non-integer numbers read as Decimal from
     # the JSON text, never through a float
     exact_numbers: bool = False
+    # columns another feature keeps for this stream's rows in its own table (same keys): copied
+    # into every row this stream writes, so a changed row is replaced with them, not without them
+    carried: "CarriedColumns | None" = None
 
     # -- request side ------------------------------------------------------------------------
 
@@ -222,6 +239,7 @@ SUBSCRIPTIONS = Stream(
     path="/customers/{parent_id}/subscriptions",
     paging=PagingStyle.NONE,
     parent="customers",
+    carried=SUBSCRIPTION_COSTS,
     columns=(
         col("offerId"),
         col("offerName"),
