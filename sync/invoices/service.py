@@ -204,10 +204,12 @@ class InvoiceService:
             return
         self._mark_populating(provider.id, invoice_id, run.figures.generation)
         try:
-            result.rows_written += run.write_lines(sources)
+            run.write_lines(sources)  # stored on the writers' threads while the usage file is read
             usage_pending, checked = self._usage(run, plan, provider, invoice, client, stats, result)
-            run.sweep()  # only after every source was read completely
+            result.rows_written += run.close_writers()
+            run.sweep()  # only after every source was read and stored completely
         finally:
+            run.close_writers(quietly=True)  # after a failure: stop the writers (no-op otherwise)
             result.rows_read = run.rows_read
         result.rows_removed = run.figures.swept
         result.line_count = run.tally.count
@@ -228,13 +230,13 @@ class InvoiceService:
         if source is V1_AZURE_USAGE:
             items = client.iter_items(source.paginator(parent_id=invoice_id, page_size=self.v1_page_size),
                                       exact_numbers=source.exact_numbers)
-            result.rows_written += run.write_usage(source, items, legacy=True)
+            run.write_usage(source, items, legacy=True)
             return None, False
         graph = self.sync.clients.graph(provider).bind(stats=stats)
         manifest, no_data = unless_no_data(lambda: graph.export_billed_usage(invoice_id))
         if no_data is not None:
             return str(no_data), True
-        result.rows_written += run.write_usage(source, graph.iter_rows(manifest), legacy=False)
+        run.write_usage(source, graph.iter_rows(manifest), legacy=False)
         return (None if run.figures.usage_count else "the usage export has no rows yet"), True
 
     def _resync_customer(self, provider: ProviderConnection, customer_id: str, client: PartnerCenterClient,

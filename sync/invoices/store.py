@@ -8,7 +8,7 @@
   :func:`sweep` deletes every row of the invoice from another generation (a crashed import's
   leftovers, the replaced import). A crashed import is redone from the start.
 * :class:`PartitionedWriter` keeps at most one open batch per partition (<= 100 rows), sends a
-  full batch at once and every open batch when ``max_buffered`` rows are waiting, on a small
+  full batch at once and the fullest open batches when ``max_buffered`` rows are waiting, on a small
   thread pool with a bounded number of batches in flight: memory stays flat whatever the
   invoice size, and rows for different customers go to different partitions at the same time.
   A batch that fails transiently (a connection reset, a timeout, a 5xx/429) is sent again, a
@@ -29,7 +29,7 @@ from .lines import generation_prefix, invoice_prefix
 log = get_logger(__name__)
 
 BATCH_ROWS = 100  # Table Storage's limit per transaction
-DEFAULT_MAX_BUFFERED = 2000
+DEFAULT_MAX_BUFFERED = 5000  # rows waiting in open batches (about 50 partitions' worth)
 BATCH_ATTEMPTS = 4  # a batch's tries when the store fails transiently
 RETRY_DELAY_S = 0.5  # doubled per retry
 
@@ -60,7 +60,15 @@ class PartitionedWriter:
         if len(batch) >= BATCH_ROWS:
             self._send(self._open.pop(entity["PartitionKey"]))
         if self._buffered >= self.max_buffered:
-            self.flush_open()
+            self._send_fullest()
+
+    def _send_fullest(self) -> None:
+        """Send the fullest open batches until a quarter of the buffer is free: rows spread over
+        many partitions still go out in batches near 100 (fewer round trips), not all at once."""
+        for partition in sorted(self._open, key=lambda p: len(self._open[p]), reverse=True):
+            if self._buffered <= self.max_buffered * 3 // 4:
+                break
+            self._send(self._open.pop(partition))
 
     def flush_open(self) -> None:
         for partition in list(self._open):
