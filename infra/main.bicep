@@ -166,6 +166,7 @@ module roles 'modules/roles.bicep' = {
     principalId: identity.properties.principalId
     storageAccountName: storage.outputs.name
     hostContainerNames: [deploymentContainerName, 'azure-webjobs-hosts', 'azure-webjobs-secrets']
+    dataContainerNames: [storage.outputs.reportsContainerName]
     keyVaultName: keyVault.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     adminPrincipalId: adminPrincipalId

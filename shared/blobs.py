@@ -12,6 +12,9 @@ from .storage import StorageAdapter
 
 
 class BlobStore(StorageAdapter):
+    """Built like the table store and the queue publisher (``from_connection_string`` or
+    ``from_service_url``)."""
+
     service_client = BlobServiceClient
 
     def __init__(self, service: BlobServiceClient):

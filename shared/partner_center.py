@@ -200,14 +200,19 @@ class PartnerCenterClient(HttpClient):
         headers: Mapping[str, str] | None = None,
         customer_id: str | None = None,
         expect: Callable[[Any], str | None] = json_object_problem,
+        exact_numbers: bool = False,
     ) -> dict[str, Any]:
         """GET one resource or page and return its JSON object; ``expect`` says what is wrong
-        with an answer (see :func:`resource_problem`), which is then retried and fails."""
-        return self.request_json(PageRequest.of(path, params, headers), customer_id=customer_id, expect=expect)
+        with an answer (see :func:`resource_problem`), which is then retried and fails;
+        ``exact_numbers``: its non-integer numbers as Decimal (money: invoices, line items)."""
+        return self.request_json(PageRequest.of(path, params, headers), customer_id=customer_id, expect=expect,
+                                 exact_numbers=exact_numbers)
 
     def request_json(self, request: PageRequest, *, customer_id: str | None = None,
-                     expect: Callable[[Any], str | None] = json_object_problem) -> dict[str, Any]:
-        _, body = self._send("GET", request, customer_id=customer_id, replay_safe=True, expect=expect)
+                     expect: Callable[[Any], str | None] = json_object_problem,
+                     exact_numbers: bool = False) -> dict[str, Any]:
+        _, body = self._send("GET", request, customer_id=customer_id, replay_safe=True, expect=expect,
+                             exact_numbers=exact_numbers)
         return {"items": body} if isinstance(body, list) else body
 
     def send_json(
@@ -255,6 +260,7 @@ class PartnerCenterClient(HttpClient):
         body: Any = None,
         request_id: str | None = None,
         expect: Callable[[Any], str | None] | None = None,
+        exact_numbers: bool = False,
     ) -> tuple[requests.Response, Any]:
         request_id = request_id or str(uuid.uuid4())
         call = Call(
@@ -268,7 +274,7 @@ class PartnerCenterClient(HttpClient):
             },
             params=request.params, body=body, token=self._tokens.for_call(method, request.path),
             customer_id=customer_id, replay_safe=replay_safe, allow_empty=method != "GET", expect=expect,
-            context={"correlation_id": self.correlation_id},
+            exact_numbers=exact_numbers, context={"correlation_id": self.correlation_id},
         )
         try:
             return self._transport.send(call, _DIALECT, self.stats)
@@ -280,16 +286,19 @@ class PartnerCenterClient(HttpClient):
 
     # -- paging ------------------------------------------------------------------------------
 
-    def iter_pages(self, paginator: Paginator, *, customer_id: str | None = None) -> Iterator[dict[str, Any]]:
+    def iter_pages(self, paginator: Paginator, *, customer_id: str | None = None,
+                   exact_numbers: bool = False) -> Iterator[dict[str, Any]]:
         """Yield each page of a collection; only one page is held at a time. A page that is not
         a collection page fails the read (after the transport's retries)."""
         while not paginator.finished:
-            page = self.request_json(paginator.current, customer_id=customer_id, expect=collection_problem)
+            page = self.request_json(paginator.current, customer_id=customer_id, expect=collection_problem,
+                                     exact_numbers=exact_numbers)
             yield page
             paginator.advance(page)
 
-    def iter_items(self, paginator: Paginator, *, customer_id: str | None = None) -> Iterator[dict[str, Any]]:
-        for page in self.iter_pages(paginator, customer_id=customer_id):
+    def iter_items(self, paginator: Paginator, *, customer_id: str | None = None,
+                   exact_numbers: bool = False) -> Iterator[dict[str, Any]]:
+        for page in self.iter_pages(paginator, customer_id=customer_id, exact_numbers=exact_numbers):
             for item in get_path(page, "items"):
                 yield dict(item)
 

@@ -1,4 +1,4 @@
-"""What the table store and the queue publisher share: each wraps one Azure Storage service
+"""What the table store, the queue publisher and the blob store share: each wraps one Azure Storage service
 client, built either from a connection string (Azurite, account keys) or identity-based from the
 service URL and an Entra token credential (no account key)."""
 from __future__ import annotations
@@ -11,7 +11,8 @@ Adapter = TypeVar("Adapter", bound="StorageAdapter")
 
 
 class StorageAdapter:
-    """Base of :class:`~shared.tables.TableStore` and :class:`~shared.queues.QueuePublisher`;
+    """Base of :class:`~shared.tables.TableStore`, :class:`~shared.queues.QueuePublisher` and
+    :class:`~shared.blobs.BlobStore`;
     ``service_client`` is the SDK's service client class, which both constructors build."""
 
     service_client: ClassVar[Any]

@@ -16,7 +16,8 @@ import json
 from collections import defaultdict
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import (HttpResponseError, ResourceExistsError, ResourceNotFoundError, ServiceRequestError,
+                                   ServiceResponseError)
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from .errors import NotFound
@@ -154,6 +155,19 @@ def _row_fault(exc: BaseException) -> str | None:
         message = str(getattr(exc, "message", None) or exc).strip().splitlines()[0][:300]
         return f"HTTP {exc.status_code}{f' {code}' if code else ''}: {message}"
     return None
+
+
+# Statuses that mean "try again later": the request did not take effect, or an upsert repeats it
+_TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def transient_failure(exc: BaseException) -> bool:
+    """Whether a failed write may simply be sent again: a connection reset or timeout (also one
+    the SDK wraps), or a service answer that says so. Only idempotent writes (upserts, deletes)
+    should be."""
+    if isinstance(exc, (ConnectionError, TimeoutError, ServiceRequestError, ServiceResponseError)):
+        return True
+    return isinstance(exc, HttpResponseError) and getattr(exc, "status_code", None) in _TRANSIENT_STATUSES
 
 
 class TableRepository:

@@ -33,7 +33,7 @@ import requests
 
 from . import telemetry
 from .call_stats import CallStats  # re-exported: the loop counts into it, callers import it from here
-from .jsonutil import get_path
+from .jsonutil import get_path, loads_json
 from .logging import get_logger
 # the resolution table and its types live in shared/resolutions.py; re-exported here
 from .resolutions import (
@@ -110,15 +110,16 @@ class Budget(Protocol):
     def acquire(self, customer_id: str | None = None) -> float: ...
 
 
-def decode_json(response: requests.Response, *, allow_empty: bool = False) -> Any:
-    """A 2xx body as JSON; empty is ``{}`` for a 204 (or when allowed), else :class:`TruncatedBody`."""
+def decode_json(response: requests.Response, *, allow_empty: bool = False, exact_numbers: bool = False) -> Any:
+    """A 2xx body as JSON (``exact_numbers``: non-integers as Decimal, from the text); empty is
+    ``{}`` for a 204 (or when allowed), else :class:`TruncatedBody`."""
     content = response.content
     if not content or not content.strip():
         if response.status_code == 204 or allow_empty:
             return {}
         raise TruncatedBody("empty body")
     try:
-        return json.loads(content)
+        return loads_json(content, exact_numbers=exact_numbers)
     except ValueError as exc:
         raise TruncatedBody(f"body is not complete JSON ({len(content)} bytes)") from exc
 
@@ -178,6 +179,7 @@ class Call:
     replay_safe: bool = True  # False: a write that must not run twice
     stream: bool = False  # leave the body unread; the caller streams it
     allow_empty: bool = False  # an empty 2xx body is {} (otherwise only a 204's may be empty)
+    exact_numbers: bool = False  # money: the body's non-integer numbers as Decimal, never a float
     # the decoded 2xx body's problem (None: it is what the caller expects); a problem is retried
     expect: Callable[[Any], str | None] | None = None
     context: Mapping[str, Any] = field(default_factory=dict)  # for logs and errors, e.g. a correlation id
@@ -363,7 +365,7 @@ class Transport:
             if call.stream:
                 return _Attempt(response, resolution)
             try:
-                body = decode_json(response, allow_empty=call.allow_empty)
+                body = decode_json(response, allow_empty=call.allow_empty, exact_numbers=call.exact_numbers)
                 problem = call.expect(body) if call.expect is not None else None
                 if problem:
                     raise MalformedBody(problem)

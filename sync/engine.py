@@ -57,6 +57,15 @@ log = get_logger(__name__)
 # --------------------------------------------------------------------------------------------
 
 
+def _carried_values(tables: Tables, stream: Stream, partition: str) -> dict[str, dict[str, Any]]:
+    """The columns another table keeps for this partition's rows, by RowKey (see ``Stream.carried``)."""
+    if stream.carried is None:
+        return {}
+    columns = stream.carried.columns
+    kept = tables.table(stream.carried.table).list_entities(partition_key=partition, select=["RowKey", *columns])
+    return {row["RowKey"]: {c: row[c] for c in columns if row.get(c) is not None} for row in kept}
+
+
 def sync_stream(
     stream: Stream,
     *,
@@ -74,7 +83,10 @@ def sync_stream(
     writer = RowWriter(table, partition, stored, stamp=now(),
                        on_rejected=lambda row, reason: result.skip(row.get("id") or row["RowKey"], reason))
     items = client.iter_items(stream.paginator(parent_id=customer_id),
-                              customer_id=customer_id if stream.per_customer else None)
+                              customer_id=customer_id if stream.per_customer else None,
+                              exact_numbers=stream.exact_numbers)
+
+    carried = _carried_values(tables, stream, partition)
 
     def rows() -> Iterator[dict[str, Any]]:
         for item in items:
@@ -91,6 +103,7 @@ def sync_stream(
                 log.warning("%s item without a key skipped", stream.name,
                             extra={"provider_id": provider_id, "customer_id": customer_id})
                 continue
+            row.update(carried.get(row["RowKey"], {}))  # after the content hash: upstream decides a write
             yield row
 
     try:

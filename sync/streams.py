@@ -7,12 +7,11 @@ parent, and the kept fields that become flat table columns. The client owns the 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 from urllib.parse import quote
 
-from shared.jsonutil import as_bool, as_enum, as_int, as_text, get_path
+from shared.jsonutil import as_bool, as_enum, as_int, as_text, dumps_exact, get_path
 from shared.paging import PageRequest, Paginator, PagingStyle, paginator_for
 from shared.tables import escape_key, utf16_units
 
@@ -41,6 +40,20 @@ def col(name: str, path: str | None = None, convert: Callable[[Any], Any] = as_t
 
 
 @dataclass(frozen=True)
+class CarriedColumns:
+    """``columns`` of the row with the same PartitionKey and RowKey in ``table``."""
+
+    table: str
+    columns: tuple[str, ...]
+
+
+# Cost management "from the provider invoice" (sync/invoices/unitcost.py) keeps each
+# subscription's cost here; the subscription sync writes it into the rows it replaces.
+SUBSCRIPTION_COSTS = CarriedColumns("subscriptioncosts", ("unitCost", "costCurrency", "unitCostInvoice",
+                                                          "unitCostInvoiceDate"))
+
+
+@dataclass(frozen=True)
 class Derived:
     """A column computed from the whole item (e.g. ``isNce``)."""
 
@@ -52,7 +65,7 @@ def _json_text(value: Any) -> str | None:
     """A nested value (scheduled actions, next-term instructions) as compact JSON text."""
     if value in (None, "", [], {}):
         return None
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return dumps_exact(value)
 
 
 def _nce_only(compute: Callable[[Mapping[str, Any]], Any]) -> Callable[[Mapping[str, Any]], Any]:
@@ -107,6 +120,12 @@ class Stream:
     requires_user: bool = False  # App+User token needed (agreements)
     # the shape an item's key must have (it goes into child paths): checked and canonicalised
     key_kind: IdKind | None = None
+    # money (invoices, their line items): the bodies' non-integer numbers read as Decimal from
+    # the JSON text, never through a float
+    exact_numbers: bool = False
+    # columns another feature keeps for this stream's rows in its own table (same keys): copied
+    # into every row this stream writes, so a changed row is replaced with them, not without them
+    carried: "CarriedColumns | None" = None
 
     # -- request side ------------------------------------------------------------------------
 
@@ -177,7 +196,7 @@ class Stream:
             value = extra.compute(item)
             if value is not None:
                 row[extra.name] = value
-        raw = json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        raw = dumps_exact(item)
         if utf16_units(raw) <= MAX_RAW_UTF16_UNITS:
             row["raw"] = raw
             row["raw_truncated"] = False
@@ -193,7 +212,7 @@ HASH_EXCLUDED = frozenset({"PartitionKey", "RowKey", "content_hash", "removed", 
 def content_hash(row: Mapping[str, Any]) -> str:
     """Hash of the kept columns and raw JSON: the only thing compared to skip unchanged rows."""
     payload = {k: v for k, v in row.items() if k not in HASH_EXCLUDED}
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    text = dumps_exact(payload)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -220,6 +239,7 @@ SUBSCRIPTIONS = Stream(
     path="/customers/{parent_id}/subscriptions",
     paging=PagingStyle.NONE,
     parent="customers",
+    carried=SUBSCRIPTION_COSTS,
     columns=(
         col("offerId"),
         col("offerName"),
@@ -284,6 +304,7 @@ INVOICES = Stream(
     page_size=200,
     requires_user=True,
     key_kind=IdKind.INVOICE,
+    exact_numbers=True,
     columns=(
         col("invoiceDate"),
         col("billingPeriodStart", "billingPeriodStartDate"),

@@ -7,6 +7,8 @@ param tags object
 @maxLength(24)
 param storageAccountName string
 param deploymentContainerName string
+@description('The container of the invoice imports\' CSV reports (errors, warnings, mismatches).')
+param reportsContainerName string = 'invoice-reports'
 
 @description('Shared key (account key) access; off by default (identity-based PCSYNC_STORAGE), on only when PCSYNC_STORAGE is a connection string (identityBasedStorage=false).')
 param allowSharedKeyAccess bool
@@ -65,6 +67,14 @@ resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2
   properties: { publicAccess: 'None' }
 }]
 
+// pcsync's own files (an invoice import's CSV reports: sync/invoices/csvreports.py
+// REPORTS_CONTAINER); created here so that the app's blob role is scoped to this container only.
+resource reportsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: reportsContainerName
+  properties: { publicAccess: 'None' }
+}
+
 resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
   parent: storage
   name: 'default'
@@ -78,3 +88,4 @@ resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-0
 output name string = storage.name
 output id string = storage.id
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
+output reportsContainerName string = reportsContainer.name

@@ -8,8 +8,8 @@ the Azure plan product) is compared with the sum of the usage lines' ``BillingPr
 The difference (reconciliation minus usage) is explained where the lines allow it, per cause:
 
 * ``one_file``: reservations, savings plans and marketplace items appear in the reconciliation
-  file only (a ``ReservationOrderId``, or named in ``ChargeType``/``ProductName``/``SkuName``/
-  ``BenefitType``/``ProductCategory``, e.g. SaaS); usage of a meter the reconciliation file has
+  file only (a ``ReservationOrderId``; ``ProductCategory`` SaaS or a ``PublisherName`` other than
+  Microsoft; or named in ``ChargeType``/``ProductName``/``SkuName``/``BenefitType``); usage of a meter the reconciliation file has
   no line for appears in the usage file only;
 * ``credits``: credits and adjustments (``CreditReasonCode``, or a credit/refund/adjustment
   ``ChargeType``), on either side;
@@ -23,9 +23,12 @@ The difference (reconciliation minus usage) is explained where the lines allow i
   line the same way against its unrounded product.
 
 What the tolerance is held against is the difference less its rounding part (Microsoft's own
-formula is not a discrepancy): ``passed`` when every difference is zero, ``within_tolerance`` when
-each subscription and the whole invoice stay within the provider's tolerance (an amount in the
-provider currency, or a percentage of the reconciliation total), ``mismatch`` otherwise.
+formula is not a discrepancy): ``passed`` when that is zero for every subscription and the invoice
+(the files differ only by Microsoft's rounding; the arithmetic runs in a 100-digit context, so a
+rounding residue is exact, never a 1e-27 remainder of the default 28 digits), ``within_tolerance``
+when it is not zero but each subscription and the whole invoice stay within the provider's
+tolerance (an amount in the provider currency, or a percentage of the reconciliation total),
+``mismatch`` otherwise.
 """
 from __future__ import annotations
 
@@ -183,8 +186,17 @@ def _is_credit(line: Line) -> bool:
     return bool(line.entity.get("creditReasonCode")) or bool(_CREDIT.search(line.entity.get("chargeTypeOriginal") or ""))
 
 
+def _is_marketplace(line: Line) -> bool:
+    """A marketplace (third-party) item: ``ProductCategory`` SaaS, or a publisher other than
+    Microsoft (Microsoft's own lines name "Microsoft Corporation" or no publisher)."""
+    publisher = str(line.entity.get("publisherName") or "").strip().lower()
+    return str(line.entity.get("productCategory") or "").strip().lower() == "saas" or \
+        bool(publisher) and not publisher.startswith("microsoft")
+
+
 def _is_one_file(line: Line) -> bool:
-    return bool(line.entity.get("reservationOrderId")) or \
+    """Reservations and savings plans (a ``ReservationOrderId``, or named), marketplace items."""
+    return bool(line.entity.get("reservationOrderId")) or _is_marketplace(line) or \
         any(_ONE_FILE.search(str(line.entity.get(c) or "")) for c in _ONE_FILE_COLUMNS)
 
 
@@ -309,11 +321,11 @@ class UsageChecksum:
         overall = Totals()
         rows: list[MismatchRow] = []
         over = 0
-        exact = True
+        only_rounding = True
         worst_amount = worst_percent = ZERO
         for key, sub in self.compared():
             overall.add(sub)
-            exact = exact and sub.difference == 0
+            only_rounding = only_rounding and sub.counted == 0
             worst_amount = max(worst_amount, abs(sub.counted))
             if sub.counted:
                 worst_percent = max(worst_percent, _percent(sub.counted, sub.recon))
@@ -326,7 +338,7 @@ class UsageChecksum:
         if not self.usage_lines and not any(True for _ in self.compared()):
             return ChecksumResult(ChecksumStatus.NOT_APPLICABLE, overall, ZERO, str(tolerance), [], 0)
         allowed = tolerance.allowed_difference(overall.recon)
-        if exact and overall.difference == 0:
+        if only_rounding and overall.counted == 0:
             status = ChecksumStatus.PASSED
         elif over == 0 and abs(overall.counted) <= allowed:
             status = ChecksumStatus.WITHIN_TOLERANCE

@@ -45,7 +45,7 @@ V2_USAGE = Stream(name="usage", table=USAGE_TABLE, path=None, paging=PagingStyle
 V1_AZURE_USAGE = Stream(name="azureusage", table=USAGE_TABLE, path="/invoices/{parent_id}/lineitems",
                         paging=PagingStyle.OFFSET,
                         params={"provider": "azure", "invoicelineitemtype": "usagelineitems"},
-                        parent=INVOICES.name, page_size=2000, columns=())
+                        parent=INVOICES.name, page_size=2000, columns=(), exact_numbers=True)
 
 
 class ImportState(enum.StrEnum):
@@ -112,41 +112,54 @@ class InvoiceImport:
         self.workers = workers
         self.on_rejected = on_rejected
         self.rows_read = 0
+        self._writers: list[PartitionedWriter] = []
 
     def _writer(self, table_name: str) -> PartitionedWriter:
-        return PartitionedWriter(self.tables.table(table_name), workers=self.workers, on_rejected=self.on_rejected)
+        writer = PartitionedWriter(self.tables.table(table_name), workers=self.workers, on_rejected=self.on_rejected)
+        self._writers.append(writer)
+        return writer
 
-    def write_lines(self, sources: Sources) -> int:
+    def write_lines(self, sources: Sources) -> None:
+        """Queue the lines' rows; their last batches are still being stored while the usage file
+        is read (:meth:`close_writers` waits for them)."""
         writer = self._writer(LINE_ITEMS_TABLE)
-        try:
-            for source, items in sources:
-                for index, item in enumerate(items):
-                    line = self._line(item, RECON_COLUMNS, source, index)
-                    self.tally.add(source, recon_total(line))
-                    self.checksum.add_recon(line)
-                    self.refs.check(line, usage=False)
-                    self._note_unit_cost(line)
-                    writer.add(line.entity)
-        finally:
-            written = writer.close()
-        return written
+        for source, items in sources:
+            for index, item in enumerate(items):
+                line = self._line(item, RECON_COLUMNS, source, index)
+                self.tally.add(source, recon_total(line))
+                self.checksum.add_recon(line)
+                self.refs.check(line, usage=False)
+                self._note_unit_cost(line)
+                writer.add(line.entity)
+        writer.flush_open()
 
-    def write_usage(self, source: Stream, items: Iterator[Mapping[str, Any]], *, legacy: bool) -> int:
+    def write_usage(self, source: Stream, items: Iterator[Mapping[str, Any]], *, legacy: bool) -> None:
         writer = self._writer(USAGE_TABLE)
         self.figures.usage_source = source.name
-        try:
-            for index, item in enumerate(items):
-                line = self._line(item, USAGE_COLUMNS, source, index)
-                self.figures.usage_count += 1
-                if legacy:
-                    assign_billing_period(line.entity, self.provider.billing_start_day)
-                else:
-                    self.checksum.add_usage(line)
-                self.pricing.apply(line)
-                self.refs.check(line, usage=True)
-                writer.add(line.entity)
-        finally:
-            written = writer.close()
+        for index, item in enumerate(items):
+            line = self._line(item, USAGE_COLUMNS, source, index)
+            self.figures.usage_count += 1
+            if legacy:
+                assign_billing_period(line.entity, self.provider.billing_start_day)
+            else:
+                self.checksum.add_usage(line)
+            self.pricing.apply(line)
+            self.refs.check(line, usage=True)
+            writer.add(line.entity)
+        writer.flush_open()
+
+    def close_writers(self, *, quietly: bool = False) -> int:
+        """Wait for every queued batch; returns the rows stored. The first failure is raised
+        (``quietly``: not, when another error is already on its way out)."""
+        written, failure = 0, None
+        writers, self._writers = self._writers, []
+        for writer in writers:
+            try:
+                written += writer.close()
+            except Exception as exc:  # noqa: BLE001 - the first is raised once every writer is closed
+                failure = failure or exc
+        if failure is not None and not quietly:
+            raise failure
         return written
 
     def _line(self, item: Mapping[str, Any], columns: Any, source: Stream, index: int) -> Line:

@@ -4,7 +4,7 @@
   already went through a float (v1 Partner Center bodies, rows an older pcsync stored as
   ``Edm.Double``), the float's shortest repr, so stored floats still read.
 * :func:`plain` writes a Decimal as fixed-point text ("1234.5", "0", "-0.01"): the stored form.
-* :func:`dumps_exact` is ``json.dumps`` that writes Decimals as JSON numbers with every digit,
+* :func:`dumps_exact` (from :mod:`shared.jsonutil`) is ``json.dumps`` that writes Decimals as JSON numbers with every digit,
   so the stored raw JSON keeps the 22 significant digits Microsoft prints for unit prices.
 * :func:`rounddown` and the two published subtotal formulas (Microsoft's new-commerce
   reconciliation file documentation):
@@ -15,16 +15,14 @@
 from __future__ import annotations
 
 import functools
-import json
-import re
 from decimal import ROUND_DOWN, Decimal, InvalidOperation, localcontext
 from typing import Any, Callable, TypeVar
+
+from shared.jsonutil import dumps_exact, loads_json
 
 CENT = Decimal("0.01")
 EXACT_DIGITS = 100  # products and sums of 22-digit unit prices stay exact (the default context keeps 28)
 F = TypeVar("F", bound=Callable[..., Any])
-_MARK = "\u0000dec:"
-_MARKED = re.compile(r'"\\u0000dec:(-?[0-9.]+|null)"')
 
 
 def to_decimal(value: Any) -> Decimal | None:
@@ -57,22 +55,9 @@ def amount_text(value: Any) -> str | None:
     return None if number is None else plain(number)
 
 
-def _mark(value: Any) -> str:
-    if isinstance(value, Decimal):
-        return _MARK + (format(value, "f") if value.is_finite() else "null")
-    return str(value)
-
-
-def dumps_exact(item: Any) -> str:
-    """Compact, key-sorted JSON with Decimals written as numbers, digit for digit (the C encoder
-    does the work; Decimals pass through a marker string that is replaced afterwards)."""
-    text = json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_mark)
-    return _MARKED.sub(lambda m: m.group(1), text) if "\\u0000dec:" in text else text
-
-
 def loads_exact(text: str | bytes) -> Any:
     """JSON with every non-integer number as Decimal."""
-    return json.loads(text, parse_float=Decimal)
+    return loads_json(text, exact_numbers=True)
 
 
 def exact(function: F) -> F:

@@ -52,7 +52,7 @@ class ReconciliationStatus(enum.StrEnum):
 def _v1_lines(billing_provider: str, paging: PagingStyle) -> Stream:
     return Stream(name=billing_provider, table=LINE_ITEMS_TABLE, path="/invoices/{parent_id}/lineitems",
                   paging=paging, params={"provider": billing_provider, "invoicelineitemtype": "billinglineitems"},
-                  parent=INVOICES.name, page_size=V1_PAGE_SIZE, columns=())
+                  parent=INVOICES.name, page_size=V1_PAGE_SIZE, columns=(), exact_numbers=True)
 
 
 V1_AZURE = _v1_lines("azure", PagingStyle.OFFSET)  # legacy Azure (0145P) billing

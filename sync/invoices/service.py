@@ -168,8 +168,8 @@ class InvoiceService:
                 checked = checked_id(IdKind.INVOICE, invoice_id)  # before it goes into a path
                 bound = (client or self.sync.clients.partner_center(provider)).bind(correlation_id=correlation_id, stats=stats)
                 # an answer that is not this invoice (an error envelope, another resource) fails the import
-                invoice = bound.get_json(f"/invoices/{escape_path(checked)}",
-                                         expect=resource_problem("Invoice", checked))
+                invoice = bound.get_json(f"/invoices/{escape_path(checked)}", expect=resource_problem("Invoice", checked),
+                                         exact_numbers=INVOICES.exact_numbers)
                 self._import(provider, invoice, bound, stats, result, plan=plan_import(invoice, source=source))
             except ConsentRequired as exc:
                 self.sync.consent_lost(provider, result, exc, f"import of invoice {invoice_id}")
@@ -204,10 +204,12 @@ class InvoiceService:
             return
         self._mark_populating(provider.id, invoice_id, run.figures.generation)
         try:
-            result.rows_written += run.write_lines(sources)
+            run.write_lines(sources)  # stored on the writers' threads while the usage file is read
             usage_pending, checked = self._usage(run, plan, provider, invoice, client, stats, result)
-            run.sweep()  # only after every source was read completely
+            result.rows_written += run.close_writers()
+            run.sweep()  # only after every source was read and stored completely
         finally:
+            run.close_writers(quietly=True)  # after a failure: stop the writers (no-op otherwise)
             result.rows_read = run.rows_read
         result.rows_removed = run.figures.swept
         result.line_count = run.tally.count
@@ -226,14 +228,15 @@ class InvoiceService:
         if source is None or (plan.api is LineApi.V1 and not plan.legacy):
             return None, False  # pre-2024 new commerce: no Graph usage export for them
         if source is V1_AZURE_USAGE:
-            items = client.iter_items(source.paginator(parent_id=invoice_id, page_size=self.v1_page_size))
-            result.rows_written += run.write_usage(source, items, legacy=True)
+            items = client.iter_items(source.paginator(parent_id=invoice_id, page_size=self.v1_page_size),
+                                      exact_numbers=source.exact_numbers)
+            run.write_usage(source, items, legacy=True)
             return None, False
         graph = self.sync.clients.graph(provider).bind(stats=stats)
         manifest, no_data = unless_no_data(lambda: graph.export_billed_usage(invoice_id))
         if no_data is not None:
             return str(no_data), True
-        result.rows_written += run.write_usage(source, graph.iter_rows(manifest), legacy=False)
+        run.write_usage(source, graph.iter_rows(manifest), legacy=False)
         return (None if run.figures.usage_count else "the usage export has no rows yet"), True
 
     def _resync_customer(self, provider: ProviderConnection, customer_id: str, client: PartnerCenterClient,
@@ -270,7 +273,8 @@ class InvoiceService:
         return [(V2_RECON, graph.iter_rows(manifest))]
 
     def _v1_items(self, sources: Iterable[Stream], invoice_id: str, client: PartnerCenterClient) -> LineItems:
-        return ((source, client.iter_items(source.paginator(parent_id=invoice_id, page_size=self.v1_page_size)))
+        return ((source, client.iter_items(source.paginator(parent_id=invoice_id, page_size=self.v1_page_size),
+                                           exact_numbers=source.exact_numbers))
                 for source in sorted(sources, key=lambda s: s.name))
 
     # -- records -------------------------------------------------------------------------------

@@ -8,28 +8,41 @@
   :func:`sweep` deletes every row of the invoice from another generation (a crashed import's
   leftovers, the replaced import). A crashed import is redone from the start.
 * :class:`PartitionedWriter` keeps at most one open batch per partition (<= 100 rows), sends a
-  full batch at once and every open batch when ``max_buffered`` rows are waiting, on a small
+  full batch at once and the fullest open batches when ``max_buffered`` rows are waiting, on a small
   thread pool with a bounded number of batches in flight: memory stays flat whatever the
   invoice size, and rows for different customers go to different partitions at the same time.
+  A batch that fails transiently (a connection reset, a timeout, a 5xx/429) is sent again, a
+  few times with a short backoff: its upserts replace, so a repeat stores the same rows.
 """
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Iterator
 
+from shared.logging import get_logger
+from shared.tables import transient_failure
+
 from .lines import generation_prefix, invoice_prefix
 
+log = get_logger(__name__)
+
 BATCH_ROWS = 100  # Table Storage's limit per transaction
-DEFAULT_MAX_BUFFERED = 2000
+DEFAULT_MAX_BUFFERED = 5000  # rows waiting in open batches (about 50 partitions' worth)
+BATCH_ATTEMPTS = 4  # a batch's tries when the store fails transiently
+RETRY_DELAY_S = 0.5  # doubled per retry
 
 
 class PartitionedWriter:
     """Upserts (replace) rows in per-partition batches on ``workers`` threads."""
 
     def __init__(self, table: Any, *, workers: int = 4, max_buffered: int = DEFAULT_MAX_BUFFERED,
-                 on_rejected: Callable[[dict[str, Any], str], None] | None = None):
+                 on_rejected: Callable[[dict[str, Any], str], None] | None = None,
+                 sleep: Callable[[float], None] = time.sleep):
         self.table = table
+        self.sleep = sleep
+        self.retries = 0
         self.workers = max(1, workers)
         self.max_buffered = max(BATCH_ROWS, max_buffered)
         self.on_rejected = on_rejected
@@ -47,7 +60,15 @@ class PartitionedWriter:
         if len(batch) >= BATCH_ROWS:
             self._send(self._open.pop(entity["PartitionKey"]))
         if self._buffered >= self.max_buffered:
-            self.flush_open()
+            self._send_fullest()
+
+    def _send_fullest(self) -> None:
+        """Send the fullest open batches until a quarter of the buffer is free: rows spread over
+        many partitions still go out in batches near 100 (fewer round trips), not all at once."""
+        for partition in sorted(self._open, key=lambda p: len(self._open[p]), reverse=True):
+            if self._buffered <= self.max_buffered * 3 // 4:
+                break
+            self._send(self._open.pop(partition))
 
     def flush_open(self) -> None:
         for partition in list(self._open):
@@ -78,7 +99,19 @@ class PartitionedWriter:
                 future.result()  # a failed batch fails the import
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
-        count = self.table.upsert_entities(batch, replace=True, on_rejected=self.on_rejected)
+        for attempt in range(1, BATCH_ATTEMPTS + 1):
+            try:
+                count = self.table.upsert_entities(batch, replace=True, on_rejected=self.on_rejected)
+                break
+            except Exception as exc:
+                if attempt == BATCH_ATTEMPTS or not transient_failure(exc):
+                    raise
+                delay = RETRY_DELAY_S * 2 ** (attempt - 1)
+                log.warning("batch of %d rows for %s failed (%s); retry %d/%d in %.1fs", len(batch),
+                            batch[0]["PartitionKey"], type(exc).__name__, attempt, BATCH_ATTEMPTS - 1, delay)
+                with self._lock:
+                    self.retries += 1
+                self.sleep(delay)
         with self._lock:
             self.written += count
 

@@ -5,8 +5,8 @@ the effective unit price of its last line (``EffectiveUnitPrice``, in the pricin
 else the billing currency), skipping ``addQuantity`` and customer-credit lines (they do not
 show the full cost). Only the newest invoice sets it: ``unitCostInvoiceDate`` on the row says
 which invoice did, and an older invoice imported later leaves it. The values are kept in table
-``subscriptioncosts`` too (the subscription sync replaces a changed row without them; the next
-import sets them again).
+``subscriptioncosts`` too: the subscription sync copies them into every subscription row it
+writes (``SUBSCRIPTIONS.carried``), so a re-synced row keeps its cost.
 """
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ from shared.logging import get_logger
 from shared.providers import CostManagement, ProviderConnection
 from shared.tables import escape_key
 
+from ..streams import SUBSCRIPTION_COSTS
+
 log = get_logger(__name__)
 
-COSTS_TABLE = "subscriptioncosts"
+COSTS_TABLE = SUBSCRIPTION_COSTS.table
 
 
 def update_unit_costs(tables: Any, provider: ProviderConnection, invoice: Mapping[str, Any],

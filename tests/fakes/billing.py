@@ -45,3 +45,21 @@ class RangeTable(FakeTable):
 class RangeTables(FakeTables):
     def table(self, name: str) -> RangeTable:
         return self.tables.setdefault(name, RangeTable(name))
+
+
+class ResettingTable(RangeTable):
+    """Its first ``resets`` batch writes store the first half of the batch, then the connection
+    resets (what a caller sees when Azurite drops it mid-transaction: landed or not, unknown)."""
+
+    def __init__(self, name: str, *, resets: int = 1):
+        super().__init__(name)
+        self.resets = resets
+
+    def upsert_entities(self, entities, *, replace=True, on_rejected=None):
+        entities = list(entities)
+        with self.lock:
+            if self.resets > 0:
+                self.resets -= 1
+                super().upsert_entities(entities[:len(entities) // 2], replace=replace, on_rejected=on_rejected)
+                raise ConnectionResetError(104, "Connection reset by peer")
+        return super().upsert_entities(entities, replace=replace, on_rejected=on_rejected)

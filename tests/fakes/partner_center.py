@@ -16,6 +16,7 @@ from requests.structures import CaseInsensitiveDict
 from shared.call_budget import CallBudget
 from shared.errors import ConsentRequired
 from shared.partner_center import PartnerCenterClient
+from shared.jsonutil import dumps_exact
 from shared.transport import RetryPolicy
 
 BASE = "https://pc.example.test"
@@ -30,7 +31,10 @@ def response(status: int = 200, body: Any = None, *, headers: dict[str, str] | N
     if raw is not None:
         r._content = raw
     elif body is not None:
-        r._content = json.dumps(body).encode()
+        try:
+            r._content = json.dumps(body).encode()
+        except TypeError:  # Decimals: written digit for digit, as a service prints them
+            r._content = dumps_exact(body).encode()
         r.headers.setdefault("Content-Type", "application/json")
     else:
         r._content = b""

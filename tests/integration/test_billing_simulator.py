@@ -13,9 +13,10 @@ import pytest
 
 from devservices import register_and_consent
 from shared.errors import Conflict
-from shared.providers import AzureSpecializationMode
+from shared.providers import AzureSpecializationMode, CostManagement
 from shared.tables import escape_key
 from sync.invoices.checksum import ChecksumStatus
+from sync.streams import SUBSCRIPTIONS
 from sync.invoices.store import live_rows
 from tests.support import simulator_runtime
 
@@ -74,7 +75,7 @@ def test_default_invoice_differs_by_rounding_only_and_is_active(rt, sim, provide
     checksum = result.figures.checksum
     truth = sim.control.usage_truth(invoice_id)
     expected = sum((t["difference"] for t in truth["subscriptions"].values()), Decimal(0))
-    assert result.state == "active" and checksum.status is ChecksumStatus.WITHIN_TOLERANCE, result.figures.message
+    assert result.state == "active" and checksum.status is ChecksumStatus.PASSED, result.figures.message
     assert checksum.overall.difference == expected and set(checksum.overall.causes) == {"rounding"}
     assert checksum.overall.explained == checksum.overall.difference  # all of it is Microsoft's rounding, to the cent
     usage = list(live_rows(rt.tables.table("invoiceusage"), PROVIDER_ID, invoice_id,
@@ -120,6 +121,33 @@ def test_one_file_lines_and_credits_are_explained(rt, sim, provider):
     assert "one_file" in row["checksum_explained_by"] and "credits" in row["checksum_explained_by"]
     unexplained = checksum.overall.difference - checksum.overall.explained
     assert abs(unexplained) < Decimal("0.05")
+
+
+@pytest.mark.parametrize("kind", ["reservation", "savings_plan", "marketplace"])
+def test_each_one_file_kind_is_recognised(rt, sim, provider, kind):
+    # the marketplace line: ProductCategory SaaS, PublisherName "Contoso ISV Ltd"
+    invoice_id = new_invoice(rt, sim, provider, extras=[kind])
+    checksum = rt.invoices.import_invoice(replace(provider, usage_mismatch_tolerance="100%"), invoice_id).figures.checksum
+    planted = [o for t in sim.control.usage_truth(invoice_id)["subscriptions"].values() for o in t["oneFile"]]
+    assert [o["kind"] for o in planted] == [kind]
+    assert checksum.overall.causes["one_file"] == Decimal(str(planted[0]["amount"])) != 0
+    assert checksum.overall.difference == checksum.overall.explained  # nothing left unexplained
+
+
+def test_unit_cost_survives_a_subscription_resync(rt, sim, provider):
+    costed = replace(provider, cost_management=CostManagement.INVOICE)
+    invoice_id = new_invoice(rt, sim, provider)
+    assert rt.invoices.import_invoice(costed, invoice_id).state == "active"
+    subscriptions = rt.tables.table("subscriptions")
+    row = next(r for r in subscriptions.list_entities() if r.get("unitCost") and not r.get("removed"))
+    kept = (row["unitCost"], row["costCurrency"], row["unitCostInvoice"])
+    sim.control.update_subscription(row["customer_id"], row["RowKey"], friendlyName="renamed in the portal")
+    results = rt.sync.sync_provider_now(rt.providers.get_provider(PROVIDER_ID), streams=(SUBSCRIPTIONS,),
+                                        customer_id=row["customer_id"])
+    assert sum(r.rows_written for r in results) == 1
+    after = subscriptions.find_entity(row["PartitionKey"], row["RowKey"])
+    assert after["friendlyName"] == "renamed in the portal"  # the sync replaced the row ...
+    assert (after["unitCost"], after["costCurrency"], after["unitCostInvoice"]) == kept  # ... with its cost
 
 
 def test_foreign_currency_and_22_digit_prices_stay_exact(rt, sim, provider):

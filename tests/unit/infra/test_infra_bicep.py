@@ -21,6 +21,7 @@ ROLE_IDS = {
     "storageTableDataContributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
     "storageQueueDataContributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
     "storageBlobDataOwner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
+    "storageBlobDataContributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
     "keyVaultSecretsOfficer": "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
 }
 
@@ -140,6 +141,10 @@ def test_managed_identity_and_least_privilege_roles(parsed):
     assert scopes["storageTableDataContributor"] == {'"storage"'}
     assert scopes["storageQueueDataContributor"] == {'"storage"'}
     assert "hostContainers" in next(iter(scopes["storageBlobDataOwner"]))  # containers, never the account
+    # the invoice CSV reports (identity-based storage): Contributor on that container only
+    assert "dataContainers" in next(iter(scopes["storageBlobDataContributor"]))
+    main_roles = parsed["main.bicep"]["modules"]["roles"]["config"]["params"]
+    assert "reportsContainerName" in json.dumps(main_roles["dataContainerNames"])
     assert scopes["keyVaultSecretsOfficer"] == {'"vault"'}
     # every assignment names its scope (a missing scope would mean the whole resource group)
     for doc in parsed.values():

@@ -140,9 +140,32 @@ def test_rounding_is_recognised_to_the_cent_and_not_held_against_the_tolerance()
     svc, tables, _, _, provider = importer(lines, rows)
     result = svc.import_invoice(provider, "G1")
     checksum = result.figures.checksum
-    assert checksum.status is ChecksumStatus.WITHIN_TOLERANCE and result.state == "active"
+    assert checksum.status is ChecksumStatus.PASSED and result.state == "active"
     assert checksum.overall.causes == {"rounding": Decimal("-0.0099999")}
+    assert checksum.overall.counted == 0
     assert invoice_row(tables)["checksum_explained_by"] == "rounding -0.0099999"
+
+
+def test_22_digit_prices_at_a_foreign_rate_differing_only_by_rounding_pass_exactly():
+    # the simulator's shape: a 22-digit unit price x 6-decimal quantities x a 9-decimal rate; in
+    # Decimal's default 28 digits the residues would be about 1e-27 and read as unexplained
+    price, rate = Decimal("0.1001896414475218662639"), Decimal("0.846202666")
+    quantities = [Decimal("7.123457"), Decimal("3.000001"), Decimal("11.987654")]
+    total = sum(quantities, Decimal(0))
+    lines = [recon(C1, "s1", str(usage_subtotal(price, total, rate)), price=str(price), quantity=str(total),
+                   rate=str(rate))]
+    rows = [usage(C1, "s1", str((price * q * rate).quantize(Decimal(1).scaleb(-22))), price=str(price),
+                  quantity=str(q), rate=str(rate)) for q in quantities]
+    checksum = importer(lines, rows)[0].import_invoice(PROVIDER, "G1").figures.checksum
+    assert checksum.status is ChecksumStatus.PASSED and checksum.overall.difference != 0
+    assert checksum.overall.counted == 0 and checksum.overall.causes["rounding"] == checksum.overall.difference
+
+
+def test_an_unexplained_cent_within_the_tolerance_is_within_tolerance():
+    lines = [recon(C1, "s1", "10.01", price="10", quantity="1")]
+    svc, _, _, _, provider = importer(lines, [usage(C1, "s1", "10", price="10", quantity="1")], tolerance="0.05")
+    checksum = svc.import_invoice(provider, "G1").figures.checksum
+    assert checksum.status is ChecksumStatus.WITHIN_TOLERANCE and checksum.overall.counted == Decimal("0.01")
 
 
 def test_one_file_lines_credits_and_taxes_are_explained():
@@ -155,6 +178,14 @@ def test_one_file_lines_credits_and_taxes_are_explained():
     assert causes == {"one_file": Decimal("300"), "credits": Decimal("-2"), "taxes": Decimal("0.10")}
     cause = report(blobs, "mismatches")[0]["cause"]
     assert cause == "one_file 300; credits -2; taxes 0.1"
+
+
+@pytest.mark.parametrize("marks", [{"productCategory": "SaaS"}, {"publisherName": "Contoso ISV Ltd"}])
+def test_marketplace_lines_are_one_file(marks):
+    lines = [recon(C1, "s1", "10"), recon(C1, "s1", "25", meter="0002", productName="Contoso Backup", **marks),
+             recon(C1, "s1", "0", meter="m3", publisherName="Microsoft Corporation")]
+    svc, _, _, _, provider = importer(lines, [usage(C1, "s1", "10")])
+    assert svc.import_invoice(provider, "G1").figures.checksum.overall.causes == {"one_file": Decimal("25")}
 
 
 def test_usage_without_a_reconciliation_line_is_one_file():

@@ -396,6 +396,24 @@ def onetime_lines(n, base=1):
              "billingProvider": "one_time"} for i in range(n)]
 
 
+def test_v1_amounts_with_more_digits_than_a_float_stay_exact():
+    # 0.1 + 0.2 style: 24 significant digits, a float keeps 17; the v1 bodies are read as Decimal
+    long_total = Decimal("12.3456789012345678901234")
+    billing = FakeBilling()
+    billing.add("D1", [{"customerId": "c1", "totalForCustomer": long_total, "unitPrice": Decimal("0.1001896414475218662639"),
+                        "billingProvider": "office"}], total=long_total)
+    billing.invoices["D1"]["totalCharges"] = long_total
+    svc, tables = invoice_service(billing)
+    svc.sync_provider_invoices(PROVIDER, enqueue=False)
+    d = svc.import_invoice(PROVIDER, "D1")
+    assert d.summary.status is ReconciliationStatus.RECONCILED and d.summary.lines_total == long_total
+    line = invoice_lines(tables, "D1")["office-000000000"]
+    assert line["total"] == "12.3456789012345678901234" and line["unitPrice"] == "0.1001896414475218662639"
+    assert '"totalForCustomer":12.3456789012345678901234' in line["raw"]
+    invoice_row = tables.table("invoices").find_entity("p1", "D1")
+    assert invoice_row["totalCharges"] == "12.3456789012345678901234" and '12.3456789012345678901234' in invoice_row["raw"]
+
+
 def test_timer_enqueues_new_and_changed_invoices_only():
     billing, queues = FakeBilling(), FakeQueues()
     billing.add("G1", onetime_lines(3))
