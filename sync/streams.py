@@ -15,6 +15,7 @@ from urllib.parse import quote
 from shared.jsonutil import as_bool, as_enum, as_int, as_text, get_path
 from shared.paging import PageRequest, Paginator, PagingStyle, paginator_for
 from shared.tables import escape_key, utf16_units
+from shared.token_choice import needs_app_user
 
 from .invoices.money import amount_text
 from .resources import IdKind, canonical_id, checked_id, invoice_kind, is_nce
@@ -104,11 +105,16 @@ class Stream:
     parent: str | None = None
     page_size: int | None = None
     key: Callable[[Mapping[str, Any]], str | None] = _default_key
-    requires_user: bool = False  # App+User token needed (agreements)
     # the shape an item's key must have (it goes into child paths): checked and canonicalised
     key_kind: IdKind | None = None
 
     # -- request side ------------------------------------------------------------------------
+
+    @property
+    def requires_user(self) -> bool:
+        """Partner Center serves this stream's reads to App+User tokens only (agreements): the
+        token choice's table (shared.token_choice) decides, so the two never disagree."""
+        return self.path is not None and needs_app_user("GET", self.path.format(parent_id="id"))
 
     @property
     def per_customer(self) -> bool:
@@ -257,7 +263,6 @@ AGREEMENTS = Stream(
     params={"agreementType": "MicrosoftCustomerAgreement"},
     paging=PagingStyle.NONE,
     parent="customers",
-    requires_user=True,
     key=_agreement_key,
     columns=(
         col("type"),
@@ -282,7 +287,6 @@ INVOICES = Stream(
     path="/invoices",
     paging=PagingStyle.OFFSET,
     page_size=200,
-    requires_user=True,
     key_kind=IdKind.INVOICE,
     columns=(
         col("invoiceDate"),
