@@ -43,13 +43,10 @@ HEALTHY = {"trusted_location_skips_mfa": False, "mfa_error_format": "2026", "con
 def sim():
     from simulator.testing import start_simulator
 
-    running = start_simulator(customers=6, subscriptions_per_customer=3, nce_fraction=0.5, invoices=1,
-                              line_items_per_invoice=2, rate_limit_per_minute=SIM_RATE,
-                              refresh_token_inactivity_days=400)
-    try:
+    with start_simulator(customers=6, subscriptions_per_customer=3, nce_fraction=0.5, invoices=1,
+                         line_items_per_invoice=2, rate_limit_per_minute=SIM_RATE,
+                         refresh_token_inactivity_days=400) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture
