@@ -3,7 +3,9 @@ in place of the sync-customer queue. The invoice commands are in :mod:`sync.invo
 
 A run that fails, whatever the reason (a Partner Center error, a token refresh or Key Vault blip,
 a storage error), is recorded in ``syncruns`` and the other runs go on; the command ends with the
-summary table, the failed runs and exit code 1 (3 when consent is needed)."""
+summary table, the failed runs and an exit code (:func:`report`). A stream that needs the App+User
+token (agreements) while it is unavailable (consent lost, MFA or Conditional Access refusal) ends
+``degraded``: the app-only streams are synced, and the command prints the cause and the fix."""
 from __future__ import annotations
 
 import argparse
@@ -23,6 +25,7 @@ SUMMARY_COLUMNS = ("rows_read", "rows_written", "rows_removed", "children_remove
                    "retries")
 HEADERS = ("stream", "runs", "read", "written", "removed", "children removed", "calls", "429s", "retries", "failed")
 EXIT_CONSENT_REQUIRED = 3
+EXIT_DEGRADED = 4  # everything that works app-only synced; App+User-only streams were not read
 
 
 def register(subparsers: Any) -> None:
@@ -134,11 +137,13 @@ def _sync_with_progress(console: Any, service: Any, provider: Any, streams: Any,
 
 
 def report(console: Any, results: list[RunResult]) -> int:
-    """Print the summary table and failures; the exit code is 0, 1 (failures) or 3 (consent)."""
+    """Print the summary table, failures and degraded streams (with the fix); the exit code is 0,
+    3 (consent needed: the app-only calls stopped too), 1 (failures), else 4 (degraded only)."""
     from rich.table import Table
 
     rows: dict[str, dict[str, Any]] = defaultdict(lambda: defaultdict(int))
-    failures = [r for r in results if r.outcome not in (RunOutcome.SUCCEEDED, RunOutcome.SKIPPED)]
+    failures = [r for r in results if r.outcome not in (RunOutcome.SUCCEEDED, RunOutcome.SKIPPED, RunOutcome.DEGRADED)]
+    degraded = [r for r in results if r.outcome == RunOutcome.DEGRADED]
     for r in results:
         row = rows[r.stream]
         row["runs"] += 1
@@ -155,6 +160,23 @@ def report(console: Any, results: list[RunResult]) -> int:
         console.print(f"[red]{r.outcome}[/red] {r.stream} {r.customer_id or ''}: {r.error}")
     if len(failures) > 20:
         console.print(f"... and {len(failures) - 20} more failed run(s); see table syncruns")
+    print_degraded(console, degraded)
     if any(r.outcome == RunOutcome.CONSENT_REQUIRED for r in results):
         return EXIT_CONSENT_REQUIRED
-    return 1 if failures else 0
+    return 1 if failures else (EXIT_DEGRADED if degraded else 0)
+
+
+def print_degraded(console: Any, degraded: list[RunResult]) -> None:
+    """One line per degraded stream (how many customers, the cause), then each cause's fix once."""
+    from shared.token_health import describe
+
+    by_stream: dict[tuple[str, str], int] = defaultdict(int)
+    for r in degraded:
+        by_stream[(r.stream, r.cause or "")] += 1
+    for (stream, cause), count in sorted(by_stream.items()):
+        console.print(f"[yellow]degraded[/yellow] {stream}: {count} run(s) not read, App+User token "
+                      f"unavailable ({cause or 'unknown'}); its stored rows are kept", highlight=False, soft_wrap=True)
+    for cause in sorted({cause for _, cause in by_stream}):
+        why, fix = describe(cause)
+        if fix:
+            console.print(f"  {cause}: {why} Fix: {fix}", highlight=False, soft_wrap=True)

@@ -33,7 +33,7 @@ from .cursor import CursorStore, DeltaCursor
 from .drift import DriftRecorder, DriftReports, DriftTables, new_sweep_id
 from .engine import SyncService, fan_out, for_each_active_provider
 from .names import SYNC_CUSTOMER_QUEUE
-from .runs import RunOutcome, RunResult, SyncMode, TimerOutcome, record_run
+from .runs import RunOutcome, RunResult, SyncMode, TimerOutcome, overall_outcome, record_run
 from .streams import CUSTOMERS
 from .targeted import TargetedMessage, refresh_customer
 
@@ -119,9 +119,8 @@ class DeltaService:
         result.calls_saved = outcome.calls_saved = max(0, full - outcome.calls)
         result.cursor = outcome.cursor = to_iso(cursor.position) if cursor.position else None
         result.rows_read, outcome.records, outcome.customers = plan.records, plan.records, len(plan.work)
-        failed = [r for r in runs if r.outcome != RunOutcome.SUCCEEDED]
-        result.end(RunOutcome.FAILED if failed else RunOutcome.SUCCEEDED,
-                   error=f"{len(failed)} targeted run(s) failed" if failed else None)
+        ended, error, result.cause = overall_outcome(runs, "targeted run")
+        result.end(ended, error=error)
         record_run(self.sync.tables, result)
         outcome.outcome, outcome.runs = result.outcome, [result, *runs]
         return outcome
@@ -225,9 +224,7 @@ class DeltaService:
         self.cursors.save(cursor)
         outcome.calls += sweep_calls
         outcome.cursor = to_iso(cursor.position)
-        failed = [r for r in outcome.runs if r.outcome not in (RunOutcome.SUCCEEDED, RunOutcome.SKIPPED)]
-        outcome.outcome = RunOutcome.FAILED if failed else RunOutcome.SUCCEEDED
-        outcome.error = f"{len(failed)} run(s) failed" if failed else None
+        outcome.outcome, outcome.error, _ = overall_outcome(outcome.runs)
         outcome.drift = self.reports.latest(provider.id)
 
     def _observed(self, provider_id: str, sweep_id: str | None, work: Callable[[SyncService], Any]) -> Any:

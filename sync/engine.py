@@ -11,7 +11,9 @@ Guarantees (the row rules themselves are in :mod:`sync.rows`):
 * when a customer disappears, its subscriptions and agreements are tombstoned too (children
   first, so a crash in between is repaired by the next run);
 * every run writes a ``syncruns`` row (:mod:`sync.runs`) when it starts and finishes it when it
-  ends; ``ConsentRequired`` ends the provider's work cleanly;
+  ends; ``ConsentRequired`` ends the provider's work cleanly, except that an App+User-only stream
+  (agreements) whose token is unavailable (consent lost, MFA or Conditional Access refusal) ends
+  ``degraded`` alone: its rows stay as they were and the app-only streams go on;
 * ids are canonical (lower case) wherever they enter: the ``sync-customer`` message, a run's
   customer id, and the ids read from Partner Center that become keys; an id that is not a GUID
   never goes into a path (the item is skipped and named in the run's row, a run for it fails);
@@ -31,7 +33,7 @@ from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping
 from shared import telemetry
 from shared.clock import utc_now
 from shared.clients import ClientRegistry
-from shared.errors import ConsentRequired, InvalidInput, Unavailable, UpstreamRefused
+from shared.errors import ConsentRequired, InvalidInput, TokenRefused, Unavailable, UpstreamRefused
 from shared.jsonutil import JsonRejected, get_path, parse_json_text
 from shared.logging import get_logger
 from shared.partner_center import PartnerCenterClient
@@ -263,8 +265,8 @@ class SyncService:
                 work(stream, client=bound, tables=self.tables, provider_id=provider.id,
                      customer_id=customer_id, result=result)
                 result.end(RunOutcome.SUCCEEDED)
-            except ConsentRequired as exc:
-                self.consent_lost(provider, result, exc, f"{stream.name} sync of {_scope(provider.id, customer_id)}")
+            except (ConsentRequired, TokenRefused) as exc:
+                self.token_unavailable(stream, provider, result, exc, f"{stream.name} sync of {_scope(provider.id, customer_id)}")
             except (PartnerCenterError, InvalidId, Unavailable, UpstreamRefused) as exc:
                 # Partner Center, a bad id, or a dependency blip (Entra, Key Vault): this run failed
                 # and says so; the provider's other runs go on
@@ -277,6 +279,21 @@ class SyncService:
                 raise
             self._finish(result, stats)
             return result
+
+    def token_unavailable(self, stream: Stream, provider: ProviderConnection, result: RunResult,
+                          exc: ConsentRequired | TokenRefused, what: str) -> None:
+        """The App+User token is unavailable: an App+User-only stream degrades (the provider's other
+        work goes on); a stream that should work app-only needed it (app-only refused) and fails
+        as before: ``consent_required`` for a lost consent, ``failed`` for a refusal."""
+        if stream.requires_user:
+            result.degrade(exc)
+            log.warning("%s degraded: App+User token unavailable (%s); app-only streams go on", what, result.cause,
+                        extra={"provider_id": provider.id, "stream": stream.name})
+        elif isinstance(exc, ConsentRequired):
+            self.consent_lost(provider, result, exc, what)
+        else:
+            result.end(RunOutcome.FAILED, exc)
+            log.warning("%s failed: %s", what, exc, extra={"provider_id": provider.id, "stream": stream.name})
 
     def consent_lost(self, provider: ProviderConnection, result: RunResult, exc: ConsentRequired, what: str) -> None:
         """End the run as ``consent_required`` and drop the provider's cached clients."""
@@ -298,9 +315,9 @@ class SyncService:
 
     def workable_provider(self, provider_id: str, what: str) -> ProviderConnection | None:
         """The provider queue work is for, or None (logged) when it is missing, disabled or
-        without active consent: such a message is dropped, not retried."""
+        without a consent (:func:`syncs_app_only`): such a message is dropped, not retried."""
         provider = self.providers.find_provider(provider_id)
-        if provider is not None and provider.enabled and provider.consent_active:
+        if provider is not None and provider.enabled and syncs_app_only(provider):
             return provider
         state = "missing" if provider is None else ("disabled" if not provider.enabled else
                                                     f"consent {provider.consent_status}")
@@ -431,13 +448,24 @@ def fan_out(work_items: Iterable[str], work: Callable[[str], Any], *, workers: i
         return [done for done in pool.map(one, work_items) if done is not None]
 
 
+def syncs_app_only(provider: ProviderConnection) -> bool:
+    """Whether the sync works for the provider: its consent is active, or it worked once and was
+    lost (expired, revoked): then what works app-only still syncs and the App+User-only streams
+    end ``degraded``. A provider that never consented has no app-only access either."""
+    return provider.consent_active or provider.consent_blocked is not None
+
+
 def for_each_active_provider(providers: Any, work: Callable[[ProviderConnection], Any],
                              outcome_type: Callable[..., Any], what: str) -> list[Any]:
-    """Run a timer's work for every enabled provider with active consent. A provider without
-    consent is skipped and one that fails is recorded, so neither stops the others."""
+    """Run a timer's work for every enabled provider whose consent is active or was lost
+    (:func:`syncs_app_only`: degraded). A provider that never consented is skipped and one that
+    fails is recorded, so neither stops the others."""
     outcomes = []
     for provider in providers.list_providers(enabled_only=True):
-        if not provider.consent_active:
+        if provider.consent_blocked is not None:
+            log.warning("provider %s: consent is %s; %s runs app-only, App+User-only streams degrade",
+                        provider.id, provider.consent_blocked, what, extra={"provider_id": provider.id})
+        elif not provider.consent_active:
             log.info("provider %s skipped: consent is %s", provider.id, provider.consent_status,
                      extra={"provider_id": provider.id})
             outcomes.append(outcome_type(provider.id, RunOutcome.SKIPPED, error=f"consent {provider.consent_status}"))
@@ -453,5 +481,5 @@ def for_each_active_provider(providers: Any, work: Callable[[ProviderConnection]
 __all__ = [
     "CustomerMessage", "InvalidMessage", "ItemMessage", "ProviderOutcome", "RunOutcome", "RunResult", "SYNC_CUSTOMER_QUEUE",
     "SYNC_RUNS_TABLE", "SyncService", "decode_message", "fan_out", "for_each_active_provider",
-    "parse_customer_message", "summarize", "sync_stream", "tombstone_rows",
+    "parse_customer_message", "summarize", "sync_stream", "syncs_app_only", "tombstone_rows",
 ]

@@ -20,8 +20,9 @@ bp = func.Blueprint()
 @bp.function_name("sync_customers_timer")
 @bp.timer_trigger(arg_name="timer", schedule="%PCSYNC_SCHEDULE_CUSTOMERS%", run_on_startup=False, use_monitor=True)
 def sync_customers_timer(timer: func.TimerRequest) -> None:
-    """The full sweep of every enabled, consented provider: the delta catches up, the customers
-    are read, then one sync-customer message each (their rows still changed are the drift report)."""
+    """The full sweep of every enabled provider with a consent (active, or lost: then degraded, see
+    ``sync.engine.syncs_app_only``): the delta catches up, the customers are read, then one
+    sync-customer message each (their rows still changed are the drift report)."""
     from bootstrap import get_services
 
     if timer.past_due:
@@ -34,7 +35,7 @@ def sync_customers_timer(timer: func.TimerRequest) -> None:
 @bp.function_name("sync_delta_timer")
 @bp.timer_trigger(arg_name="timer", schedule="%PCSYNC_SCHEDULE_DELTA%", run_on_startup=False, use_monitor=True)
 def sync_delta_timer(timer: func.TimerRequest) -> None:
-    """The activity log of every enabled, consented provider since its cursor; one targeted
+    """The activity log of every enabled provider with a consent (active or lost) since its cursor; one targeted
     sync-customer message per customer it names (a full sweep when there is no usable cursor)."""
     from bootstrap import get_services
 

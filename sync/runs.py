@@ -21,6 +21,7 @@ from shared.logging import get_logger
 from shared.errors import Unavailable
 from shared.partner_center_errors import ServiceError, ThrottledError, TransportError
 from shared.tables import escape_key
+from shared.token_health import TokenHealth, describe
 from shared.transport import CallStats
 
 log = get_logger(__name__)
@@ -45,6 +46,10 @@ class RunOutcome(enum.StrEnum):
     FAILED = "failed"
     CONSENT_REQUIRED = "consent_required"  # the provider must consent again; its work stops
     SKIPPED = "skipped"  # a timer skipped the provider (consent not active); no run was made
+    # an App+User-only stream (agreements, invoice by id) not read because the provider's App+User
+    # token is refused or its consent lost; the app-only streams went on. ``cause`` names why
+    # (shared.token_health.TokenHealth) and the error text says the fix; its rows are left as they were
+    DEGRADED = "degraded"
     # Invoice imports only. The stored value stays "rejected"; it means the invoice does not exist
     # (404) and is unrelated to write-back's or webhooks' "rejected".
     INVOICE_NOT_FOUND = "rejected"
@@ -88,6 +93,7 @@ class RunResult:
     mode: SyncMode | None = None
     cursor: str | None = None  # a delta's activity-log position after the run (ISO)
     calls_saved: int | None = None  # a delta's calls below what a full sweep costs
+    cause: str | None = None  # a degraded run's token problem (shared.token_health.TokenHealth)
 
     @property
     def duration_s(self) -> float:
@@ -102,6 +108,14 @@ class RunResult:
         """Set the outcome; the error text defaults to the exception's message."""
         self.outcome, self.exception = outcome, exception
         self.error = error if error is not None else (str(exception) if exception is not None else None)
+
+    def degrade(self, exception: BaseException) -> None:
+        """An App+User-only stream not read for a token problem (``ConsentRequired`` or
+        ``TokenRefused``): ``degraded``, with the cause and its fix in ``cause`` and the error."""
+        cause = TokenHealth(getattr(exception, "health", None) or TokenHealth.CONSENT_REFUSED)
+        why, fix = describe(cause)
+        self.end(RunOutcome.DEGRADED, exception, error=f"App+User token unavailable ({cause}): {why} Fix: {fix}")
+        self.cause = cause.value
 
     def crashed(self, exception: BaseException) -> None:
         """An unexpected error: recorded with its type, then re-raised by the caller."""
@@ -141,7 +155,7 @@ class RunResult:
             "retries": self.retries,
             "error": (self.error or "")[:MAX_ERROR_TEXT],
         }
-        for name in ("mode", "cursor", "calls_saved"):
+        for name in ("mode", "cursor", "calls_saved", "cause"):
             if getattr(self, name) is not None:
                 entity[name] = getattr(self, name)
         if self.skipped:
@@ -189,18 +203,36 @@ def list_runs(tables: Tables, provider_id: str, *, now: datetime | None = None) 
         yield {**row, "outcome": run_outcome(row, now=now).value}
 
 
+def overall_outcome(runs: Iterable[RunResult], what: str = "run") -> tuple[RunOutcome, str | None, str | None]:
+    """(outcome, error, cause) of work made of ``runs``: ``failed`` when one failed, ``degraded``
+    (naming the causes) when the only shortfall is App+User-only streams not read, else
+    ``succeeded`` (skipped runs are no shortfall)."""
+    runs = list(runs)
+    failed = [r for r in runs if r.outcome not in (RunOutcome.SUCCEEDED, RunOutcome.SKIPPED, RunOutcome.DEGRADED)]
+    degraded = [r for r in runs if r.outcome == RunOutcome.DEGRADED]
+    causes = sorted({r.cause for r in degraded if r.cause})
+    cause = causes[0] if causes else None
+    if failed:
+        return RunOutcome.FAILED, f"{len(failed)} {what}(s) failed", cause
+    if degraded:
+        causes_text = ", ".join(causes)
+        return RunOutcome.DEGRADED, f"{len(degraded)} {what}(s) degraded: App+User token unavailable ({causes_text})", cause
+    return RunOutcome.SUCCEEDED, None, None
+
+
 SUMMED = ("calls", "rows_read", "rows_written", "rows_removed", "children_removed", "throttled_429", "retries")
 
 
 def summarize(results: Iterable[RunResult]) -> dict[str, Any]:
-    totals: dict[str, Any] = {"runs": 0, **{key: 0 for key in SUMMED}, "failed": 0}
+    totals: dict[str, Any] = {"runs": 0, **{key: 0 for key in SUMMED}, "failed": 0, "degraded": 0}
     for r in results:
         totals["runs"] += 1
         for key in SUMMED:
             totals[key] += getattr(r, key)
-        totals["failed"] += r.outcome != RunOutcome.SUCCEEDED
+        totals["failed"] += r.outcome not in (RunOutcome.SUCCEEDED, RunOutcome.DEGRADED)
+        totals["degraded"] += r.outcome == RunOutcome.DEGRADED
     return totals
 
 
 __all__ = ["FUNCTION_TIMEOUT", "MAX_ERROR_TEXT", "RETRYABLE_ERRORS", "RunOutcome", "RunResult", "SYNC_RUNS_TABLE", "SyncMode",
-           "TimerOutcome", "list_runs", "record_run", "run_outcome", "summarize"]
+           "TimerOutcome", "list_runs", "overall_outcome", "record_run", "run_outcome", "summarize"]

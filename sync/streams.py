@@ -14,6 +14,7 @@ from urllib.parse import quote
 from shared.jsonutil import as_bool, as_enum, as_int, as_text, dumps_exact, get_path
 from shared.paging import PageRequest, Paginator, PagingStyle, paginator_for
 from shared.tables import escape_key, utf16_units
+from shared.token_choice import needs_app_user
 
 from .invoices.money import amount_text
 from .resources import IdKind, canonical_id, checked_id, invoice_kind, is_nce
@@ -117,7 +118,6 @@ class Stream:
     parent: str | None = None
     page_size: int | None = None
     key: Callable[[Mapping[str, Any]], str | None] = _default_key
-    requires_user: bool = False  # App+User token needed (agreements)
     # the shape an item's key must have (it goes into child paths): checked and canonicalised
     key_kind: IdKind | None = None
     # money (invoices, their line items): the bodies' non-integer numbers read as Decimal from
@@ -128,6 +128,12 @@ class Stream:
     carried: "CarriedColumns | None" = None
 
     # -- request side ------------------------------------------------------------------------
+
+    @property
+    def requires_user(self) -> bool:
+        """Partner Center serves this stream's reads to App+User tokens only (agreements): the
+        token choice's table (shared.token_choice) decides, so the two never disagree."""
+        return self.path is not None and needs_app_user("GET", self.path.format(parent_id="id"))
 
     @property
     def per_customer(self) -> bool:
@@ -277,7 +283,6 @@ AGREEMENTS = Stream(
     params={"agreementType": "MicrosoftCustomerAgreement"},
     paging=PagingStyle.NONE,
     parent="customers",
-    requires_user=True,
     key=_agreement_key,
     columns=(
         col("type"),
@@ -302,7 +307,6 @@ INVOICES = Stream(
     path="/invoices",
     paging=PagingStyle.OFFSET,
     page_size=200,
-    requires_user=True,
     key_kind=IdKind.INVOICE,
     exact_numbers=True,
     columns=(

@@ -42,6 +42,7 @@ class ReconciliationStatus(enum.StrEnum):
     FAILED = "failed"
     INVOICE_NOT_FOUND = "rejected"  # the invoice does not exist (404): the import's outcome
     CONSENT_REQUIRED = "consent_required"
+    DEGRADED = "degraded"  # not imported: the App+User token is unavailable (import_message names the fix)
 
 
 # --------------------------------------------------------------------------------------------

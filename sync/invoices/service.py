@@ -23,8 +23,9 @@ Import (one message, one invoice):
 * the reconciliation summary is merged into the invoice row; a ``syncruns`` row records the run.
 
 Errors: transient Partner Center / Graph failures raise (the queue redelivers, then poisons);
-``ConsentRequired`` ends the import cleanly; a permission or format problem is recorded as
-``failed`` on the run and the invoice row (and retried by the next timer run).
+``ConsentRequired`` or a refused App+User token (MFA, Conditional Access) ends the import
+``degraded`` (the invoice by id is App+User only; the next invoices timer enqueues it again);
+a permission or format problem is recorded as ``failed`` on the run and the invoice row (and retried by the next timer run).
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from shared import telemetry
 from shared.clock import utc_now
-from shared.errors import ConsentRequired
+from shared.errors import ConsentRequired, TokenRefused
 from shared.graph_billing_errors import GraphBillingError
 from shared.jsonutil import get_path
 from shared.logging import get_logger
@@ -73,6 +74,7 @@ _STATUS_AFTER = {
     RunOutcome.UNAVAILABLE: ReconciliationStatus.PENDING,
     RunOutcome.INVOICE_NOT_FOUND: ReconciliationStatus.INVOICE_NOT_FOUND,
     RunOutcome.CONSENT_REQUIRED: ReconciliationStatus.CONSENT_REQUIRED,
+    RunOutcome.DEGRADED: ReconciliationStatus.DEGRADED,
 }
 
 LineItems = Iterable[tuple[Stream, Iterator[Mapping[str, Any]]]]
@@ -171,8 +173,12 @@ class InvoiceService:
                 invoice = bound.get_json(f"/invoices/{escape_path(checked)}", expect=resource_problem("Invoice", checked),
                                          exact_numbers=INVOICES.exact_numbers)
                 self._import(provider, invoice, bound, stats, result, plan=plan_import(invoice, source=source))
-            except ConsentRequired as exc:
-                self.sync.consent_lost(provider, result, exc, f"import of invoice {invoice_id}")
+            except (ConsentRequired, TokenRefused) as exc:
+                # the invoice by id is App+User only: this import degrades, the app-only work goes on
+                # (import_hash is cleared, so the invoices timer enqueues it again)
+                result.degrade(exc)
+                log.warning("import of invoice %s for %s degraded: App+User token unavailable (%s)", invoice_id,
+                            provider.id, result.cause, extra=where)
             except NotFoundError as exc:
                 result.end(RunOutcome.INVOICE_NOT_FOUND, exc)
                 log.warning("invoice %s of provider %s does not exist; import rejected", invoice_id, provider.id,

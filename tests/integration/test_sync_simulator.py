@@ -67,6 +67,14 @@ def stored(runtime, table: str, provider_id: str = PROVIDER_ID) -> list[dict]:
 
 
 def assert_store_equals_truth(runtime, sim):
+    assert_customers_and_subscriptions_equal_truth(runtime, sim)
+    truth_agreements = Counter((a["customerId"], a["primaryContact"]["email"]) for a in sim.control.agreements()
+                               if a["type"] == "MicrosoftCustomerAgreement")
+    agreements = [r for r in stored(runtime, "agreements") if not r.get("removed")]
+    assert Counter((r["customer_id"], r["contactEmail"]) for r in agreements) == truth_agreements
+
+
+def assert_customers_and_subscriptions_equal_truth(runtime, sim):
     truth_customers = {c["id"]: c for c in sim.control.customers()}
     customers = [r for r in stored(runtime, "customers") if not r.get("removed")]
     assert len(customers) == len({r["id"] for r in customers}) == len(truth_customers)
@@ -85,11 +93,6 @@ def assert_store_equals_truth(runtime, sim):
         assert row["autoRenewEnabled"] == truth["autoRenewEnabled"] and row["etag"] == truth["attributes"]["etag"]
         assert row.get("cancellationAllowedUntilDate") == truth.get("cancellationAllowedUntilDate")
     assert {r["isNce"] for r in subs} == {True, False}  # mixed legacy and NCE
-
-    truth_agreements = Counter((a["customerId"], a["primaryContact"]["email"]) for a in sim.control.agreements()
-                               if a["type"] == "MicrosoftCustomerAgreement")
-    agreements = [r for r in stored(runtime, "agreements") if not r.get("removed")]
-    assert Counter((r["customer_id"], r["contactEmail"]) for r in agreements) == truth_agreements
 
 
 def test_sync_equals_truth_then_a_second_run_writes_nothing_then_only_changes(rt, sim):

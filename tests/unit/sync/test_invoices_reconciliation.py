@@ -502,14 +502,23 @@ def test_no_v2_data_in_the_overlap_window_falls_back_to_v1_onetime():
     assert len(seek_pages) == 3 and seek_pages[1]["seekOperation"] == "Next"
 
 
-def test_consent_required_stops_cleanly():
+def test_lost_consent_degrades_the_import():
+    # the invoice by id is App+User only: the import is not made, says why, and is enqueued again
     billing = FakeBilling()
     billing.add("G1", onetime_lines(1))
     svc, tables = invoice_service(billing)
+    assert svc.sync_provider_invoices(PROVIDER).invoices_enqueued == 1
+    healthy = svc.sync.clients._token_sources
     svc.sync.clients._token_sources = lambda p: FakeTokenSource(consent_error=True)
     svc.sync.clients.forget("p1")
     result = svc.import_invoice(PROVIDER, "G1")
-    assert result.outcome == "consent_required" and not result.retryable
+    assert result.outcome == "degraded" and not result.retryable
+    assert result.cause == "consent_refused" and "Fix:" in result.error
+    row = tables.table("invoices").find_entity("p1", "G1")
+    assert (row["recon_status"], row["import_state"], row["import_hash"]) == ("degraded", "error", "")
+    svc.sync.clients._token_sources = healthy
+    svc.sync.clients.forget("p1")
+    assert svc.sync_provider_invoices(PROVIDER).invoices_enqueued == 1  # asked again next run
 
 
 def test_transient_failure_is_raised_for_the_queue():
