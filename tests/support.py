@@ -29,6 +29,18 @@ def simulator_settings(sim, storage_connection: str, **overrides):
 SAMPLES_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "partner-center-samples"
 
 
+def started_simulator(**options):
+    """A simulator started with ``options`` and stopped afterwards; for module fixtures:
+    ``yield from started_simulator(customers=3, ...)``."""
+    from simulator.testing import start_simulator
+
+    running = start_simulator(**options)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
 def simulator_runtime(sim, storage_connection: str):
     """Yield a Runtime wired to the simulator and the given storage, installed as the process
     runtime, with the app's client secret in the simulated Key Vault and no faults injected.

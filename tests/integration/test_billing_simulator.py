@@ -18,7 +18,7 @@ from shared.tables import escape_key
 from sync.invoices.checksum import ChecksumStatus
 from sync.streams import SUBSCRIPTIONS
 from sync.invoices.store import live_rows
-from tests.support import simulator_runtime
+from tests.support import simulator_runtime, started_simulator
 
 PROVIDER_ID = "bill-partner"
 SIM_RATE = 100_000
@@ -26,14 +26,8 @@ SIM_RATE = 100_000
 
 @pytest.fixture(scope="module")
 def sim():
-    from simulator.testing import start_simulator
-
-    running = start_simulator(customers=12, invoices=2, line_items_per_invoice=24, rate_limit_per_minute=SIM_RATE,
-                              export_running_polls=1, export_retry_after_seconds=0)
-    try:
-        yield running
-    finally:
-        running.stop()
+    yield from started_simulator(customers=12, invoices=2, line_items_per_invoice=24, rate_limit_per_minute=SIM_RATE,
+                                 export_running_polls=1, export_retry_after_seconds=0)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from sync.targeted import parse_targeted_message
 from sync.webhooks import functions as webhook_functions
 from tests.fakes.webhooks import capture_server, http_request
 from tests.integration.test_sync_simulator import assert_store_equals_truth
-from tests.support import simulator_runtime
+from tests.support import simulator_runtime, started_simulator
 
 PROVIDER_ID = "sim-partner"  # assert_store_equals_truth reads this provider's rows
 CUSTOMERS = 30
@@ -33,14 +33,8 @@ SIM_RATE = 100_000
 
 @pytest.fixture
 def sim():
-    from simulator.testing import start_simulator
-
-    running = start_simulator(customers=CUSTOMERS, subscriptions_per_customer=3, nce_fraction=0.5,
-                              rate_limit_per_minute=SIM_RATE, refresh_token_inactivity_days=400)
-    try:
-        yield running
-    finally:
-        running.stop()
+    yield from started_simulator(customers=CUSTOMERS, subscriptions_per_customer=3, nce_fraction=0.5,
+                                 rate_limit_per_minute=SIM_RATE, refresh_token_inactivity_days=400)
 
 
 @pytest.fixture

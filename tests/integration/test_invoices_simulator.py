@@ -18,7 +18,7 @@ from shared.transport import RetryPolicy
 from sync.invoices.service import IMPORT_INVOICE_QUEUE
 from sync.runs import RunOutcome
 from sync.invoices.store import live_rows
-from tests.support import simulator_runtime
+from tests.support import simulator_runtime, started_simulator
 
 PROVIDER_ID = "inv-partner"
 LINES = 450  # per stream: D = 300 office + 150 azure billing lines, G = 450 onetime lines
@@ -28,14 +28,8 @@ SIM_RATE = 100_000
 
 @pytest.fixture(scope="module")
 def sim():
-    from simulator.testing import start_simulator
-
-    running = start_simulator(customers=20, invoices=4, line_items_per_invoice=LINES, rate_limit_per_minute=SIM_RATE,
-                              export_running_polls=2, export_retry_after_seconds=0, export_items_per_blob=200)
-    try:
-        yield running
-    finally:
-        running.stop()
+    yield from started_simulator(customers=20, invoices=4, line_items_per_invoice=LINES, rate_limit_per_minute=SIM_RATE,
+                                 export_running_polls=2, export_retry_after_seconds=0, export_items_per_blob=200)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from shared.tables import escape_key
 from shared.transport import RetryPolicy
 from sync.engine import SyncService
 from sync.runs import RunOutcome, summarize
-from tests.support import simulator_runtime
+from tests.support import simulator_runtime, started_simulator
 
 CUSTOMERS = 200
 PROVIDER_ID = "sim-partner"
@@ -30,14 +30,8 @@ SIM_RATE = 100_000
 
 @pytest.fixture(scope="module")
 def sim():
-    from simulator.testing import start_simulator
-
-    running = start_simulator(customers=CUSTOMERS, subscriptions_per_customer=4, nce_fraction=0.5,
-                              rate_limit_per_minute=SIM_RATE)
-    try:
-        yield running
-    finally:
-        running.stop()
+    yield from started_simulator(customers=CUSTOMERS, subscriptions_per_customer=4, nce_fraction=0.5,
+                                 rate_limit_per_minute=SIM_RATE)
 
 
 @pytest.fixture

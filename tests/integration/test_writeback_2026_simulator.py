@@ -17,7 +17,7 @@ from sync.engine import summarize
 from sync.writeback.alerts import ALERTS_TABLE, end_of_term_findings
 from sync.writeback.horizon import agreement_status, renewals
 from sync.writeback.service import ApplyFailed, WritebackService
-from tests.support import simulator_runtime
+from tests.support import simulator_runtime, started_simulator
 
 PROVIDER_ID = "wb26-partner"
 SIM_RATE = 100_000
@@ -26,14 +26,8 @@ PATCH_KEY = "PATCH /v1/customers/{id}/subscriptions/{id}"
 
 @pytest.fixture(scope="module")
 def sim():
-    from simulator.testing import start_simulator
-
-    running = start_simulator(customers=3, subscriptions_per_customer=2, nce_fraction=1.0,
-                              rate_limit_per_minute=SIM_RATE)
-    try:
-        yield running
-    finally:
-        running.stop()
+    yield from started_simulator(customers=3, subscriptions_per_customer=2, nce_fraction=1.0,
+                                 rate_limit_per_minute=SIM_RATE)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from shared.transport import RetryPolicy
 from shared.clock import parse_iso as parse_time
 from sync.engine import summarize
 from sync.writeback.service import CLAIM_LEASE, MAX_DELIVERIES, ApplyFailed, WritebackService
-from tests.support import simulator_runtime
+from tests.support import simulator_runtime, started_simulator
 
 PROVIDER_ID = "wb-partner"
 SIM_RATE = 100_000
@@ -29,14 +29,8 @@ POST_ATTESTATION_KEY = "POST /v1/attestations/enhanced"
 
 @pytest.fixture(scope="module")
 def sim():
-    from simulator.testing import start_simulator
-
-    running = start_simulator(customers=4, subscriptions_per_customer=3, nce_fraction=0.5,
-                              rate_limit_per_minute=SIM_RATE)
-    try:
-        yield running
-    finally:
-        running.stop()
+    yield from started_simulator(customers=4, subscriptions_per_customer=3, nce_fraction=0.5,
+                                 rate_limit_per_minute=SIM_RATE)
 
 
 @pytest.fixture
