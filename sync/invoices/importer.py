@@ -35,7 +35,7 @@ from .csvreports import REPORTS_CONTAINER, ReferenceChecks, blob_name, mismatch_
 from .lines import RECON_COLUMNS, USAGE_COLUMNS, Line, build_row, recon_total
 from .pricing import Pricing, assign_billing_period
 from .reconciliation import LINE_ITEMS_TABLE, V1_AZURE, V2_RECON, LineTally
-from .store import PartitionedWriter, sweep
+from .store import PartitionedWriter, invoice_rows, sweep
 
 log = get_logger(__name__)
 
@@ -177,6 +177,20 @@ class InvoiceImport:
             return
         currency = line.entity.get("pricingCurrency") or line.entity.get("currency") or ""
         self.figures.unit_costs[subscription] = (line.customer_id or "", price, currency)
+
+    def has_stored_rows(self) -> bool:
+        """Whether any row of this invoice is stored (an earlier import's, a crashed one's, the
+        layout before per-generation partitions): a first import has nothing to sweep, and skips
+        reading back every row it wrote. (Two imports of one invoice at once may leave the
+        other's rows behind; the next import's sweep removes them.)"""
+        legacy = V2_RECON.partition_key(self.provider.id, self.invoice_id)
+        for name in (LINE_ITEMS_TABLE, USAGE_TABLE):
+            table = self.tables.table(name)
+            for rows in (invoice_rows(table, self.provider.id, self.invoice_id, select=["PartitionKey"]),
+                         table.list_entities(partition_key=legacy, select=["PartitionKey"])):
+                if next(iter(rows), None) is not None:
+                    return True
+        return False
 
     def sweep(self) -> None:
         legacy = V2_RECON.partition_key(self.provider.id, self.invoice_id)  # the layout before per-customer rows

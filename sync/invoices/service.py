@@ -208,12 +208,14 @@ class InvoiceService:
         if sources is None:
             run.figures.state = ImportState.PENDING
             return
+        earlier_rows = run.has_stored_rows()  # before this import writes any
         self._mark_populating(provider.id, invoice_id, run.figures.generation)
         try:
             run.write_lines(sources)  # stored on the writers' threads while the usage file is read
             usage_pending, checked = self._usage(run, plan, provider, invoice, client, stats, result)
             result.rows_written += run.close_writers()
-            run.sweep()  # only after every source was read and stored completely
+            if earlier_rows:
+                run.sweep()  # only after every source was read and stored completely
         finally:
             run.close_writers(quietly=True)  # after a failure: stop the writers (no-op otherwise)
             result.rows_read = run.rows_read

@@ -299,6 +299,39 @@ def test_reimport_replaces_and_a_crash_leaves_the_previous_import_live():
     assert len(list(tables.table("invoicelineitems").list_entities())) == 1  # leftovers swept
 
 
+def test_a_first_import_reads_nothing_back_and_a_crashed_first_import_is_swept_by_the_next():
+    svc, tables, _, billing, provider = importer([recon(C1, "s1", "1"), recon(C2, "s3", "2")],
+                                                 [usage(C1, "s1", "1"), usage(C2, "s3", "2")])
+    reads = []
+    for name in ("invoicelineitems", "invoiceusage"):
+        table, listing = tables.table(name), tables.table(name).list_entities
+
+        def counted(*args, _listing=listing, _name=name, **kwargs):
+            rows = list(_listing(*args, **kwargs))
+            reads.append((_name, len(rows)))
+            return iter(rows)
+        table.list_entities = counted
+    original = billing.request
+
+    def broken(method, url, **kwargs):
+        if "usage/billed/export" in url:
+            raise RuntimeError("killed")
+        return original(method, url, **kwargs)
+
+    billing.request = broken
+    with pytest.raises(RuntimeError):
+        svc.import_invoice(provider, "G1")  # the first import dies after writing its lines
+    assert reads and all(count == 0 for _, count in reads)  # it only asked whether rows existed
+    left = len(list(tables.table("invoicelineitems").list_entities()))
+    assert left == 2 and invoice_lines(tables, "G1") == {}
+    billing.request = original
+    reads.clear()
+    assert svc.import_invoice(provider, "G1").state == "active"
+    assert len(invoice_lines(tables, "G1")) == 2
+    assert len(list(tables.table("invoicelineitems").list_entities())) == 2  # the crashed import's rows are gone
+    assert ("invoicelineitems", 2) in reads  # its sweep read the leftovers (not the new rows)
+
+
 # -- pricing, unit costs, billing periods, provider fields -------------------------------------
 
 
