@@ -232,8 +232,11 @@ class UsageChecksum:
             found = self.subscriptions[key] = SubscriptionTotals(customer=line.customer_id or "")
         return found
 
+    def _meter_key(self, line: Line) -> str:
+        return _meter_key(line)
+
     def _meter(self, sub: SubscriptionTotals, line: Line) -> MeterTotals | None:
-        meter = _meter_key(line)
+        meter = self._meter_key(line)
         if not meter:
             return None
         found = sub.meters.get(meter)

@@ -14,8 +14,9 @@ The import's state (column ``import_state`` of the invoice row, :class:`ImportSt
 
 Usage: new commerce invoices read the Graph billed daily-rated usage export; legacy (D)
 invoices with Azure charges read the v1 ``azure`` usage line items (``billingPeriodStart``/
-``End`` from the provider's Billing Start Date). Legacy usage lines carry no amounts, so the
-checksum of a legacy invoice is ``not_applicable``.
+``End`` from the provider's Billing Start Date). Legacy usage lines carry quantities only, so a
+legacy invoice's checksum compares quantities priced at the billing line's rate
+(:mod:`sync.invoices.legacy_checksum`); one with Office lines only has none (``not_applicable``).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from shared.paging import PagingStyle
 from ..streams import INVOICES, Stream
 from .checksum import ChecksumResult, ChecksumStatus, UsageChecksum
 from .csvreports import REPORTS_CONTAINER, ReferenceChecks, blob_name, mismatch_report
+from .legacy_checksum import LegacyUsageChecksum
 from .lines import RECON_COLUMNS, USAGE_COLUMNS, Line, build_row, recon_total
 from .pricing import Pricing, assign_billing_period
 from .reconciliation import LINE_ITEMS_TABLE, V1_AZURE, V2_RECON, LineTally
@@ -100,13 +102,13 @@ class InvoiceImport:
     """Writes one invoice's rows and checks them; ``figures`` says what happened."""
 
     def __init__(self, *, tables: Any, blobs: Any, provider: ProviderConnection, invoice: Mapping[str, Any],
-                 resync: Callable[[str], None] | None = None, workers: int = 4,
+                 resync: Callable[[str], None] | None = None, workers: int = 4, legacy: bool = False,
                  on_rejected: Callable[[dict[str, Any], str], None] | None = None):
         self.tables, self.blobs, self.provider, self.invoice = tables, blobs, provider, invoice
         self.invoice_id = str(invoice.get("id") or "")
         self.figures = ImportFigures()
         self.tally = LineTally()
-        self.checksum = UsageChecksum()
+        self.checksum = LegacyUsageChecksum() if legacy else UsageChecksum()
         self.refs = ReferenceChecks(tables, provider.id, dict(invoice), resync=resync)
         self.pricing = Pricing(provider.azure_specialization, provider.azure_specializations)
         self.workers = workers
@@ -141,8 +143,7 @@ class InvoiceImport:
             self.figures.usage_count += 1
             if legacy:
                 assign_billing_period(line.entity, self.provider.billing_start_day)
-            else:
-                self.checksum.add_usage(line)
+            self.checksum.add_usage(line)
             self.pricing.apply(line)
             self.refs.check(line, usage=True)
             writer.add(line.entity)

@@ -202,7 +202,8 @@ class InvoiceService:
         invoice_id = result.invoice_id
         run = InvoiceImport(tables=self.tables, blobs=self.blobs, provider=provider, invoice=invoice,
                             resync=lambda customer: self._resync_customer(provider, customer, client, result),
-                            workers=self.write_workers, on_rejected=lambda row, reason: result.skip(row["RowKey"], reason))
+                            workers=self.write_workers, legacy=plan.legacy,
+                            on_rejected=lambda row, reason: result.skip(row["RowKey"], reason))
         result.figures = run.figures
         sources = self._line_items(plan, provider, invoice_id, client, stats, result)
         if sources is None:
@@ -239,7 +240,7 @@ class InvoiceService:
             items = client.iter_items(source.paginator(parent_id=invoice_id, page_size=self.v1_page_size),
                                       exact_numbers=source.exact_numbers)
             run.write_usage(source, items, legacy=True)
-            return None, False
+            return None, True  # quantities, priced at the billing lines' rates
         graph = self.sync.clients.graph(provider).bind(stats=stats)
         manifest, no_data = unless_no_data(lambda: graph.export_billed_usage(invoice_id))
         if no_data is not None:

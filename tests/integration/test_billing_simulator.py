@@ -199,7 +199,10 @@ def test_legacy_invoice_usage_gets_billing_periods_from_the_start_day(rt, sim, p
     rt.invoices.sync_provider_invoices(provider, enqueue=False)
     result = rt.invoices.import_invoice(provider, legacy["id"])
     assert result.outcome == "succeeded" and result.figures.usage_count > 0
-    assert result.figures.checksum.status is ChecksumStatus.NOT_APPLICABLE
+    # the simulator's daily quantities add up to each billing line's: the legacy checksum passes
+    checksum = result.figures.checksum
+    assert checksum.status is ChecksumStatus.PASSED and checksum.overall.recon > 0
+    assert checksum.overall.usage == checksum.overall.recon and result.figures.state == "active"
     usage = list(live_rows(rt.tables.table("invoiceusage"), PROVIDER_ID, legacy["id"],
                            invoice_row(rt, legacy["id"])["import_generation"]))
     assert all(r["billingPeriodStart"].endswith("-15") for r in usage)
