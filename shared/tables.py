@@ -98,7 +98,7 @@ def fit_entity(entity: Mapping[str, Any]) -> Entity:
 
 
 def _fitted(entity: Mapping[str, Any]) -> tuple[Entity, int]:
-    """:func:`fit_entity` and an upper bound of the result's share of a transaction body."""
+    """:func:`fit_entity` and an estimate (erring high) of the result's share of a transaction body."""
     fitted = dict(entity)
     stored, body = _bounds(fitted)
     if stored <= MAX_ENTITY_BYTES:
@@ -118,12 +118,14 @@ def _fitted(entity: Mapping[str, Any]) -> tuple[Entity, int]:
 
 
 def _bounds(entity: Mapping[str, Any]) -> tuple[int, int]:
-    """Cheap upper bounds, in one pass, of (the entity's size as the service counts it, its share
-    of a transaction body). Stored: a character is at most 2 UTF-16 units (4 bytes), another value
+    """In one pass, cheaply: (an upper bound of the entity's size as the service counts it, an
+    estimate of its share of a transaction body that errs high). Stored: a character is at most 2 UTF-16 units (4 bytes), another value
     at most 8 bytes; a string that may exceed the per-string limit makes it "too big" (over
-    :data:`MAX_ENTITY_BYTES`), so that the caller measures exactly. Body: a character is at most 6
-    bytes of JSON (``\\uXXXX``), a property's name, quotes and type annotation at most twice its
-    name plus 40, bytes (base64) at most twice their length, any other value at most 40."""
+    :data:`MAX_ENTITY_BYTES`), so that the caller measures exactly. Body: an ASCII character is
+    written in at most 2 bytes of JSON (``\\"``, ``\\n``; only the rare other control characters
+    take 6, and a batch the service refuses as too large is split anyway), any other at most 6
+    (``\\uXXXX``); a property's name, quotes and type annotation at most twice its name plus 40,
+    bytes (base64) at most twice their length, any other value at most 40."""
     stored, body = 12, 200
     for name, value in entity.items():
         if isinstance(value, str):
@@ -131,7 +133,7 @@ def _bounds(entity: Mapping[str, Any]) -> tuple[int, int]:
             if 2 * length > MAX_STRING_UTF16_UNITS and name not in _KEY_COLUMNS:
                 stored += MAX_ENTITY_BYTES
             stored += 4 * length + 4
-            body += 6 * length
+            body += (2 if value.isascii() else 6) * length  # isascii() is O(1) on str
         elif isinstance(value, (bytes, bytearray)):
             stored += len(value) + 4
             body += 2 * len(value)
