@@ -45,6 +45,9 @@ class BillingPlan:
     usage_ready: bool = True
     usage_available_at: dt.datetime | None = None   # on the simulator clock; None: when usage_ready
     usage_not_ready: str = "5000"               # "5000": the export fails; "empty": succeeds with no blobs
+    # a specialization name: the discounted (partner-earned-credit) usage lines say in BenefitType
+    # that their discount is that Azure specialization's, so the pricing modes differ on them
+    specialization_discount: str = ""
 
     def rate_for(self, currency: str) -> Decimal:
         if self.exchange_rate is not None:
@@ -62,12 +65,12 @@ class BillingPlan:
                 "usageMismatch": {sub: str(amount) for sub, amount in self.usage_mismatch.items()},
                 "usageReady": self.usage_ready,
                 "usageAvailableAt": iso(self.usage_available_at) if self.usage_available_at else None,
-                "usageNotReady": self.usage_not_ready}
+                "usageNotReady": self.usage_not_ready, "specializationDiscount": self.specialization_discount}
 
     def apply(self, changes: dict, now: dt.datetime) -> None:
         """Apply control-API knobs (camelCase or snake_case); raises PlanError on bad input."""
         known = {"exchangeRate", "extras", "usageMismatch", "usageReady", "usageDelayDays", "usageAvailableAt",
-                 "usageNotReady"}
+                 "usageNotReady", "specializationDiscount"}
         changes = {_camel(k): v for k, v in changes.items()}
         unknown = set(changes) - known
         if unknown:
@@ -79,6 +82,11 @@ class BillingPlan:
                 raise PlanError("exchangeRate must be positive")
         if "extras" in changes:
             self.extras = _extras(changes["extras"])
+        if "specializationDiscount" in changes:
+            name = changes["specializationDiscount"]
+            if not isinstance(name, str) or len(name) > 100:
+                raise PlanError("specializationDiscount must be a specialization's name (text, at most 100 characters)")
+            self.specialization_discount = name.strip()
         if "usageMismatch" in changes:
             mismatch = changes["usageMismatch"]
             if not isinstance(mismatch, dict):

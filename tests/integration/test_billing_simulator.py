@@ -7,7 +7,7 @@ import csv
 import io
 import json
 from dataclasses import replace
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import pytest
 
@@ -16,6 +16,7 @@ from shared.errors import Conflict
 from shared.providers import AzureSpecializationMode, CostManagement
 from shared.tables import escape_key
 from sync.invoices.checksum import ChecksumStatus
+from sync.invoices.money import EXACT_DIGITS
 from sync.streams import SUBSCRIPTIONS
 from sync.invoices.store import live_rows
 from tests.support import simulator_runtime, started_simulator
@@ -126,6 +127,40 @@ def test_each_one_file_kind_is_recognised(rt, sim, provider, kind):
     assert [o["kind"] for o in planted] == [kind]
     assert checksum.overall.causes["one_file"] == Decimal(str(planted[0]["amount"])) != 0
     assert checksum.overall.difference == checksum.overall.explained  # nothing left unexplained
+
+
+@pytest.mark.parametrize("mode", list(AzureSpecializationMode))
+def test_each_specialization_mode_prices_the_usage_lines(rt, sim, provider, mode):
+    invoice_id = new_invoice(rt, sim, provider, specializationDiscount="Analytics on Microsoft Azure")
+    result = rt.invoices.import_invoice(replace(provider, azure_specialization=mode), invoice_id)
+    assert result.state == "active", result.figures.message
+    usage = list(live_rows(rt.tables.table("invoiceusage"), PROVIDER_ID, invoice_id,
+                           invoice_row(rt, invoice_id)["import_generation"]))
+    discounted = [u for u in usage if u.get("benefitType")]
+    assert discounted and len(discounted) < len(usage)
+    for row in usage:
+        cost, basis = Decimal(row["partnerCost"]), Decimal(row["customerPriceBasis"])
+        assert cost == Decimal(row["billingPreTaxTotal"])  # what the partner pays, in the billing currency
+        if mode is AzureSpecializationMode.RETAIN and row.get("benefitType"):
+            with localcontext() as exact:
+                exact.prec = EXACT_DIGITS  # as pcsync computes it: no digit rounded away
+                discount = (Decimal(row["unitPrice"]) - Decimal(row["effectiveUnitPrice"])) * \
+                    Decimal(row["billableQuantity"] if row.get("billableQuantity") else row["quantity"]) * \
+                    Decimal(row["pcToBCExchangeRate"])
+                assert basis == cost + discount and discount > 0  # the discount is kept as margin
+        else:
+            assert basis == cost  # none and pass-through: the customer is priced from the discounted cost
+
+
+# ("from the product price list" is refused when the provider is saved: tests/unit/sync/test_invoices_checksum.py)
+@pytest.mark.parametrize("mode", [CostManagement.OFF, CostManagement.INVOICE])
+def test_cost_management_sets_unit_costs_only_from_the_invoice(rt, sim, provider, mode):
+    invoice_id = new_invoice(rt, sim, provider)
+    assert rt.invoices.import_invoice(replace(provider, cost_management=mode), invoice_id).state == "active"
+    costed = [r for r in rt.tables.table("subscriptions").list_entities() if r.get("unitCost")]
+    assert bool(costed) is (mode is CostManagement.INVOICE)
+    if costed:
+        assert all(r["unitCostInvoice"] == invoice_id and Decimal(r["unitCost"]) > 0 for r in costed)
 
 
 def test_unit_cost_survives_a_subscription_resync(rt, sim, provider):
