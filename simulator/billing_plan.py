@@ -40,6 +40,7 @@ def _decimal(value, name: str) -> Decimal:
 @dataclass
 class BillingPlan:
     exchange_rate: Decimal | None = None        # None: EXCHANGE_RATES[invoice currency]
+    usage_exchange_rate: Decimal | None = None  # None: the reconciliation file's rate
     extras: list[str] = field(default_factory=list)
     usage_mismatch: dict[str, Decimal] = field(default_factory=dict)  # subscription id (lower) -> amount
     usage_ready: bool = True
@@ -61,6 +62,7 @@ class BillingPlan:
 
     def to_json(self) -> dict:
         return {"exchangeRate": None if self.exchange_rate is None else str(self.exchange_rate),
+                "usageExchangeRate": None if self.usage_exchange_rate is None else str(self.usage_exchange_rate),
                 "extras": list(self.extras),
                 "usageMismatch": {sub: str(amount) for sub, amount in self.usage_mismatch.items()},
                 "usageReady": self.usage_ready,
@@ -70,7 +72,7 @@ class BillingPlan:
     def apply(self, changes: dict, now: dt.datetime) -> None:
         """Apply control-API knobs (camelCase or snake_case); raises PlanError on bad input."""
         known = {"exchangeRate", "extras", "usageMismatch", "usageReady", "usageDelayDays", "usageAvailableAt",
-                 "usageNotReady", "specializationDiscount"}
+                 "usageNotReady", "specializationDiscount", "usageExchangeRate"}
         changes = {_camel(k): v for k, v in changes.items()}
         unknown = set(changes) - known
         if unknown:
@@ -82,6 +84,11 @@ class BillingPlan:
                 raise PlanError("exchangeRate must be positive")
         if "extras" in changes:
             self.extras = _extras(changes["extras"])
+        if "usageExchangeRate" in changes:
+            rate = changes["usageExchangeRate"]
+            self.usage_exchange_rate = None if rate is None else _decimal(rate, "usageExchangeRate")
+            if self.usage_exchange_rate is not None and self.usage_exchange_rate <= 0:
+                raise PlanError("usageExchangeRate must be positive")
         if "specializationDiscount" in changes:
             name = changes["specializationDiscount"]
             if not isinstance(name, str) or len(name) > 100:

@@ -118,6 +118,15 @@ def test_one_file_lines_and_credits_are_explained(rt, sim, provider):
     assert abs(unexplained) < Decimal("0.05")
 
 
+def test_usage_converted_at_another_rate_is_explained_as_currency(rt, sim, provider):
+    invoice_id = new_invoice(rt, sim, provider, currency="EUR", usageExchangeRate="0.85")
+    result = rt.invoices.import_invoice(replace(provider, usage_mismatch_tolerance="100%"), invoice_id)
+    checksum = result.figures.checksum
+    assert checksum.overall.difference < 0  # the usage file converted at 0.85 instead of 0.846202666
+    assert checksum.overall.causes["currency"] < 0 and "currency" in invoice_row(rt, invoice_id)["checksum_explained_by"]
+    assert abs(checksum.overall.difference - checksum.overall.explained) < Decimal("0.05")  # left: rounding cents
+
+
 @pytest.mark.parametrize("kind", ["reservation", "savings_plan", "marketplace"])
 def test_each_one_file_kind_is_recognised(rt, sim, provider, kind):
     # the marketplace line: ProductCategory SaaS, PublisherName "Contoso ISV Ltd"
