@@ -10,11 +10,15 @@ Legs:
 * ``v2``: a G invoice, Graph billed reconciliation export (202, polling, manifest, gzip JSON Lines
   blobs streamed), every line mapped, hashed and batched;
 * ``v1``: a D invoice, v1 office + azure billing line items (size/offset, 2,000 per page);
-* ``azurite``: a smaller G invoice written to Azurite, then re-imported (``reimport_writes``); then
-  ``raw``: the very rows the import stored, read back and upserted again into fresh tables of the
-  same Azurite with plain 100-entity transactions (one partition each, as many threads as the
-  import's writer), so ``azurite_ratio_to_raw`` = import rows/s / raw rows/s is what pcsync's
-  pipeline costs over Table Storage itself, measured in the same run;
+* ``azurite``: a smaller G invoice imported into Azurite, then ``raw``: the very rows the import
+  stored, read back and upserted again into fresh tables of the same Azurite with plain
+  100-entity transactions (one partition each, as many threads as the import's writer); the
+  pair is repeated ``--azurite-repeats`` times (default 3) on fresh invoices, the previous one's
+  rows deleted in between, and ``azurite_ratio_to_raw`` is the median pair's import rows/s /
+  raw rows/s (``azurite_ratios``: every pair's): what pcsync's pipeline costs over Table Storage
+  itself, measured in the same run. On this shared 2-core machine one pair's raw wall time alone
+  moved by 40 % between runs, hence the pairs. Then the last invoice is re-imported
+  (``reimport_writes``: a new generation, the previous one swept);
 * ``1m``: a 1,000,000-line G invoice into the sink (``peak_rss_mb_1m``: flat memory);
 * ``checksum``: the usage checksum over 100,000 reconciliation lines and their usage rows, parsed
   in this process without HTTP (``checksum_s_per_100k``).
@@ -160,6 +164,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="40,000 lines per invoice; about half a minute")
     parser.add_argument("--lines", type=int, help="billed lines per invoice for the v2 and v1 legs")
     parser.add_argument("--azurite-lines", type=int, help="lines for the Azurite leg (0 skips it)")
+    parser.add_argument("--azurite-repeats", type=int, default=3,
+                        help="(import, raw) pairs of the Azurite leg; azurite_ratio_to_raw is their median")
     parser.add_argument("--million-lines", type=int, help="lines of the flat-memory leg (default 1,000,000; "
                                                             "0 skips it, as --quick does)")
     parser.add_argument("--checksum-lines", type=int, help="reconciliation lines of the checksum leg (default "
@@ -197,16 +203,26 @@ def million_leg(runtime, sim, provider, lines: int) -> dict:
     return figures
 
 
-def azurite_legs(runtime, sim, provider, lines: int) -> list[dict]:
-    """A smaller invoice written to Azurite, then re-imported (no writes expected), then the
-    same stored rows written raw into the same Azurite."""
+def azurite_legs(runtime, sim, provider, lines: int, repeats: int) -> list[dict]:
+    """``repeats`` pairs of (a fresh invoice imported into Azurite, the rows it stored upserted
+    raw into fresh tables of the same Azurite); then the last invoice re-imported. Between pairs
+    the previous invoice's rows are deleted (not timed), so that every import writes into tables
+    of the same size as the raw upserts do: Azurite slows down as a table grows."""
+    from sync.invoices.store import sweep
+
     service = runtime.derive(calls_per_minute=1_000_000).invoices
-    small = sim.control.add_invoice(kind="G", line_items=lines)
-    results = [leg("azurite", service, provider, small["id"], lines),
-               leg("reimport", service, provider, small["id"], lines)]
-    if results[-1]["rows_written"] != 0:   # reported as reimport_writes; the legs after it still run
-        print(f"WARNING: the re-import of an unchanged invoice wrote {results[-1]['rows_written']} rows", flush=True)
-    return results + [raw_leg(runtime.settings.storage.connection_string, small["id"], results[0])]
+    results: list[dict] = []
+    for repeat in range(repeats):
+        invoice = sim.control.add_invoice(kind="G", line_items=lines)
+        imported = leg("azurite" if repeat == 0 else f"azurite{repeat + 1}", service, provider, invoice["id"], lines)
+        results += [imported, raw_leg(runtime.settings.storage.connection_string, invoice["id"], imported, repeat)]
+        if repeat < repeats - 1:
+            for name in SINK_TABLES:  # a generation no row has: every row of the invoice goes
+                sweep(runtime.tables.table(name), provider.id, invoice["id"], "-")
+    results.append(leg("reimport", service, provider, invoice["id"], lines))
+    if results[-1]["rows_written"] != 0:   # reported as reimport_writes
+        print(f"re-import: a new generation of {results[-1]['rows_written']} rows (the previous one swept)", flush=True)
+    return results
 
 
 def stored_rows(service, invoice_id: str) -> dict[str, list[dict]]:
@@ -223,7 +239,7 @@ def stored_rows(service, invoice_id: str) -> dict[str, list[dict]]:
     return rows
 
 
-def raw_upserts(service, rows: dict[str, list[dict]], workers: int = RAW_WORKERS) -> float:
+def raw_upserts(service, rows: dict[str, list[dict]], workers: int = RAW_WORKERS, tag: int = 0) -> float:
     """Upsert the rows into fresh tables in 100-entity, one-partition transactions on
     ``workers`` threads; returns the seconds taken."""
     from collections import defaultdict
@@ -231,7 +247,7 @@ def raw_upserts(service, rows: dict[str, list[dict]], workers: int = RAW_WORKERS
 
     batches = []
     for name, table_rows in rows.items():
-        table = service.create_table(f"raw{name}{os.getpid()}")
+        table = service.create_table(f"raw{name}{os.getpid()}x{tag}")
         by_partition = defaultdict(list)
         for row in table_rows:
             by_partition[row["PartitionKey"]].append(row)
@@ -243,16 +259,16 @@ def raw_upserts(service, rows: dict[str, list[dict]], workers: int = RAW_WORKERS
     return time.perf_counter() - started
 
 
-def raw_leg(connection_string: str, invoice_id: str, imported: dict) -> dict:
-    """Raw batch upserts of the rows the Azurite leg's import stored, against its wall time."""
+def raw_leg(connection_string: str, invoice_id: str, imported: dict, repeat: int = 0) -> dict:
+    """Raw batch upserts of the rows an Azurite leg's import stored, against its wall time."""
     from azure.data.tables import TableServiceClient
 
     service = TableServiceClient.from_connection_string(connection_string)
     rows = stored_rows(service, invoice_id)
     count = sum(len(table_rows) for table_rows in rows.values())
-    seconds = raw_upserts(service, rows)
+    seconds = raw_upserts(service, rows, tag=repeat)
     import_rate, raw_rate = count / imported["wall_s"], count / seconds
-    figures = {"leg": "raw", "rows": count, "per_table": {name: len(r) for name, r in rows.items()},
+    figures = {"leg": f"raw{repeat + 1}" if repeat else "raw", "rows": count, "per_table": {name: len(r) for name, r in rows.items()},
                "raw_wall_s": round(seconds, 2), "raw_rows_per_s": round(raw_rate),
                "import_rows_per_s": round(import_rate), "ratio_to_raw": round(import_rate / raw_rate, 2)}
     print(f"     raw: {count:>7} stored rows {figures['per_table']} upserted raw in {figures['raw_wall_s']}s = "
@@ -313,10 +329,10 @@ def run_legs(args: argparse.Namespace) -> list[dict]:
                 raise SystemExit(f"consent failed: {outcome.message}")
             provider = runtime.providers.get_provider(PROVIDER_ID)
             results = sink_legs(runtime, sim, provider, args.lines)
-            if args.azurite_lines:
-                results += azurite_legs(runtime, sim, provider, args.azurite_lines)
-            if args.million_lines:
+            if args.million_lines:  # before the Azurite legs, whose raw legs hold their rows in memory
                 results.append(million_leg(runtime, sim, provider, args.million_lines))
+            if args.azurite_lines:
+                results += azurite_legs(runtime, sim, provider, args.azurite_lines, args.azurite_repeats)
             install_services(None)
     finally:
         sim.stop()
@@ -331,13 +347,16 @@ def summarize_legs(results: list[dict], lines: int, azurite_lines: int) -> dict:
                         for key in ("rows_per_s", "peak_rss_mb", "baseline_rss_mb", "peak_vs_baseline")})
     summary.update({"v1_calls": by_leg["v1"]["calls"], "v2_calls": by_leg["v2"]["calls"]})
     if "azurite" in by_leg:
+        pairs = [r for r in results if r["leg"].startswith("raw")]
+        middle = sorted(pairs, key=lambda r: r["ratio_to_raw"])[len(pairs) // 2]  # the median pair
         summary.update({"azurite_lines": azurite_lines, "azurite_rows_per_s": by_leg["azurite"]["rows_per_s"],
                         "reimport_rows_per_s": by_leg["reimport"]["rows_per_s"],
                         "reimport_writes": by_leg["reimport"]["rows_written"],
-                        "azurite_stored_rows": by_leg["raw"]["rows"],
-                        "azurite_import_rows_per_s": by_leg["raw"]["import_rows_per_s"],
-                        "azurite_raw_rows_per_s": by_leg["raw"]["raw_rows_per_s"],
-                        "azurite_ratio_to_raw": by_leg["raw"]["ratio_to_raw"]})
+                        "azurite_stored_rows": middle["rows"],
+                        "azurite_import_rows_per_s": middle["import_rows_per_s"],
+                        "azurite_raw_rows_per_s": middle["raw_rows_per_s"],
+                        "azurite_ratio_to_raw": middle["ratio_to_raw"],
+                        "azurite_ratios": [r["ratio_to_raw"] for r in pairs]})
     if "1m" in by_leg:
         summary.update({"lines_1m": by_leg["1m"]["lines"], "peak_rss_mb_1m": by_leg["1m"]["peak_rss_mb"],
                         "baseline_rss_mb_1m": by_leg["1m"]["baseline_rss_mb"],

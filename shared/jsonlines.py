@@ -63,26 +63,39 @@ def iter_gzip_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
             raise TruncatedBody("gzip stream ended early")
 
 
+class JsonLine(dict):
+    """One parsed line, with the line's own text (``text``): a caller that stores the row as
+    JSON keeps Microsoft's text as it was instead of encoding the parsed value again."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, value: dict[str, Any], text: str):
+        super().__init__(value)
+        self.text = text
+
+
 def iter_json_lines(chunks: Iterable[bytes], *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-                    parse_float: Callable[[str], Any] | None = None) -> Iterator[dict[str, Any]]:
+                    parse_float: Callable[[str], Any] | None = None) -> Iterator[JsonLine]:
     """Parse JSON Lines from byte chunks without holding more than one line (plus a chunk);
     ``parse_float`` as for ``json.loads`` (``Decimal`` keeps every digit)."""
     buffer = bytearray()
     line_no = 0
 
-    def parse(raw: bytes) -> dict[str, Any] | None:
+    def parse(raw: bytes) -> JsonLine | None:
         nonlocal line_no
         line_no += 1
         raw = raw.strip()
         if not raw:
             return None
         try:
-            value = json.loads(raw, parse_float=parse_float)
-        except ValueError as exc:
+            # as json.loads decodes bytes (a UTF-8 byte-order mark is dropped, not an error)
+            text = raw.decode(json.detect_encoding(raw), "surrogatepass")
+            value = json.loads(text, parse_float=parse_float)
+        except ValueError as exc:  # UnicodeDecodeError is a ValueError too
             raise BlobFormatError(f"line {line_no} is not JSON: {exc}") from None
         if not isinstance(value, dict):
             raise BlobFormatError(f"line {line_no} is not a JSON object")
-        return value
+        return JsonLine(value, text)
 
     for chunk in chunks:
         buffer += chunk
@@ -106,8 +119,8 @@ def iter_json_lines(chunks: Iterable[bytes], *, max_line_bytes: int = DEFAULT_MA
 
 
 def iter_gzip_json_lines(chunks: Iterable[bytes], *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-                         parse_float: Callable[[str], Any] | None = None) -> Iterator[dict[str, Any]]:
+                         parse_float: Callable[[str], Any] | None = None) -> Iterator[JsonLine]:
     return iter_json_lines(iter_gzip_chunks(chunks), max_line_bytes=max_line_bytes, parse_float=parse_float)
 
 
-__all__ = ["DEFAULT_MAX_LINE_BYTES", "iter_gzip_chunks", "iter_gzip_json_lines", "iter_json_lines"]
+__all__ = ["DEFAULT_MAX_LINE_BYTES", "JsonLine", "iter_gzip_chunks", "iter_gzip_json_lines", "iter_json_lines"]

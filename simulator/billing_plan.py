@@ -40,11 +40,15 @@ def _decimal(value, name: str) -> Decimal:
 @dataclass
 class BillingPlan:
     exchange_rate: Decimal | None = None        # None: EXCHANGE_RATES[invoice currency]
+    usage_exchange_rate: Decimal | None = None  # None: the reconciliation file's rate
     extras: list[str] = field(default_factory=list)
     usage_mismatch: dict[str, Decimal] = field(default_factory=dict)  # subscription id (lower) -> amount
     usage_ready: bool = True
     usage_available_at: dt.datetime | None = None   # on the simulator clock; None: when usage_ready
     usage_not_ready: str = "5000"               # "5000": the export fails; "empty": succeeds with no blobs
+    # a specialization name: the discounted (partner-earned-credit) usage lines say in BenefitType
+    # that their discount is that Azure specialization's, so the pricing modes differ on them
+    specialization_discount: str = ""
 
     def rate_for(self, currency: str) -> Decimal:
         if self.exchange_rate is not None:
@@ -58,16 +62,17 @@ class BillingPlan:
 
     def to_json(self) -> dict:
         return {"exchangeRate": None if self.exchange_rate is None else str(self.exchange_rate),
+                "usageExchangeRate": None if self.usage_exchange_rate is None else str(self.usage_exchange_rate),
                 "extras": list(self.extras),
                 "usageMismatch": {sub: str(amount) for sub, amount in self.usage_mismatch.items()},
                 "usageReady": self.usage_ready,
                 "usageAvailableAt": iso(self.usage_available_at) if self.usage_available_at else None,
-                "usageNotReady": self.usage_not_ready}
+                "usageNotReady": self.usage_not_ready, "specializationDiscount": self.specialization_discount}
 
     def apply(self, changes: dict, now: dt.datetime) -> None:
         """Apply control-API knobs (camelCase or snake_case); raises PlanError on bad input."""
         known = {"exchangeRate", "extras", "usageMismatch", "usageReady", "usageDelayDays", "usageAvailableAt",
-                 "usageNotReady"}
+                 "usageNotReady", "specializationDiscount", "usageExchangeRate"}
         changes = {_camel(k): v for k, v in changes.items()}
         unknown = set(changes) - known
         if unknown:
@@ -79,6 +84,16 @@ class BillingPlan:
                 raise PlanError("exchangeRate must be positive")
         if "extras" in changes:
             self.extras = _extras(changes["extras"])
+        if "usageExchangeRate" in changes:
+            rate = changes["usageExchangeRate"]
+            self.usage_exchange_rate = None if rate is None else _decimal(rate, "usageExchangeRate")
+            if self.usage_exchange_rate is not None and self.usage_exchange_rate <= 0:
+                raise PlanError("usageExchangeRate must be positive")
+        if "specializationDiscount" in changes:
+            name = changes["specializationDiscount"]
+            if not isinstance(name, str) or len(name) > 100:
+                raise PlanError("specializationDiscount must be a specialization's name (text, at most 100 characters)")
+            self.specialization_discount = name.strip()
         if "usageMismatch" in changes:
             mismatch = changes["usageMismatch"]
             if not isinstance(mismatch, dict):

@@ -69,6 +69,9 @@ class NceFiles:
         self.ctx, self.regular, self.plan = ctx, regular, plan or BillingPlan()
         self.rate = self.plan.rate_for(ctx.currency)
         self._rate = int(self.rate * 10 ** RATE_PLACES)
+        # the usage file's rate: the reconciliation file's unless a test planted another
+        self.usage_rate = self.plan.usage_exchange_rate or self.rate
+        self._usage_rate = int(self.usage_rate * 10 ** RATE_PLACES)
         digest = hashlib.sha256(f"{ctx.seed}|{ctx.key}|onetime_billing".encode()).digest()
         self._base = int.from_bytes(digest[:8], "big")
         self._start, self._end = ctx.period_start.strftime("%Y-%m-%dT%H:%M:%SZ"), \
@@ -204,11 +207,11 @@ class NceFiles:
         """(quantity scaled 1e6, PricingPreTaxTotal, BillingPreTaxTotal) of one usage row."""
         quantity = facts["quantities"][day]
         pricing = round_half_even_drop(facts["eup"] * quantity, EUP_PLACES + QTY_PLACES - UNIT_PLACES)
-        billing = round_half_even_drop(facts["eup"] * quantity * self._rate,
+        billing = round_half_even_drop(facts["eup"] * quantity * self._usage_rate,
                                        EUP_PLACES + QTY_PLACES + RATE_PLACES - UNIT_PLACES)
         pricing_total, billing_total = scaled(pricing, UNIT_PLACES), scaled(billing, UNIT_PLACES)
         planted = self._mismatch_rows.get(index)
         if planted is not None:
             billing_total += planted
-            pricing_total += (planted / self.rate).quantize(Decimal(1).scaleb(-UNIT_PLACES))
+            pricing_total += (planted / self.usage_rate).quantize(Decimal(1).scaleb(-UNIT_PLACES))
         return quantity, pricing_total, billing_total

@@ -129,11 +129,17 @@ def usage_row(files: NceFiles, facts: dict, day: int, index: int) -> dict:
         "UnitPrice": scaled(facts["unit"], UNIT_PLACES), "Quantity": scaled(quantity, QTY_PLACES),
         "UnitType": meter[3], "BillingPreTaxTotal": billing, "BillingCurrency": ctx.currency,
         "PricingPreTaxTotal": pricing, "PricingCurrency": "USD", "EntitlementId": azure_sub,
-        "EntitlementDescription": "Azure subscription", "PCToBCExchangeRate": files.rate,
+        "EntitlementDescription": "Azure subscription", "PCToBCExchangeRate": files.usage_rate,
         "PCToBCExchangeRateDate": files._end, "EffectiveUnitPrice": scaled(facts["eup"], EUP_PLACES),
         "PartnerEarnedCreditPercentage": 15 if facts["pec"] else 0, "CreditPercentage": 0, "CreditType": "",
-        "BenefitOrderId": "", "BenefitId": "", "BenefitType": "",
+        "BenefitOrderId": "", "BenefitId": "", "BenefitType": _benefit(files, facts),
     }
+
+
+def _benefit(files: NceFiles, facts: dict) -> str:
+    """The discounted lines name the planted specialization (``specializationDiscount``)."""
+    name = files.plan.specialization_discount
+    return f"Azure specialization discount: {name}" if name and facts["pec"] else ""
 
 
 def basic(row: dict) -> dict:

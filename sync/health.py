@@ -36,6 +36,7 @@ class Day:
     calls: int = 0
     throttled_429: int = 0
     failures: int = 0
+    degraded: int = 0  # App+User-only work skipped while that token is unavailable (not a failure)
     duration_s: float = 0.0
 
     def add(self, row: dict[str, Any]) -> None:
@@ -44,12 +45,13 @@ class Day:
         self.calls += int(row.get("calls") or 0)
         self.throttled_429 += int(row.get("throttled_429") or 0)
         self.failures += row.get("outcome") in FAILED
+        self.degraded += row.get("outcome") == RunOutcome.DEGRADED
         self.duration_s += float(row.get("duration_s") or 0)
 
     def to_json(self) -> dict[str, Any]:
         return {"date": self.day.isoformat(), "runs": self.runs, "rowsWritten": self.rows_written,
                 "calls": self.calls, "throttled429": self.throttled_429, "failures": self.failures,
-                "durationS": round(self.duration_s, 3)}
+                "degraded": self.degraded, "durationS": round(self.duration_s, 3)}
 
 
 @dataclass

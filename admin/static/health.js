@@ -4,7 +4,7 @@
 const SVG_NS = "http://www.w3.org/2000/svg";
 const METRICS = [
   ["rowsWritten", "rows written"], ["calls", "calls"], ["throttled429", "429s"],
-  ["failures", "failed runs"], ["durationS", "run seconds"],
+  ["failures", "failed runs"], ["degraded", "degraded runs"], ["durationS", "run seconds"],
 ];
 const CSV_KINDS = ["mismatches", "errors", "warnings"];
 
@@ -164,7 +164,7 @@ function drawChart(days) {
       const value = Number(day[key]) || 0;
       const height = max ? Math.max(1, Math.round((value / max) * (panel - 6))) : 0;
       const bar = svg("rect", { x: left + i * (barWidth + 2), y: panel - height, width: barWidth, height,
-        class: key === "failures" || key === "throttled429" ? "bar bad" : "bar", "data-date": day.date, "data-value": value },
+        class: ["failures", "degraded", "throttled429"].includes(key) ? "bar bad" : "bar", "data-date": day.date, "data-value": value },
         svg("title", { text: `${day.date}: ${formatNumber(value)} ${label} (${day.runs} runs)` }));
       group.append(bar);
     });

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import enum
+import functools
 import io
 import tempfile
 from datetime import datetime, timedelta
@@ -82,6 +83,11 @@ def mismatch_report(rows: Iterable[MismatchRow]) -> CsvReport:
     return report
 
 
+@functools.lru_cache(maxsize=1024)  # an invoice's lines share a few hundred distinct dates
+def _moment(text: Any) -> datetime | None:
+    return parse_iso(text)
+
+
 class ReferenceChecks:
     """Lines' references against the synced customers and subscriptions, and their anomalies."""
 
@@ -97,6 +103,7 @@ class ReferenceChecks:
         self._resynced: set[str] = set()
         self._customers: set[str] | None = None
         self._subscriptions: dict[str, set[str]] = {}
+        self._verdicts: dict[tuple[str | None, str | None], str | None] = {}
         self.errors = CsvReport(ReportKind.ERRORS)
         self.warnings = CsvReport(ReportKind.WARNINGS)
 
@@ -136,11 +143,19 @@ class ReferenceChecks:
         return "unknown subscription"
 
     def check(self, line: Line, *, usage: bool) -> None:
-        where = (line.source, line.entity["RowKey"], line.customer_id, line.subscription_id)
-        problem = self._problem(line)
+        customer, subscription = line.customer_id, line.subscription_id
+        pair = (customer, subscription)
+        if pair in self._verdicts:  # the lines of one subscription share it (a re-sync happens once)
+            problem = self._verdicts[pair]
+        else:
+            problem = self._verdicts[pair] = self._problem(line)
+        warnings = list(self._warnings(line, usage=usage))
+        if problem is None and not warnings:
+            return
+        where = (line.source, line.entity["RowKey"], customer, subscription)
         if problem:
             self.errors.add((*where, problem))
-        for warning in self._warnings(line, usage=usage):
+        for warning in warnings:
             self.warnings.add((*where, warning))
 
     def _warnings(self, line: Line, *, usage: bool) -> Iterable[str]:
@@ -157,8 +172,10 @@ class ReferenceChecks:
             yield f"line of another invoice ({number})"
 
     def _outside(self, text: Any, *, end: bool = False) -> bool:
-        moment: datetime | None = parse_iso(text) if text else None
-        if moment is None or self._start is None or self._end is None:
+        if not text or self._start is None or self._end is None:
+            return False
+        moment: datetime | None = _moment(text)
+        if moment is None:
             return False
         if end:
             return moment > self._end or moment < self._start

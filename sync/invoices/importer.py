@@ -14,8 +14,9 @@ The import's state (column ``import_state`` of the invoice row, :class:`ImportSt
 
 Usage: new commerce invoices read the Graph billed daily-rated usage export; legacy (D)
 invoices with Azure charges read the v1 ``azure`` usage line items (``billingPeriodStart``/
-``End`` from the provider's Billing Start Date). Legacy usage lines carry no amounts, so the
-checksum of a legacy invoice is ``not_applicable``.
+``End`` from the provider's Billing Start Date). Legacy usage lines carry quantities only, so a
+legacy invoice's checksum compares quantities priced at the billing line's rate
+(:mod:`sync.invoices.legacy_checksum`); one with Office lines only has none (``not_applicable``).
 """
 from __future__ import annotations
 
@@ -32,10 +33,11 @@ from shared.paging import PagingStyle
 from ..streams import INVOICES, Stream
 from .checksum import ChecksumResult, ChecksumStatus, UsageChecksum
 from .csvreports import REPORTS_CONTAINER, ReferenceChecks, blob_name, mismatch_report
+from .legacy_checksum import LegacyUsageChecksum
 from .lines import RECON_COLUMNS, USAGE_COLUMNS, Line, build_row, recon_total
 from .pricing import Pricing, assign_billing_period
 from .reconciliation import LINE_ITEMS_TABLE, V1_AZURE, V2_RECON, LineTally
-from .store import PartitionedWriter, sweep
+from .store import PartitionedWriter, invoice_rows, sweep
 
 log = get_logger(__name__)
 
@@ -100,13 +102,13 @@ class InvoiceImport:
     """Writes one invoice's rows and checks them; ``figures`` says what happened."""
 
     def __init__(self, *, tables: Any, blobs: Any, provider: ProviderConnection, invoice: Mapping[str, Any],
-                 resync: Callable[[str], None] | None = None, workers: int = 4,
+                 resync: Callable[[str], None] | None = None, workers: int = 4, legacy: bool = False,
                  on_rejected: Callable[[dict[str, Any], str], None] | None = None):
         self.tables, self.blobs, self.provider, self.invoice = tables, blobs, provider, invoice
         self.invoice_id = str(invoice.get("id") or "")
         self.figures = ImportFigures()
         self.tally = LineTally()
-        self.checksum = UsageChecksum()
+        self.checksum = LegacyUsageChecksum() if legacy else UsageChecksum()
         self.refs = ReferenceChecks(tables, provider.id, dict(invoice), resync=resync)
         self.pricing = Pricing(provider.azure_specialization, provider.azure_specializations)
         self.workers = workers
@@ -141,8 +143,7 @@ class InvoiceImport:
             self.figures.usage_count += 1
             if legacy:
                 assign_billing_period(line.entity, self.provider.billing_start_day)
-            else:
-                self.checksum.add_usage(line)
+            self.checksum.add_usage(line)
             self.pricing.apply(line)
             self.refs.check(line, usage=True)
             writer.add(line.entity)
@@ -177,6 +178,20 @@ class InvoiceImport:
             return
         currency = line.entity.get("pricingCurrency") or line.entity.get("currency") or ""
         self.figures.unit_costs[subscription] = (line.customer_id or "", price, currency)
+
+    def has_stored_rows(self) -> bool:
+        """Whether any row of this invoice is stored (an earlier import's, a crashed one's, the
+        layout before per-generation partitions): a first import has nothing to sweep, and skips
+        reading back every row it wrote. (Two imports of one invoice at once may leave the
+        other's rows behind; the next import's sweep removes them.)"""
+        legacy = V2_RECON.partition_key(self.provider.id, self.invoice_id)
+        for name in (LINE_ITEMS_TABLE, USAGE_TABLE):
+            table = self.tables.table(name)
+            for rows in (invoice_rows(table, self.provider.id, self.invoice_id, select=["PartitionKey"]),
+                         table.list_entities(partition_key=legacy, select=["PartitionKey"])):
+                if next(iter(rows), None) is not None:
+                    return True
+        return False
 
     def sweep(self) -> None:
         legacy = V2_RECON.partition_key(self.provider.id, self.invoice_id)  # the layout before per-customer rows

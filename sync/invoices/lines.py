@@ -14,23 +14,25 @@ beside the previous import's until it is complete (:mod:`sync.invoices.store`). 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Callable, Mapping
 
-from shared.jsonutil import as_enum, as_text, lower_keys
+from shared.jsonlines import JsonLine
+from shared.jsonutil import as_enum, as_text
 from shared.tables import escape_key
 
 from ..resources import canonical_id
 from ..streams import MAX_RAW_UTF16_UNITS, utf16_units
-from .money import amount_text, dumps_exact, to_decimal
+from .money import dumps_exact, plain, to_decimal
 
 ROW_KEY_DIGITS = 9
 NO_CUSTOMER = "-"  # the partition part of lines without a customer id
 
 
 def _text(value: Any) -> str | None:
-    text = as_text(value)
+    text = value if type(value) is str else as_text(value)  # noqa: E721 - the common case, fast
     return text if text is not None and text.strip() else None
 
 
@@ -41,6 +43,11 @@ def _enum(value: Any) -> str | None:
 def _id(value: Any) -> str | None:
     text = _text(value)
     return None if text is None else canonical_id(text)
+
+
+def _amount(value: Any) -> Decimal | None:
+    """Marks a money or quantity column: stored as exact decimal text, kept as the Decimal."""
+    return to_decimal(value)
 
 
 Column = tuple[str, tuple[str, ...], Callable[[Any], Any]]
@@ -56,11 +63,11 @@ _COMMON: tuple[Column, ...] = (
     ("skuName", ("skuname", "resourcename"), _text),
     ("chargeType", ("chargetype",), _enum),
     ("chargeTypeOriginal", ("chargetype",), _text),  # as Microsoft wrote it
-    ("quantity", ("quantity", "consumedquantity", "overagequantity"), amount_text),
-    ("billableQuantity", ("billablequantity",), amount_text),
-    ("unitPrice", ("unitprice", "listprice"), amount_text),
-    ("effectiveUnitPrice", ("effectiveunitprice", "pretaxeffectiverate"), amount_text),
-    ("pcToBCExchangeRate", ("pctobcexchangerate",), amount_text),
+    ("quantity", ("quantity", "consumedquantity", "overagequantity"), _amount),
+    ("billableQuantity", ("billablequantity",), _amount),
+    ("unitPrice", ("unitprice", "listprice"), _amount),
+    ("effectiveUnitPrice", ("effectiveunitprice", "pretaxeffectiverate"), _amount),
+    ("pcToBCExchangeRate", ("pctobcexchangerate",), _amount),
     ("pcToBCExchangeRateDate", ("pctobcexchangeratedate",), _text),
     ("pricingCurrency", ("pricingcurrency",), _text),
     ("chargeStart", ("chargestartdate",), _text),
@@ -76,9 +83,9 @@ _COMMON: tuple[Column, ...] = (
 RECON_COLUMNS: tuple[Column, ...] = _COMMON + (
     ("customerDomain", ("customerdomainname", "domainname"), _text),
     ("orderId", ("orderid",), _text),
-    ("subtotal", ("subtotal", "pretaxcharges", "amount"), amount_text),
-    ("tax", ("taxtotal", "tax", "taxamount"), amount_text),
-    ("total", ("total", "totalforcustomer", "posttaxtotal"), amount_text),
+    ("subtotal", ("subtotal", "pretaxcharges", "amount"), _amount),
+    ("tax", ("taxtotal", "tax", "taxamount"), _amount),
+    ("total", ("total", "totalforcustomer", "posttaxtotal"), _amount),
     ("currency", ("currency", "billingcurrency"), _text),
     ("priceAdjustmentDescription", ("priceadjustmentdescription",), _text),
     ("creditReasonCode", ("creditreasoncode",), _text),
@@ -97,14 +104,14 @@ USAGE_COLUMNS: tuple[Column, ...] = _COMMON + (
     ("unitOfMeasure", ("unit", "unitofmeasure"), _text),
     ("resourceUri", ("resourceuri",), _text),
     ("entitlementId", ("entitlementid",), _text),
-    ("billingPreTaxTotal", ("billingpretaxtotal",), amount_text),
-    ("pricingPreTaxTotal", ("pricingpretaxtotal",), amount_text),
+    ("billingPreTaxTotal", ("billingpretaxtotal",), _amount),
+    ("pricingPreTaxTotal", ("pricingpretaxtotal",), _amount),
     ("billingCurrency", ("billingcurrency", "currency"), _text),
-    ("pecPercentage", ("partnerearnedcreditpercentage",), amount_text),
-    ("pecRate", ("rateofpartnerearnedcredit",), amount_text),
+    ("pecPercentage", ("partnerearnedcreditpercentage",), _amount),
+    ("pecRate", ("rateofpartnerearnedcredit",), _amount),
     ("hasPartnerEarnedCredit", ("haspartnerearnedcredit",), _text),
     ("creditType", ("credittype",), _text),
-    ("creditPercentage", ("creditpercentage", "rateofcredit"), amount_text),
+    ("creditPercentage", ("creditpercentage", "rateofcredit"), _amount),
     ("benefitId", ("benefitid",), _text),
     ("benefitOrderId", ("benefitorderid",), _text),
 )
@@ -134,6 +141,7 @@ def generation_prefix(provider_id: str, invoice_id: str, generation: str) -> str
     return invoice_prefix(provider_id, invoice_id) + escape_key(generation) + "|"
 
 
+@functools.lru_cache(maxsize=4096)  # one invoice's lines name a few thousand customers at most
 def partition_for(provider_id: str, invoice_id: str, customer_id: str | None, generation: str) -> str:
     return generation_prefix(provider_id, invoice_id, generation) + escape_key(customer_id or NO_CUSTOMER)
 
@@ -144,11 +152,14 @@ def row_key(source: str, index: int) -> str:
 
 @dataclass(frozen=True)
 class Line:
-    """One line as stored and as the checks see it (``lowered``: the upstream keys lower-cased)."""
+    """One line as stored and as the checks see it (``lowered``: the upstream keys lower-cased;
+    ``amounts``: the money and quantity columns as parsed, so the checks do not parse the stored
+    text again)."""
 
     entity: dict[str, Any]
     lowered: Mapping[str, Any]
     source: str
+    amounts: Mapping[str, Decimal] = field(default_factory=dict)
 
     @property
     def customer_id(self) -> str | None:
@@ -159,13 +170,16 @@ class Line:
         return _id(self.entity.get("subscriptionId") or self.entity.get("entitlementId"))
 
     def amount(self, column: str) -> Decimal | None:
+        if column in self.amounts:
+            return self.amounts[column]
         return to_decimal(self.entity.get(column))
 
 
 def build_row(item: Mapping[str, Any], columns: tuple[Column, ...], *, provider_id: str, invoice_id: str,
               source: str, index: int, generation: str) -> Line:
     """The table entity of one upstream line (recon or usage, by ``columns``)."""
-    lowered = lower_keys(item)
+    lowered = {key.lower() if type(key) is str else str(key).lower(): value  # noqa: E721
+               for key, value in item.items()}
     customer = _id(first(lowered, ("customerid",)))
     entity: dict[str, Any] = {
         "PartitionKey": partition_for(provider_id, invoice_id, customer, generation),
@@ -175,18 +189,31 @@ def build_row(item: Mapping[str, Any], columns: tuple[Column, ...], *, provider_
     }
     if customer:
         entity["customer_key"] = customer
+    amounts: dict[str, Decimal] = {}
+    get = lowered.get
     for name, keys, convert in columns:
-        value = convert(first(lowered, keys))
-        if value is not None:
-            entity[name] = value
-    raw = dumps_exact(item)
+        for key in keys:  # first(lowered, keys), inlined: this loop runs ~40 times a line
+            value = get(key)
+            if value is not None and value != "":
+                break
+        else:
+            continue
+        value = convert(value)
+        if value is None:
+            continue
+        if convert is _amount:
+            amounts[name] = value
+            value = plain(value)
+        entity[name] = value
+    # a line read from JSON Lines keeps Microsoft's own text (every digit as written)
+    raw = item.text if isinstance(item, JsonLine) else dumps_exact(item)
     # a character is at most two UTF-16 units: only long texts need counting
     if len(raw) * 2 <= MAX_RAW_UTF16_UNITS or utf16_units(raw) <= MAX_RAW_UTF16_UNITS:
         entity["raw"] = raw
         entity["raw_truncated"] = False
     else:
         entity["raw_truncated"] = True
-    return Line(entity, lowered, source)
+    return Line(entity, lowered, source, amounts)
 
 
 def recon_total(line: Line) -> Decimal:

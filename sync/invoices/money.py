@@ -5,7 +5,8 @@
   ``Edm.Double``), the float's shortest repr, so stored floats still read.
 * :func:`plain` writes a Decimal as fixed-point text ("1234.5", "0", "-0.01"): the stored form.
 * :func:`dumps_exact` (from :mod:`shared.jsonutil`) is ``json.dumps`` that writes Decimals as JSON numbers with every digit,
-  so the stored raw JSON keeps the 22 significant digits Microsoft prints for unit prices.
+  so the stored raw JSON of a v1 item keeps the 22 significant digits Microsoft prints for unit
+  prices (a Graph export row keeps its line's own text, :class:`shared.jsonlines.JsonLine`).
 * :func:`rounddown` and the two published subtotal formulas (Microsoft's new-commerce
   reconciliation file documentation):
   usage-based ``ROUNDDOWN(ROUNDDOWN(EffectiveUnitPrice x BillableQuantity, 2) x PCToBCExchangeRate, 2)``,

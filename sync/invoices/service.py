@@ -202,18 +202,21 @@ class InvoiceService:
         invoice_id = result.invoice_id
         run = InvoiceImport(tables=self.tables, blobs=self.blobs, provider=provider, invoice=invoice,
                             resync=lambda customer: self._resync_customer(provider, customer, client, result),
-                            workers=self.write_workers, on_rejected=lambda row, reason: result.skip(row["RowKey"], reason))
+                            workers=self.write_workers, legacy=plan.legacy,
+                            on_rejected=lambda row, reason: result.skip(row["RowKey"], reason))
         result.figures = run.figures
         sources = self._line_items(plan, provider, invoice_id, client, stats, result)
         if sources is None:
             run.figures.state = ImportState.PENDING
             return
+        earlier_rows = run.has_stored_rows()  # before this import writes any
         self._mark_populating(provider.id, invoice_id, run.figures.generation)
         try:
             run.write_lines(sources)  # stored on the writers' threads while the usage file is read
             usage_pending, checked = self._usage(run, plan, provider, invoice, client, stats, result)
             result.rows_written += run.close_writers()
-            run.sweep()  # only after every source was read and stored completely
+            if earlier_rows:
+                run.sweep()  # only after every source was read and stored completely
         finally:
             run.close_writers(quietly=True)  # after a failure: stop the writers (no-op otherwise)
             result.rows_read = run.rows_read
@@ -237,7 +240,7 @@ class InvoiceService:
             items = client.iter_items(source.paginator(parent_id=invoice_id, page_size=self.v1_page_size),
                                       exact_numbers=source.exact_numbers)
             run.write_usage(source, items, legacy=True)
-            return None, False
+            return None, True  # quantities, priced at the billing lines' rates
         graph = self.sync.clients.graph(provider).bind(stats=stats)
         manifest, no_data = unless_no_data(lambda: graph.export_billed_usage(invoice_id))
         if no_data is not None:

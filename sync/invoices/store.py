@@ -117,10 +117,19 @@ class PartitionedWriter:
 
 
 def prefix_rows(table: Any, prefix: str, *, select: list[str] | None = None) -> Iterator[dict[str, Any]]:
-    """Every row whose PartitionKey starts with ``prefix`` (which ends in "|"): "}" follows "|"
-    in ASCII, so the range holds exactly those keys."""
+    """Every row whose PartitionKey starts with ``prefix`` (which ends in "|")."""
+    yield from _key_range(table, prefix, _after(prefix), select=select)
+
+
+def _after(prefix: str) -> str:
+    """The first key past every key that starts with ``prefix`` (ending in "|"): "}" follows "|"
+    in ASCII."""
+    return prefix[:-1] + "}"
+
+
+def _key_range(table: Any, lo: str, hi: str, *, select: list[str] | None) -> Iterator[dict[str, Any]]:
     yield from table.list_entities(query="PartitionKey ge @lo and PartitionKey lt @hi",
-                                   parameters={"lo": prefix, "hi": prefix[:-1] + "}"}, select=select)
+                                   parameters={"lo": lo, "hi": hi}, select=select)
 
 
 def invoice_rows(table: Any, provider_id: str, invoice_id: str, *, select: list[str] | None = None
@@ -140,9 +149,11 @@ def sweep(table: Any, provider_id: str, invoice_id: str, generation: str, *,
           legacy_partition: str | None = None, workers: int = 4) -> int:
     """Delete the invoice's rows of any other generation (and, once, the rows of the layout
     before partitions per generation: one partition per invoice), in per-partition batches."""
-    doomed = (row for row in invoice_rows(table, provider_id, invoice_id,
-                                          select=["PartitionKey", "RowKey", "generation"])
-              if row.get("generation") != generation)
+    # two key ranges around the live generation's partitions: its rows are not read back
+    everything, live = invoice_prefix(provider_id, invoice_id), generation_prefix(provider_id, invoice_id, generation)
+    columns = ["PartitionKey", "RowKey", "generation"]
+    doomed = (row for lo, hi in ((everything, live), (_after(live), _after(everything)))
+              for row in _key_range(table, lo, hi, select=columns) if row.get("generation") != generation)
     removed = _delete_all(table, doomed, workers=workers)
     if legacy_partition:
         removed += _delete_all(table, table.list_entities(partition_key=legacy_partition,

@@ -117,6 +117,7 @@ def _runs(runtime, provider_id):
     for days_ago, stream, outcome, written in ((0, "customers", RunOutcome.SUCCEEDED, 40),
                                                (0, "subscriptions", RunOutcome.FAILED, 3),
                                                (2, "customers", RunOutcome.SUCCEEDED, 5),
+                                               (2, "agreements", RunOutcome.DEGRADED, 0),
                                                (40, "customers", RunOutcome.SUCCEEDED, 999)):
         started = now - timedelta(days=days_ago, minutes=5)
         started_at.setdefault(days_ago, started)
@@ -136,8 +137,10 @@ def test_health_counts_runs_per_day_and_the_last_run_of_each_stream(call, runtim
     assert response.status_code == 200 and len(health["days"]) == 30
     today = next(d for d in health["days"] if d["date"] == started_at[0].date().isoformat())  # midnight-proof
     assert today["runs"] == 2 and today["rowsWritten"] == 43 and today["failures"] == 1 and today["calls"] == 14
-    assert today["throttled429"] == 2 and today["durationS"] == 24
-    assert sum(d["runs"] for d in health["days"]) == 3  # the run 40 days ago is outside
+    assert today["throttled429"] == 2 and today["durationS"] == 24 and today["degraded"] == 0
+    two_days_ago = next(d for d in health["days"] if d["date"] == started_at[2].date().isoformat())
+    assert two_days_ago["degraded"] == 1 and two_days_ago["failures"] == 0  # degraded is not a failure
+    assert sum(d["runs"] for d in health["days"]) == 4  # the run 40 days ago is outside
     assert health["lastRuns"]["customers"]["rowsWritten"] == 40
     assert health["lastRuns"]["subscriptions"]["outcome"] == "failed"
     assert health["truncated"] is False

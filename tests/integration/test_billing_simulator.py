@@ -7,7 +7,7 @@ import csv
 import io
 import json
 from dataclasses import replace
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import pytest
 
@@ -16,6 +16,7 @@ from shared.errors import Conflict
 from shared.providers import AzureSpecializationMode, CostManagement
 from shared.tables import escape_key
 from sync.invoices.checksum import ChecksumStatus
+from sync.invoices.money import EXACT_DIGITS
 from sync.streams import SUBSCRIPTIONS
 from sync.invoices.store import live_rows
 from tests.support import simulator_runtime, started_simulator
@@ -117,6 +118,15 @@ def test_one_file_lines_and_credits_are_explained(rt, sim, provider):
     assert abs(unexplained) < Decimal("0.05")
 
 
+def test_usage_converted_at_another_rate_is_explained_as_currency(rt, sim, provider):
+    invoice_id = new_invoice(rt, sim, provider, currency="EUR", usageExchangeRate="0.85")
+    result = rt.invoices.import_invoice(replace(provider, usage_mismatch_tolerance="100%"), invoice_id)
+    checksum = result.figures.checksum
+    assert checksum.overall.difference < 0  # the usage file converted at 0.85 instead of 0.846202666
+    assert checksum.overall.causes["currency"] < 0 and "currency" in invoice_row(rt, invoice_id)["checksum_explained_by"]
+    assert abs(checksum.overall.difference - checksum.overall.explained) < Decimal("0.05")  # left: rounding cents
+
+
 @pytest.mark.parametrize("kind", ["reservation", "savings_plan", "marketplace"])
 def test_each_one_file_kind_is_recognised(rt, sim, provider, kind):
     # the marketplace line: ProductCategory SaaS, PublisherName "Contoso ISV Ltd"
@@ -126,6 +136,40 @@ def test_each_one_file_kind_is_recognised(rt, sim, provider, kind):
     assert [o["kind"] for o in planted] == [kind]
     assert checksum.overall.causes["one_file"] == Decimal(str(planted[0]["amount"])) != 0
     assert checksum.overall.difference == checksum.overall.explained  # nothing left unexplained
+
+
+@pytest.mark.parametrize("mode", list(AzureSpecializationMode))
+def test_each_specialization_mode_prices_the_usage_lines(rt, sim, provider, mode):
+    invoice_id = new_invoice(rt, sim, provider, specializationDiscount="Analytics on Microsoft Azure")
+    result = rt.invoices.import_invoice(replace(provider, azure_specialization=mode), invoice_id)
+    assert result.state == "active", result.figures.message
+    usage = list(live_rows(rt.tables.table("invoiceusage"), PROVIDER_ID, invoice_id,
+                           invoice_row(rt, invoice_id)["import_generation"]))
+    discounted = [u for u in usage if u.get("benefitType")]
+    assert discounted and len(discounted) < len(usage)
+    for row in usage:
+        cost, basis = Decimal(row["partnerCost"]), Decimal(row["customerPriceBasis"])
+        assert cost == Decimal(row["billingPreTaxTotal"])  # what the partner pays, in the billing currency
+        if mode is AzureSpecializationMode.RETAIN and row.get("benefitType"):
+            with localcontext() as exact:
+                exact.prec = EXACT_DIGITS  # as pcsync computes it: no digit rounded away
+                discount = (Decimal(row["unitPrice"]) - Decimal(row["effectiveUnitPrice"])) * \
+                    Decimal(row["billableQuantity"] if row.get("billableQuantity") else row["quantity"]) * \
+                    Decimal(row["pcToBCExchangeRate"])
+                assert basis == cost + discount and discount > 0  # the discount is kept as margin
+        else:
+            assert basis == cost  # none and pass-through: the customer is priced from the discounted cost
+
+
+# ("from the product price list" is refused when the provider is saved: tests/unit/sync/test_invoices_checksum.py)
+@pytest.mark.parametrize("mode", [CostManagement.OFF, CostManagement.INVOICE])
+def test_cost_management_sets_unit_costs_only_from_the_invoice(rt, sim, provider, mode):
+    invoice_id = new_invoice(rt, sim, provider)
+    assert rt.invoices.import_invoice(replace(provider, cost_management=mode), invoice_id).state == "active"
+    costed = [r for r in rt.tables.table("subscriptions").list_entities() if r.get("unitCost")]
+    assert bool(costed) is (mode is CostManagement.INVOICE)
+    if costed:
+        assert all(r["unitCostInvoice"] == invoice_id and Decimal(r["unitCost"]) > 0 for r in costed)
 
 
 def test_unit_cost_survives_a_subscription_resync(rt, sim, provider):
@@ -199,7 +243,10 @@ def test_legacy_invoice_usage_gets_billing_periods_from_the_start_day(rt, sim, p
     rt.invoices.sync_provider_invoices(provider, enqueue=False)
     result = rt.invoices.import_invoice(provider, legacy["id"])
     assert result.outcome == "succeeded" and result.figures.usage_count > 0
-    assert result.figures.checksum.status is ChecksumStatus.NOT_APPLICABLE
+    # the simulator's daily quantities add up to each billing line's: the legacy checksum passes
+    checksum = result.figures.checksum
+    assert checksum.status is ChecksumStatus.PASSED and checksum.overall.recon > 0
+    assert checksum.overall.usage == checksum.overall.recon and result.figures.state == "active"
     usage = list(live_rows(rt.tables.table("invoiceusage"), PROVIDER_ID, legacy["id"],
                            invoice_row(rt, legacy["id"])["import_generation"]))
     assert all(r["billingPeriodStart"].endswith("-15") for r in usage)

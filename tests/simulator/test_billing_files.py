@@ -203,12 +203,13 @@ def test_bad_knobs_are_refused_and_change_nothing(bsim):
     invoice = new_invoice(bsim)
     for knobs in ({"extras": ["nonsense"]}, {"exchangeRate": "abc"}, {"usageNotReady": "later"},
                   {"usageMismatch": {"00000000-0000-0000-0000-000000000000": "1"}}, {"colour": "red"},
-                  {"currency": "EURO"}):
+                  {"currency": "EURO"}, {"specializationDiscount": 5}):
         with pytest.raises(ControlError) as refused:
             bsim.control.set_billing(invoice["id"], **knobs)
         assert refused.value.status == 400
     plan = bsim.control.billing(invoice["id"])
     assert plan["extras"] == [] and plan["usageMismatch"] == {} and plan["currency"] == "USD"
+    assert plan["specializationDiscount"] == ""
     with pytest.raises(ControlError) as missing:
         bsim.control.billing("G999999999")
     assert missing.value.status == 404

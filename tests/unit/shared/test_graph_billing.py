@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+from decimal import Decimal
 import io
 import json
 import random
@@ -231,6 +232,24 @@ def test_parser_rejects_truncated_gzip_bad_lines_and_runaway_lines():
 
 def test_already_decoded_body_passes_through():
     assert list(iter_gzip_json_lines([b'{"a": 1}\n', b'{"a": 2}\n'])) == [{"a": 1}, {"a": 2}]
+
+
+def test_each_row_keeps_its_line_text_and_a_byte_order_mark_is_dropped():
+    text = '{"UnitPrice": 0.1835431430074643112595, "Total": 12.50}'
+    rows = list(iter_gzip_json_lines([gzip.compress(b"\xef\xbb\xbf" + text.encode() + b'\r\n{"a":2}\n')],
+                                     parse_float=Decimal))
+    assert rows == [{"UnitPrice": Decimal("0.1835431430074643112595"), "Total": Decimal("12.50")}, {"a": 2}]
+    assert [row.text for row in rows] == [text, '{"a":2}']  # Microsoft's text, digit for digit
+
+
+def test_a_line_stored_from_json_lines_keeps_microsofts_text_as_raw():
+    from sync.invoices.lines import RECON_COLUMNS, build_row
+
+    text = '{"CustomerId":"C1","UnitPrice":0.1835431430074643112595,"Total":12.50}'
+    row = next(iter_gzip_json_lines([text.encode()], parse_float=Decimal))
+    line = build_row(row, RECON_COLUMNS, provider_id="p", invoice_id="G1", source="recon", index=0, generation="g")
+    assert line.entity["raw"] == text and line.entity["unitPrice"] == "0.1835431430074643112595"
+    assert line.entity["total"] == "12.5" and line.amount("total") == Decimal("12.50")
 
 
 def test_manifest_sample_and_beta_names():

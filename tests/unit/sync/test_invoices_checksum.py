@@ -273,6 +273,53 @@ def test_unknown_references_block_after_one_resync_and_anomalies_warn():
             "line of another invoice (G2)"} <= problems
 
 
+def legacy_billing(subscription, meter, quantity, charges, *, source="azure"):
+    item = {"customerId": C1, "subscriptionId": subscription, "resourceGuid": meter, "consumedQuantity": quantity,
+            "includedQuantity": 0, "overageQuantity": quantity, "pretaxCharges": charges,
+            "chargeType": "Assess usage fee for current cycle", "billingProvider": source}
+    return build_row(item, RECON_COLUMNS, provider_id="p1", invoice_id="D1", source=source, index=0, generation="g")
+
+
+def legacy_usage(subscription, meter, quantity):
+    item = {"customerId": C1, "subscriptionId": subscription, "resourceGuid": meter, "consumedQuantity": quantity,
+            "usageDate": "2026-10-03T00:00:00Z", "billingProvider": "azure"}
+    return build_row(item, USAGE_COLUMNS, provider_id="p1", invoice_id="D1", source="azureusage", index=0,
+                     generation="g")
+
+
+def legacy_result(billing, usage_rows, tolerance="0"):
+    from shared.providers import Tolerance
+    from sync.invoices.legacy_checksum import LegacyUsageChecksum
+
+    checksum = LegacyUsageChecksum()
+    for line in billing:
+        checksum.add_recon(line)
+    for line in usage_rows:
+        checksum.add_usage(line)
+    return checksum.result(Tolerance.parse(tolerance))
+
+
+def test_legacy_checksum_passes_when_the_daily_quantities_add_up_to_each_billing_line():
+    billing = [legacy_billing("s1", "m1", "3", "7.77"), legacy_billing("s1", "m2", "10", "1.00"),
+               legacy_billing("", "", "5", "99.00", source="office")]  # license lines are not compared
+    days = [legacy_usage("s1", "m1", "1.25"), legacy_usage("s1", "m1", "1.75"), legacy_usage("s1", "M2", "10")]
+    result = legacy_result(billing, days)
+    assert result.status is ChecksumStatus.PASSED
+    assert (result.overall.recon, result.overall.usage) == (Decimal("8.77"), Decimal("8.77"))
+
+
+def test_legacy_checksum_prices_a_quantity_difference_at_the_billing_lines_rate():
+    billing = [legacy_billing("s1", "m1", "4", "10.00"), legacy_billing("s2", "m9", "2", "3.00")]
+    days = [legacy_usage("s1", "m1", "3"), legacy_usage("s2", "m9", "2")]  # one unit of m1 has no daily usage
+    mismatch = legacy_result(billing, days)
+    assert mismatch.status is ChecksumStatus.MISMATCH and mismatch.overall.difference == Decimal("2.5")
+    worst = mismatch.rows[0]
+    assert (worst.subscription, worst.recon, worst.usage, worst.difference) == ("s1", Decimal("10.00"),
+                                                                                Decimal("7.5"), Decimal("2.5"))
+    assert legacy_result(billing, days, tolerance="2.5").status is ChecksumStatus.WITHIN_TOLERANCE
+    assert legacy_result(billing, days, tolerance="20%").status is ChecksumStatus.MISMATCH  # 25 % on s1
+
+
 # -- never half-lands --------------------------------------------------------------------------
 
 
@@ -297,6 +344,39 @@ def test_reimport_replaces_and_a_crash_leaves_the_previous_import_live():
     assert svc.import_invoice(provider, "G1").state == "active"
     assert len(invoice_lines(tables, "G1")) == 1
     assert len(list(tables.table("invoicelineitems").list_entities())) == 1  # leftovers swept
+
+
+def test_a_first_import_reads_nothing_back_and_a_crashed_first_import_is_swept_by_the_next():
+    svc, tables, _, billing, provider = importer([recon(C1, "s1", "1"), recon(C2, "s3", "2")],
+                                                 [usage(C1, "s1", "1"), usage(C2, "s3", "2")])
+    reads = []
+    for name in ("invoicelineitems", "invoiceusage"):
+        table, listing = tables.table(name), tables.table(name).list_entities
+
+        def counted(*args, _listing=listing, _name=name, **kwargs):
+            rows = list(_listing(*args, **kwargs))
+            reads.append((_name, len(rows)))
+            return iter(rows)
+        table.list_entities = counted
+    original = billing.request
+
+    def broken(method, url, **kwargs):
+        if "usage/billed/export" in url:
+            raise RuntimeError("killed")
+        return original(method, url, **kwargs)
+
+    billing.request = broken
+    with pytest.raises(RuntimeError):
+        svc.import_invoice(provider, "G1")  # the first import dies after writing its lines
+    assert reads and all(count == 0 for _, count in reads)  # it only asked whether rows existed
+    left = len(list(tables.table("invoicelineitems").list_entities()))
+    assert left == 2 and invoice_lines(tables, "G1") == {}
+    billing.request = original
+    reads.clear()
+    assert svc.import_invoice(provider, "G1").state == "active"
+    assert len(invoice_lines(tables, "G1")) == 2
+    assert len(list(tables.table("invoicelineitems").list_entities())) == 2  # the crashed import's rows are gone
+    assert ("invoicelineitems", 2) in reads  # its sweep read the leftovers (not the new rows)
 
 
 # -- pricing, unit costs, billing periods, provider fields -------------------------------------
