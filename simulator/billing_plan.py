@@ -78,17 +78,11 @@ class BillingPlan:
         if unknown:
             raise PlanError(f"unknown billing knobs: {sorted(unknown)}")
         if "exchangeRate" in changes:
-            rate = changes["exchangeRate"]
-            self.exchange_rate = None if rate is None else _decimal(rate, "exchangeRate")
-            if self.exchange_rate is not None and self.exchange_rate <= 0:
-                raise PlanError("exchangeRate must be positive")
+            self.exchange_rate = _rate(changes["exchangeRate"], "exchangeRate")
         if "extras" in changes:
             self.extras = _extras(changes["extras"])
         if "usageExchangeRate" in changes:
-            rate = changes["usageExchangeRate"]
-            self.usage_exchange_rate = None if rate is None else _decimal(rate, "usageExchangeRate")
-            if self.usage_exchange_rate is not None and self.usage_exchange_rate <= 0:
-                raise PlanError("usageExchangeRate must be positive")
+            self.usage_exchange_rate = _rate(changes["usageExchangeRate"], "usageExchangeRate")
         if "specializationDiscount" in changes:
             name = changes["specializationDiscount"]
             if not isinstance(name, str) or len(name) > 100:
@@ -117,6 +111,14 @@ class BillingPlan:
             if changes["usageNotReady"] not in NOT_READY_ANSWERS:
                 raise PlanError(f"usageNotReady must be one of {NOT_READY_ANSWERS}")
             self.usage_not_ready = changes["usageNotReady"]
+
+
+def _rate(value, name: str) -> Decimal | None:
+    """An exchange-rate knob: None (the default rate) or a positive number."""
+    rate = None if value is None else _decimal(value, name)
+    if rate is not None and rate <= 0:
+        raise PlanError(f"{name} must be positive")
+    return rate
 
 
 def _camel(name: str) -> str:

@@ -323,11 +323,9 @@ def test_legacy_checksum_prices_a_quantity_difference_at_the_billing_lines_rate(
 # -- never half-lands --------------------------------------------------------------------------
 
 
-def test_reimport_replaces_and_a_crash_leaves_the_previous_import_live():
-    svc, tables, _, billing, provider = importer([recon(C1, "s1", "1"), recon(C1, "s1", "2")], [usage(C1, "s1", "3")])
-    svc.import_invoice(provider, "G1")
-    first_generation = invoice_row(tables)["import_generation"]
-    billing.lines["G1"] = [recon(C1, "s1", "3")]
+def kill_at_the_usage_export(billing):
+    """The import dies when it asks for the usage export (after its lines are written); returns
+    the fake's own request function, to put back."""
     original = billing.request
 
     def broken(method, url, **kwargs):
@@ -336,6 +334,15 @@ def test_reimport_replaces_and_a_crash_leaves_the_previous_import_live():
         return original(method, url, **kwargs)
 
     billing.request = broken
+    return original
+
+
+def test_reimport_replaces_and_a_crash_leaves_the_previous_import_live():
+    svc, tables, _, billing, provider = importer([recon(C1, "s1", "1"), recon(C1, "s1", "2")], [usage(C1, "s1", "3")])
+    svc.import_invoice(provider, "G1")
+    first_generation = invoice_row(tables)["import_generation"]
+    billing.lines["G1"] = [recon(C1, "s1", "3")]
+    original = kill_at_the_usage_export(billing)
     with pytest.raises(RuntimeError):
         svc.import_invoice(provider, "G1")
     row = invoice_row(tables)
@@ -358,14 +365,7 @@ def test_a_first_import_reads_nothing_back_and_a_crashed_first_import_is_swept_b
             reads.append((_name, len(rows)))
             return iter(rows)
         table.list_entities = counted
-    original = billing.request
-
-    def broken(method, url, **kwargs):
-        if "usage/billed/export" in url:
-            raise RuntimeError("killed")
-        return original(method, url, **kwargs)
-
-    billing.request = broken
+    original = kill_at_the_usage_export(billing)
     with pytest.raises(RuntimeError):
         svc.import_invoice(provider, "G1")  # the first import dies after writing its lines
     assert reads and all(count == 0 for _, count in reads)  # it only asked whether rows existed
