@@ -119,13 +119,15 @@ def _fitted(entity: Mapping[str, Any]) -> tuple[Entity, int]:
 
 def _bounds(entity: Mapping[str, Any]) -> tuple[int, int]:
     """In one pass, cheaply: (an upper bound of the entity's size as the service counts it, an
-    estimate of its share of a transaction body that errs high). Stored: a character is at most 2 UTF-16 units (4 bytes), another value
-    at most 8 bytes; a string that may exceed the per-string limit makes it "too big" (over
-    :data:`MAX_ENTITY_BYTES`), so that the caller measures exactly. Body: an ASCII character is
-    written in at most 2 bytes of JSON (``\\"``, ``\\n``; only the rare other control characters
-    take 6, and a batch the service refuses as too large is split anyway), any other at most 6
-    (``\\uXXXX``); a property's name, quotes and type annotation at most twice its name plus 40,
-    bytes (base64) at most twice their length, any other value at most 40."""
+    estimate of its share of a transaction body that errs high).
+
+    Stored: a character is at most 2 UTF-16 units (4 bytes), another value at most 8 bytes; a
+    string that may exceed the per-string limit makes it "too big" (over :data:`MAX_ENTITY_BYTES`),
+    so that the caller measures exactly. Body: an ASCII character is written in at most 2 bytes of
+    JSON (``\\"``, ``\\n``; only the rare other control characters take 6, and a batch the
+    service refuses as too large is split anyway), any other at most 6 (``\\uXXXX``); a property's
+    name, quotes and type annotation at most twice its name plus 40, bytes (base64) at most twice
+    their length, any other value at most 40."""
     stored, body = 12, 200
     for name, value in entity.items():
         if isinstance(value, str):

@@ -179,10 +179,6 @@ def _rate(line: Line) -> Decimal:
     return line.amount("pcToBCExchangeRate") or Decimal(1)
 
 
-def _quantity(line: Line) -> Decimal | None:
-    return line.amount("billableQuantity") if line.amount("billableQuantity") is not None else line.amount("quantity")
-
-
 def _is_credit(line: Line) -> bool:
     return bool(line.entity.get("creditReasonCode")) or bool(_CREDIT.search(line.entity.get("chargeTypeOriginal") or ""))
 
@@ -208,7 +204,7 @@ def _meter_key(line: Line) -> str:
 
 def _rounding(amount: Decimal, line: Line, rate: Decimal) -> Decimal:
     """``amount`` less its unrounded product when it is Microsoft's rounded one (else 0)."""
-    price, quantity = line.amount("effectiveUnitPrice"), _quantity(line)
+    price, quantity = line.amount("effectiveUnitPrice"), line.billable_quantity()
     if price is None or quantity is None:
         return ZERO
     exact = price * quantity * rate
@@ -297,7 +293,7 @@ class UsageChecksum:
         sub.explain("rounding", -rounding)
         if meter is not None:
             meter.explain("rounding", -rounding)
-        price, quantity = line.amount("effectiveUnitPrice"), _quantity(line)
+        price, quantity = line.amount("effectiveUnitPrice"), line.billable_quantity()
         if sub.rate is not None and sub.rate != rate and price is not None and quantity is not None:
             sub.explain("currency", price * quantity * (sub.rate - rate))
 

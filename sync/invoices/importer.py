@@ -108,6 +108,7 @@ class InvoiceImport:
         self.invoice_id = str(invoice.get("id") or "")
         self.figures = ImportFigures()
         self.tally = LineTally()
+        self.legacy = legacy  # a legacy (D) invoice: v1 usage, billing periods from the start day
         self.checksum = LegacyUsageChecksum() if legacy else UsageChecksum()
         self.refs = ReferenceChecks(tables, provider.id, dict(invoice), resync=resync)
         self.pricing = Pricing(provider.azure_specialization, provider.azure_specializations)
@@ -135,13 +136,13 @@ class InvoiceImport:
                 writer.add(line.entity)
         writer.flush_open()
 
-    def write_usage(self, source: Stream, items: Iterator[Mapping[str, Any]], *, legacy: bool) -> None:
+    def write_usage(self, source: Stream, items: Iterator[Mapping[str, Any]]) -> None:
         writer = self._writer(USAGE_TABLE)
         self.figures.usage_source = source.name
         for index, item in enumerate(items):
             line = self._line(item, USAGE_COLUMNS, source, index)
             self.figures.usage_count += 1
-            if legacy:
+            if self.legacy:
                 assign_billing_period(line.entity, self.provider.billing_start_day)
             self.checksum.add_usage(line)
             self.pricing.apply(line)

@@ -18,7 +18,7 @@ from decimal import Decimal
 
 from shared.providers import Tolerance
 
-from .checksum import ZERO, ChecksumResult, UsageChecksum, _quantity
+from .checksum import ZERO, ChecksumResult, UsageChecksum
 from .lines import Line
 from .money import exact
 from .reconciliation import V1_AZURE
@@ -52,7 +52,7 @@ class LegacyUsageChecksum(UsageChecksum):
             meter.recon += amount
             meter.recon_lines += 1
         billed = self._billed.setdefault((line.subscription_id or "-", self._meter_key(line)), [ZERO, ZERO])
-        billed[0] += _quantity(line) or ZERO
+        billed[0] += line.billable_quantity() or ZERO
         billed[1] += amount
 
     @exact
@@ -62,7 +62,7 @@ class LegacyUsageChecksum(UsageChecksum):
         sub.has_usage = True
         self._meter(sub, line)
         key = (line.subscription_id or "-", self._meter_key(line))
-        self._used[key] = self._used.get(key, ZERO) + (_quantity(line) or ZERO)
+        self._used[key] = self._used.get(key, ZERO) + (line.billable_quantity() or ZERO)
 
     @exact
     def _price_usage(self) -> None:

@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any, Callable, Mapping
 
 from shared.jsonlines import JsonLine
-from shared.jsonutil import as_enum, as_text
+from shared.jsonutil import as_enum, as_text, lower_keys
 from shared.tables import escape_key
 
 from ..resources import canonical_id
@@ -169,6 +169,12 @@ class Line:
     def subscription_id(self) -> str | None:
         return _id(self.entity.get("subscriptionId") or self.entity.get("entitlementId"))
 
+    def billable_quantity(self) -> Decimal | None:
+        """``BillableQuantity`` where the file has it (the quantity Microsoft reconciles with),
+        else ``Quantity``."""
+        billable = self.amount("billableQuantity")
+        return billable if billable is not None else self.amount("quantity")
+
     def amount(self, column: str) -> Decimal | None:
         if column in self.amounts:
             return self.amounts[column]
@@ -178,8 +184,7 @@ class Line:
 def build_row(item: Mapping[str, Any], columns: tuple[Column, ...], *, provider_id: str, invoice_id: str,
               source: str, index: int, generation: str) -> Line:
     """The table entity of one upstream line (recon or usage, by ``columns``)."""
-    lowered = {key.lower() if type(key) is str else str(key).lower(): value  # noqa: E721
-               for key, value in item.items()}
+    lowered = lower_keys(item)
     customer = _id(first(lowered, ("customerid",)))
     entity: dict[str, Any] = {
         "PartitionKey": partition_for(provider_id, invoice_id, customer, generation),

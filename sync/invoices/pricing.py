@@ -53,8 +53,7 @@ class Pricing:
     @exact
     def apply(self, line: Line) -> None:
         """Add ``partnerCost`` and ``customerPriceBasis`` to the line's entity."""
-        quantity = line.amount("billableQuantity")
-        quantity = quantity if quantity is not None else line.amount("quantity")
+        quantity = line.billable_quantity()
         rate = line.amount("pcToBCExchangeRate") or Decimal(1)
         price, effective = line.amount("unitPrice"), line.amount("effectiveUnitPrice")
         cost = line.amount("billingPreTaxTotal")

@@ -239,13 +239,13 @@ class InvoiceService:
         if source is V1_AZURE_USAGE:
             items = client.iter_items(source.paginator(parent_id=invoice_id, page_size=self.v1_page_size),
                                       exact_numbers=source.exact_numbers)
-            run.write_usage(source, items, legacy=True)
+            run.write_usage(source, items)
             return None, True  # quantities, priced at the billing lines' rates
         graph = self.sync.clients.graph(provider).bind(stats=stats)
         manifest, no_data = unless_no_data(lambda: graph.export_billed_usage(invoice_id))
         if no_data is not None:
             return str(no_data), True
-        run.write_usage(source, graph.iter_rows(manifest), legacy=False)
+        run.write_usage(source, graph.iter_rows(manifest))
         return (None if run.figures.usage_count else "the usage export has no rows yet"), True
 
     def _resync_customer(self, provider: ProviderConnection, customer_id: str, client: PartnerCenterClient,
